@@ -1,0 +1,136 @@
+"""uv, the only thing that resolves and installs: spec -> lock, lock -> venv.
+
+uv reads neither pip's configuration nor `PIP_*` variables, so every index
+option is passed explicitly; `UV_*` variables from the caller's environment
+are dropped so that nothing outside the spec can change what gets built.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from envs.errors import BuildError
+from envs.lockfile import Lock
+from envs.spec import EnvSpec, IndexConfig
+
+log = structlog.get_logger("envs.builder")
+
+LOCKFILE = "pylock.toml"
+
+_KEEP_FROM_CALLER = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR")
+_PROXY = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
+
+
+def default_uv() -> str:
+    """The uv binary shipped with the `uv` package this project depends on."""
+    from uv import find_uv_bin
+
+    return str(find_uv_bin())
+
+
+def index_args(index: IndexConfig) -> list[str]:
+    args: list[str] = []
+    if index.no_index:
+        args.append("--no-index")
+    elif index.index_url:
+        args += ["--index-url", index.index_url]
+    for url in index.extra_index_urls:
+        args += ["--extra-index-url", url]
+    for location in index.find_links:
+        args += ["--find-links", location]
+    return args
+
+
+@dataclass(frozen=True)
+class Uv:
+    """One uv binary with its cache directory (on the same filesystem as the envs)."""
+
+    binary: str
+    cache_dir: Path
+
+    def environ(self) -> dict[str, str]:
+        env = {k: os.environ[k] for k in (*_KEEP_FROM_CALLER, *_PROXY) if k in os.environ}
+        env.update(
+            UV_CACHE_DIR=str(self.cache_dir),
+            UV_NO_CONFIG="1",
+            UV_PYTHON_DOWNLOADS="never",
+            UV_LINK_MODE="hardlink",
+            NO_COLOR="1",
+        )
+        return env
+
+    def run(self, args: Sequence[str], *, what: str, cwd: Path) -> None:
+        """Run uv; on failure raise BuildError with uv's own words."""
+        argv = [self.binary, *args]
+        log.debug("uv.run", argv=argv)
+        try:
+            proc = subprocess.run(
+                argv, cwd=cwd, env=self.environ(), capture_output=True, text=True, check=False
+            )
+        except OSError as exc:
+            raise BuildError(f"cannot run uv at {self.binary!r}: {exc}") from None
+        if proc.returncode != 0:
+            detail = (proc.stderr or proc.stdout).strip()
+            raise BuildError(f"{what} failed (uv exit {proc.returncode}):\n{detail}")
+
+
+def resolve(uv: Uv, spec: EnvSpec, workdir: Path) -> Lock:
+    """Solve the spec into an exact lock with hashes; nothing is installed."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "requirements.in").write_text("".join(f"{r}\n" for r in spec.requirements))
+    uv.run(
+        [
+            "pip",
+            "compile",
+            "requirements.in",
+            "--format",
+            "pylock.toml",
+            "--generate-hashes",
+            "--no-header",
+            "--quiet",
+            "--python",
+            spec.interpreter.executable,
+            *index_args(spec.index),
+            "--output-file",
+            "pylock.toml",
+        ],
+        what=f"resolving {', '.join(str(r) for r in spec.requirements) or 'an empty set'}",
+        cwd=workdir,
+    )
+    return Lock((workdir / "pylock.toml").read_text())
+
+
+def materialize(uv: Uv, lock: Lock, spec: EnvSpec, target: Path) -> None:
+    """Create a relocatable venv at `target` holding exactly the lock, kept as `pylock.toml`.
+
+    Relocatable, because the build happens in a temporary directory and is
+    published by renaming it: entry points such as `torchrun` must survive that.
+    """
+    uv.run(
+        ["venv", "--relocatable", "--quiet", "--python", spec.interpreter.executable, str(target)],
+        what="creating the virtual environment",
+        cwd=target.parent,
+    )
+    (target / LOCKFILE).write_text(lock.text)
+    uv.run(
+        [
+            "pip",
+            "sync",
+            "--preview-features",
+            "pylock",
+            "--quiet",
+            "--compile-bytecode",
+            "--python",
+            str(target / "bin" / "python"),
+            *index_args(spec.index),
+            LOCKFILE,
+        ],
+        what="installing the locked packages",
+        cwd=target,
+    )

@@ -1,0 +1,274 @@
+"""EnvCache.ensure(spec) -> Env: look up, lock, build, publish.
+
+Layout under the cache root::
+
+    envs/<env-key>/        ready environments (a relocatable venv + runner-env.json + pylock.toml)
+    specs/<spec-key>.json  spec key -> env key; a hit reads this and the env's metadata, no uv
+    locks/                 one build lock per spec key and per env key (they outlive the env)
+    leases/<env-key>       shared OS locks held by jobs; the file's mtime is "last used"
+    tmp/                   resolves and builds in progress, named with their builder's pid
+    uv/                    uv's cache, on the same filesystem so installs are hardlinks
+
+An environment becomes visible under `envs/` only by one atomic rename of a
+finished build whose metadata is already inside it, so nothing half built is
+ever found under a ready key. A build killed at any moment leaves only a
+directory under `tmp/`, which the next build of that key (or `gc`) removes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+from filelock import FileLock
+from pydantic import BaseModel
+
+from envs import builder
+from envs.errors import BuildError, EnvError, EnvNotFoundError
+from envs.files import atomic_write_text, remove_tree, tree_size
+from envs.lockfile import Lock
+from envs.spec import EnvSpec
+
+log = structlog.get_logger("envs.cache")
+
+META = "runner-env.json"
+
+
+class EnvMeta(BaseModel):
+    """What an environment holds and how it came to be; written before it is published."""
+
+    key: str
+    requirements: list[str]
+    index: dict[str, Any]
+    interpreter: dict[str, str]
+    packages: list[str]
+    created: datetime
+    size_bytes: int
+    build_seconds: float
+
+
+@dataclass(frozen=True)
+class Env:
+    """A ready environment in the cache."""
+
+    key: str
+    path: Path
+    meta: EnvMeta
+    last_used: datetime
+
+    @property
+    def python(self) -> Path:
+        return self.path / "bin" / "python"
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.path / "bin"
+
+    @property
+    def lock(self) -> Lock:
+        return Lock((self.path / builder.LOCKFILE).read_text())
+
+
+class EnvInUseError(EnvError):
+    """The environment is leased by a running job and cannot be removed now."""
+
+
+class EnvCache:
+    """A content-addressed cache of virtual environments under one root directory."""
+
+    def __init__(self, root: Path, uv_binary: str | None = None) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.envs_dir = self.root / "envs"
+        self.specs_dir = self.root / "specs"
+        self.locks_dir = self.root / "locks"
+        self.leases_dir = self.root / "leases"
+        self.tmp_dir = self.root / "tmp"
+        for d in (self.envs_dir, self.specs_dir, self.locks_dir, self.leases_dir, self.tmp_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self.uv = builder.Uv(uv_binary or builder.default_uv(), self.root / "uv")
+
+    # -- lookup ---------------------------------------------------------------
+
+    def _load(self, env_key: str) -> Env | None:
+        path = self.envs_dir / env_key
+        try:
+            meta = EnvMeta.model_validate_json((path / META).read_bytes())
+        except FileNotFoundError:
+            return None
+        try:
+            used = (self.leases_dir / env_key).stat().st_mtime
+        except FileNotFoundError:
+            used = meta.created.timestamp()
+        return Env(env_key, path, meta, datetime.fromtimestamp(used, UTC))
+
+    def lookup(self, spec: EnvSpec) -> Env | None:
+        """The ready env for this spec, without resolving anything."""
+        try:
+            env_key = (self.specs_dir / f"{spec.key}.json").read_text().strip()
+        except FileNotFoundError:
+            return None
+        return self._load(env_key)
+
+    def list(self) -> list[Env]:
+        envs = (self._load(p.name) for p in self.envs_dir.iterdir() if p.is_dir())
+        return sorted((e for e in envs if e is not None), key=lambda e: e.last_used)
+
+    def get(self, key: str) -> Env:
+        """An env by its key or an unambiguous prefix of it (at least 4 characters)."""
+        key = key.strip().lower()
+        matches = [p.name for p in self.envs_dir.iterdir() if p.name.startswith(key)]
+        if len(key) < 4 or not matches:
+            raise EnvNotFoundError(
+                f"no cached environment with key {key!r}; `runner envs list` shows the keys"
+            )
+        if len(matches) > 1:
+            raise EnvNotFoundError(
+                f"key prefix {key!r} is ambiguous ({len(matches)} environments); give more of it"
+            )
+        env = self._load(matches[0])
+        if env is None:
+            raise EnvNotFoundError(f"environment {matches[0]!r} was removed")
+        return env
+
+    def spec_keys(self, env_key: str) -> list[str]:
+        return sorted(
+            p.stem for p in self.specs_dir.glob("*.json") if p.read_text().strip() == env_key
+        )
+
+    # -- build ----------------------------------------------------------------
+
+    def _touch(self, env_key: str) -> None:
+        (self.leases_dir / env_key).touch()
+
+    def ensure(self, spec: EnvSpec) -> Env:
+        """Return the ready env for `spec`, building it at most once across processes."""
+        started = time.monotonic()
+        env = self.lookup(spec)
+        if env is not None:
+            self._touch(env.key)
+            log.info("env.hit", env=env.key, spec=spec.key, seconds=time.monotonic() - started)
+            return env
+        with FileLock(self.locks_dir / f"spec-{spec.key}.lock"):
+            env = self.lookup(spec)  # another process may have built it while we waited
+            if env is not None:
+                self._touch(env.key)
+                log.info(
+                    "env.hit", env=env.key, spec=spec.key, waited=True,
+                    seconds=time.monotonic() - started,
+                )
+                return env
+            lock = self._resolve(spec)
+            env_key = lock.env_key(spec.interpreter)
+            env = self._load(env_key)
+            if env is not None:
+                log.info("env.shared", env=env_key, spec=spec.key)
+            else:
+                with FileLock(self.locks_dir / f"env-{env_key}.lock"):
+                    env = self._load(env_key) or self._build(spec, lock, env_key)
+            atomic_write_text(self.specs_dir / f"{spec.key}.json", env_key + "\n")
+            self._touch(env_key)
+            return env
+
+    def _workdir(self, kind: str, key: str) -> Path:
+        return self.tmp_dir / f"{kind}-{key}-{os.getpid()}-{secrets.token_hex(4)}"
+
+    def _resolve(self, spec: EnvSpec) -> Lock:
+        started = time.monotonic()
+        workdir = self._workdir("resolve", spec.key)
+        log.info("env.resolve", spec=spec.key, requirements=[str(r) for r in spec.requirements])
+        try:
+            lock = builder.resolve(self.uv, spec, workdir)
+        finally:
+            remove_tree(workdir)
+        log.info(
+            "env.resolved", spec=spec.key, packages=len(lock.packages),
+            seconds=time.monotonic() - started,
+        )
+        return lock
+
+    def _build(self, spec: EnvSpec, lock: Lock, env_key: str) -> Env:
+        """Materialize in tmp/, then publish with one rename. Caller holds the env lock."""
+        for stale in self.tmp_dir.glob(f"build-{env_key}-*"):
+            remove_tree(stale)  # left by a builder that died; we hold the lock, so it is dead
+        started = time.monotonic()
+        workdir = self._workdir("build", env_key)
+        log.info("env.build.start", env=env_key, spec=spec.key, packages=len(lock.packages))
+        try:
+            builder.materialize(self.uv, lock, spec, workdir)
+            meta = EnvMeta(
+                key=env_key,
+                requirements=spec.canonical_requirements,
+                index=asdict(spec.index),
+                interpreter=spec.interpreter.identity(),
+                packages=lock.pins(),
+                created=datetime.now(UTC),
+                size_bytes=tree_size(workdir),
+                build_seconds=round(time.monotonic() - started, 3),
+            )
+            (workdir / META).write_text(meta.model_dump_json(indent=2))
+            workdir.rename(self.envs_dir / env_key)
+        except BaseException as exc:
+            remove_tree(workdir)
+            if isinstance(exc, BuildError):
+                log.error("env.build.failed", env=env_key, spec=spec.key, error=str(exc))
+            raise
+        log.info(
+            "env.build", env=env_key, spec=spec.key, seconds=meta.build_seconds,
+            size_bytes=meta.size_bytes,
+        )
+        env = self._load(env_key)
+        assert env is not None
+        return env
+
+    # -- leases and removal -----------------------------------------------------
+
+    @contextlib.contextmanager
+    def lease(self, spec: EnvSpec) -> Iterator[Env]:
+        """Ensure the env and hold a shared lock on it: no eviction while it is held.
+
+        The lock is an OS lock, so a process that dies releases it by dying.
+        """
+        for _attempt in range(3):
+            env = self.ensure(spec)
+            fd = os.open(self.leases_dir / env.key, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH)
+                if (env.path / META).exists():  # not evicted between ensure and flock
+                    yield env
+                    return
+            finally:
+                os.close(fd)
+        raise EnvError(f"environment {spec.key} kept disappearing while being leased")
+
+    def remove(self, env_key: str) -> int:
+        """Remove an env unless a job holds it; returns the bytes freed."""
+        env = self._load(env_key)
+        if env is None:
+            raise EnvNotFoundError(f"no cached environment with key {env_key!r}")
+        fd = os.open(self.leases_dir / env_key, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise EnvInUseError(
+                    f"environment {env_key[:12]} is in use by a running job; "
+                    "cancel the job or try again when it ends"
+                ) from None
+            trash = self._workdir("trash", env_key)
+            (self.envs_dir / env_key).rename(trash)  # gone from the ready view in one step
+            for spec_key in self.spec_keys(env_key):
+                (self.specs_dir / f"{spec_key}.json").unlink(missing_ok=True)
+            remove_tree(trash)
+        finally:
+            os.close(fd)
+        log.info("env.remove", env=env_key, size_bytes=env.meta.size_bytes)
+        return env.meta.size_bytes

@@ -1,0 +1,72 @@
+"""Eviction by age of last use and by total size; never touches an env in use.
+
+An env is in use while any job holds its shared lease; eviction asks for the
+exclusive lock without waiting and skips the env when it cannot have it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import structlog
+
+from envs.cache import EnvCache, EnvInUseError
+from envs.errors import EnvNotFoundError
+from envs.files import pid_alive, remove_tree
+
+log = structlog.get_logger("envs.gc")
+
+STALE_TMP_SECONDS = 86400.0
+
+
+@dataclass
+class GcResult:
+    removed: list[str] = field(default_factory=list)
+    in_use: list[str] = field(default_factory=list)
+    freed_bytes: int = 0
+    kept_bytes: int = 0
+
+
+def collect(
+    cache: EnvCache,
+    *,
+    max_size: int | None = None,
+    older_than: timedelta | None = None,
+    now: datetime | None = None,
+) -> GcResult:
+    """Evict envs unused for `older_than`, then the least recently used until under `max_size`."""
+    now = now or datetime.now(UTC)
+    result = GcResult()
+    envs = cache.list()  # least recently used first
+    total = sum(e.meta.size_bytes for e in envs)
+    for env in envs:
+        too_old = older_than is not None and now - env.last_used > older_than
+        too_big = max_size is not None and total > max_size
+        if not (too_old or too_big):
+            continue
+        try:
+            freed = cache.remove(env.key)
+        except EnvInUseError:
+            result.in_use.append(env.key)
+            log.info("env.gc.in_use", env=env.key)
+            continue
+        except EnvNotFoundError:  # removed by someone else meanwhile
+            continue
+        result.removed.append(env.key)
+        result.freed_bytes += freed
+        total -= freed
+    result.kept_bytes = total
+    _clean_tmp(cache)
+    return result
+
+
+def _clean_tmp(cache: EnvCache) -> None:
+    """Remove leftovers of builders that died: their pid is gone, or it is a day old."""
+    for entry in cache.tmp_dir.iterdir():
+        parts = entry.name.split("-")
+        pid = int(parts[2]) if len(parts) >= 4 and parts[2].isdigit() else None
+        age = time.time() - entry.stat().st_mtime
+        if (pid is not None and not pid_alive(pid)) or age > STALE_TMP_SECONDS:
+            remove_tree(entry)

@@ -1,0 +1,224 @@
+"""The `runner` command. Thin: each command gathers data and prints it as text or JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import timedelta
+from typing import Any
+
+import click
+from envs import EnvError, IndexConfig
+from envs.requirements import read_file
+
+from runner.errors import RunnerError
+from runner.logs import configure
+from runner.settings import RunnerSettings
+from runner.units import format_size, parse_duration, parse_size
+
+
+class _Group(click.Group):
+    """User mistakes print one line without a traceback; bugs keep theirs."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (RunnerError, EnvError) as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+def _settings(ctx: click.Context) -> RunnerSettings:
+    settings: RunnerSettings = ctx.find_root().obj
+    return settings
+
+
+def _emit(data: Any, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(data, indent=2, default=str) if as_json else text)
+
+
+def _size_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
+    try:
+        return None if value is None else parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _duration_option(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> timedelta | None:
+    try:
+        return None if value is None else parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "json", "console"]),
+    default=None,
+    help="How the runner's own events are written to stderr (default: console on a TTY).",
+)
+@click.version_option(package_name="sandbox-runner")
+@click.pass_context
+def cli(ctx: click.Context, log_format: str | None) -> None:
+    """Run Python training jobs in cached, sandboxed environments."""
+    from pydantic import ValidationError
+
+    try:
+        settings = RunnerSettings()
+    except ValidationError as exc:
+        raise click.ClickException(f"invalid RUNNER_* setting:\n{exc}") from None
+    if log_format:
+        settings = settings.model_copy(update={"log_format": log_format})
+    configure(settings.log_format, settings.log_level)
+    ctx.obj = settings
+
+
+# -- envs ------------------------------------------------------------------------
+
+
+@cli.group(cls=_Group)
+def envs() -> None:
+    """Inspect and clean the environment cache."""
+
+
+def _env_row(env: Any, specs: list[str] | None = None) -> dict[str, Any]:
+    row = {
+        "key": env.key,
+        "path": str(env.path),
+        "requirements": env.meta.requirements,
+        "packages": env.meta.packages,
+        "interpreter": env.meta.interpreter,
+        "index": env.meta.index,
+        "size_bytes": env.meta.size_bytes,
+        "created": env.meta.created.isoformat(),
+        "last_used": env.last_used.isoformat(),
+    }
+    if specs is not None:
+        row["specs"] = specs
+    return row
+
+
+@envs.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def envs_list(ctx: click.Context, as_json: bool) -> None:
+    """List cached environments, least recently used first."""
+    from runner.spec import open_cache
+
+    rows = [_env_row(e) for e in open_cache(_settings(ctx)).list()]
+    lines = [f"{'KEY':<12}  {'SIZE':>10}  {'LAST USED':<19}  REQUIREMENTS"]
+    lines += [
+        f"{r['key'][:12]}  {format_size(r['size_bytes']):>10}  "
+        f"{r['last_used'][:19]:<19}  {' '.join(r['requirements']) or '(empty)'}"
+        for r in rows
+    ]
+    total = sum(r["size_bytes"] for r in rows)
+    lines.append(f"{len(rows)} environment(s), {format_size(total)}")
+    _emit(rows, as_json, "\n".join(lines))
+
+
+@envs.command("show")
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def envs_show(ctx: click.Context, key: str, as_json: bool) -> None:
+    """Show one environment: its spec, lock, size and last use. KEY may be a prefix."""
+    from runner.spec import open_cache
+
+    cache = open_cache(_settings(ctx))
+    env = cache.get(key)
+    row = _env_row(env, cache.spec_keys(env.key))
+    row["lock"] = env.lock.text
+    text = "\n".join(
+        [
+            f"key:          {env.key}",
+            f"path:         {env.path}",
+            f"requirements: {' '.join(row['requirements']) or '(empty)'}",
+            f"python:       {env.meta.interpreter['version']} ({env.meta.interpreter['abi']})",
+            f"size:         {format_size(env.meta.size_bytes)}",
+            f"created:      {row['created']}",
+            f"last used:    {row['last_used']}",
+            f"built in:     {env.meta.build_seconds:.2f} s",
+            "packages:",
+            *(f"  {p}" for p in env.meta.packages),
+        ]
+    )
+    _emit(row, as_json, text)
+
+
+@envs.command("rm")
+@click.argument("keys", nargs=-1, required=True)
+@click.pass_context
+def envs_rm(ctx: click.Context, keys: tuple[str, ...]) -> None:
+    """Remove environments (refused for one a running job uses). KEY may be a prefix."""
+    from runner.spec import open_cache
+
+    cache = open_cache(_settings(ctx))
+    for key in keys:
+        env = cache.get(key)
+        freed = cache.remove(env.key)
+        click.echo(f"removed {env.key[:12]} ({format_size(freed)})")
+
+
+@envs.command("gc")
+@click.option("--max-size", callback=_size_option, help="Evict least recently used above this.")
+@click.option("--older-than", callback=_duration_option, help="Evict envs unused this long (7d).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def envs_gc(
+    ctx: click.Context, max_size: int | None, older_than: timedelta | None, as_json: bool
+) -> None:
+    """Evict environments by size and age; environments in use are never touched."""
+    from envs.gc import collect
+
+    from runner.spec import open_cache
+
+    if max_size is None and older_than is None:
+        raise click.UsageError("give --max-size SIZE and/or --older-than DURATION")
+    result = collect(open_cache(_settings(ctx)), max_size=max_size, older_than=older_than)
+    text = (
+        f"removed {len(result.removed)} environment(s), freed {format_size(result.freed_bytes)}; "
+        f"{len(result.in_use)} in use kept; {format_size(result.kept_bytes)} remain"
+    )
+    _emit(vars(result), as_json, text)
+
+
+@envs.command("create")
+@click.option("--with", "with_", multiple=True, metavar="REQ", help="A requirement (repeatable).")
+@click.option("-r", "--requirements", "req_files", multiple=True, type=click.Path(), help="File.")
+@click.option("--index-url", help="Package index (default: settings, PIP_INDEX_URL, PyPI).")
+@click.option("--extra-index-url", multiple=True, help="Extra package index (repeatable).")
+@click.option("--find-links", multiple=True, help="Folder or page of wheels (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def envs_create(
+    ctx: click.Context,
+    with_: tuple[str, ...],
+    req_files: tuple[str, ...],
+    index_url: str | None,
+    extra_index_url: tuple[str, ...],
+    find_links: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Build (or find) the environment for a package set ahead of any job."""
+    from envs.requirements import parse_all
+
+    from runner.spec import env_spec, open_cache
+
+    settings = _settings(ctx)
+    reqs = parse_all(with_) + [r for f in req_files for r in read_file(f)]
+    index = IndexConfig(
+        index_url=index_url, extra_index_urls=extra_index_url, find_links=find_links
+    )
+    env = open_cache(settings).ensure(env_spec(settings, reqs, index))
+    _emit(_env_row(env), as_json, f"{env.key[:12]}  {env.path}")
+
+
+def main() -> None:
+    cli(prog_name="runner")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

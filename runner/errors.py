@@ -1,0 +1,15 @@
+"""The runner's user-facing errors: printed without a traceback, with the fix in the message."""
+
+from __future__ import annotations
+
+
+class RunnerError(Exception):
+    """A mistake the user can fix. Anything else that escapes is a bug."""
+
+
+class InvalidJobError(RunnerError, ValueError):
+    """A job specification refused at the edge, before anything is built or spawned."""
+
+
+class JobNotFoundError(RunnerError, LookupError):
+    """No job record with that name."""

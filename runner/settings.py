@@ -1,0 +1,66 @@
+"""RunnerSettings: the runner's configuration, read once from `RUNNER_*` variables.
+
+Read at the edge (CLI start, backend construction) and passed down; nothing
+deeper in the code reads the environment for configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+import platformdirs
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from envs import IndexConfig
+
+LogFormat = Literal["auto", "json", "console"]
+
+APP = "sandbox-runner"
+
+
+def _split(value: object) -> object:
+    """Lists from the environment are whitespace- or comma-separated, as pip's are."""
+    if isinstance(value, str):
+        return [part for part in value.replace(",", " ").split() if part]
+    return value
+
+
+class RunnerSettings(BaseSettings):
+    """Everything the runner can be told; each field is `RUNNER_<NAME>` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="RUNNER_", extra="ignore")
+
+    cache_dir: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_cache_dir(APP)),
+        description="Root of the environment cache (and of uv's cache, for hardlinks).",
+    )
+    state_dir: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_state_dir(APP)),
+        description="Where job records and logs are kept.",
+    )
+    index_url: str | None = Field(default=None, description="Package index (default: PyPI).")
+    extra_index_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    find_links: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    no_index: bool = False
+    python: Path | None = Field(
+        default=None, description="Interpreter for new environments (default: the runner's own)."
+    )
+    uv: str | None = Field(default=None, description="uv binary (default: the bundled one).")
+    log_format: LogFormat = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    _split_lists = field_validator("extra_index_urls", "find_links", mode="before")(_split)
+
+    def index(self, environ: Mapping[str, str] | None = None) -> IndexConfig:
+        """The settings' index layer over the user's pip variables."""
+        mine = IndexConfig(
+            index_url=self.index_url,
+            extra_index_urls=tuple(self.extra_index_urls),
+            find_links=tuple(self.find_links),
+            no_index=self.no_index,
+        )
+        return IndexConfig.layered(mine, IndexConfig.from_pip_env(os.environ if environ is None else environ))

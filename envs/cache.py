@@ -118,7 +118,8 @@ class EnvCache:
             return None
         return self._load(env_key)
 
-    def list(self) -> list[Env]:
+    def ready(self) -> list[Env]:
+        """Every ready environment, least recently used first."""
         envs = (self._load(p.name) for p in self.envs_dir.iterdir() if p.is_dir())
         return sorted((e for e in envs if e is not None), key=lambda e: e.last_used)
 
@@ -162,7 +163,10 @@ class EnvCache:
             if env is not None:
                 self._touch(env.key)
                 log.info(
-                    "env.hit", env=env.key, spec=spec.key, waited=True,
+                    "env.hit",
+                    env=env.key,
+                    spec=spec.key,
+                    waited=True,
                     seconds=time.monotonic() - started,
                 )
                 return env
@@ -190,7 +194,9 @@ class EnvCache:
         finally:
             remove_tree(workdir)
         log.info(
-            "env.resolved", spec=spec.key, packages=len(lock.packages),
+            "env.resolved",
+            spec=spec.key,
+            packages=len(lock.packages),
             seconds=time.monotonic() - started,
         )
         return lock
@@ -222,7 +228,10 @@ class EnvCache:
                 log.error("env.build.failed", env=env_key, spec=spec.key, error=str(exc))
             raise
         log.info(
-            "env.build", env=env_key, spec=spec.key, seconds=meta.build_seconds,
+            "env.build",
+            env=env_key,
+            spec=spec.key,
+            seconds=meta.build_seconds,
             size_bytes=meta.size_bytes,
         )
         env = self._load(env_key)

@@ -32,7 +32,7 @@ def tree_size(root: Path) -> int:
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
             try:
-                st = os.lstat(os.path.join(dirpath, name))
+                st = os.lstat(os.path.join(dirpath, name))  # noqa: PTH118 - hot loop, str paths
             except FileNotFoundError:
                 continue
             if (st.st_dev, st.st_ino) not in seen:

@@ -39,7 +39,7 @@ def collect(
     """Evict envs unused for `older_than`, then the least recently used until under `max_size`."""
     now = now or datetime.now(UTC)
     result = GcResult()
-    envs = cache.list()  # least recently used first
+    envs = cache.ready()  # least recently used first
     total = sum(e.meta.size_bytes for e in envs)
     for env in envs:
         too_old = older_than is not None and now - env.last_used > older_than

@@ -94,7 +94,9 @@ def read_file(path: str | os.PathLike[str]) -> list[Requirement]:
     try:
         lines = Path(path).read_text().splitlines()
     except OSError as exc:
-        raise InvalidRequirementError(f"cannot read requirements file {str(path)!r}: {exc}") from None
+        raise InvalidRequirementError(
+            f"cannot read requirements file {str(path)!r}: {exc}"
+        ) from None
     reqs: list[Requirement] = []
     for number, raw in enumerate(lines, 1):
         line = raw.split(" #", 1)[0].strip()

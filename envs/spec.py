@@ -73,7 +73,9 @@ class IndexConfig:
         """Each field from the first layer that sets it (job, then settings, then pip env)."""
         return cls(
             index_url=next((la.index_url for la in layers if la.index_url), None),
-            extra_index_urls=next((la.extra_index_urls for la in layers if la.extra_index_urls), ()),
+            extra_index_urls=next(
+                (la.extra_index_urls for la in layers if la.extra_index_urls), ()
+            ),
             find_links=next((la.find_links for la in layers if la.find_links), ()),
             no_index=next((True for la in layers if la.no_index), False),
         )
@@ -136,8 +138,8 @@ def _probe(executable: str) -> Interpreter:
 
 
 def digest(data: Any) -> str:
-    """sha256 of a canonical JSON rendering: sorted keys, no insignificant whitespace."""
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    """sha256 of a canonical JSON rendering: sorted keys, no spaces, dates as ISO text."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from datetime import timedelta
 from typing import Any
 
 import click
+
 from envs import EnvError, IndexConfig
 from envs.requirements import read_file
-
 from runner.errors import RunnerError
 from runner.logs import configure
 from runner.settings import RunnerSettings
@@ -107,7 +106,7 @@ def envs_list(ctx: click.Context, as_json: bool) -> None:
     """List cached environments, least recently used first."""
     from runner.spec import open_cache
 
-    rows = [_env_row(e) for e in open_cache(_settings(ctx)).list()]
+    rows = [_env_row(e) for e in open_cache(_settings(ctx)).ready()]
     lines = [f"{'KEY':<12}  {'SIZE':>10}  {'LAST USED':<19}  REQUIREMENTS"]
     lines += [
         f"{r['key'][:12]}  {format_size(r['size_bytes']):>10}  "
@@ -172,7 +171,6 @@ def envs_gc(
 ) -> None:
     """Evict environments by size and age; environments in use are never touched."""
     from envs.gc import collect
-
     from runner.spec import open_cache
 
     if max_size is None and older_than is None:
@@ -204,7 +202,6 @@ def envs_create(
 ) -> None:
     """Build (or find) the environment for a package set ahead of any job."""
     from envs.requirements import parse_all
-
     from runner.spec import env_spec, open_cache
 
     settings = _settings(ctx)
@@ -221,4 +218,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -63,4 +63,6 @@ class RunnerSettings(BaseSettings):
             find_links=tuple(self.find_links),
             no_index=self.no_index,
         )
-        return IndexConfig.layered(mine, IndexConfig.from_pip_env(os.environ if environ is None else environ))
+        return IndexConfig.layered(
+            mine, IndexConfig.from_pip_env(os.environ if environ is None else environ)
+        )

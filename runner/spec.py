@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from envs import EnvCache, EnvSpec, IndexConfig, Interpreter
-from envs.requirements import parse_all
 from packaging.requirements import Requirement
 
+from envs import EnvCache, EnvSpec, IndexConfig, Interpreter
+from envs.requirements import parse_all
 from runner.settings import RunnerSettings
 
 

@@ -23,7 +23,9 @@ def parse_duration(text: str) -> timedelta:
     """A timedelta from `30s`, `90m`, `12h`, `7d`, `2w`."""
     match = _DURATION.match(text)
     if not match:
-        raise ValueError(f"invalid duration {text!r}: use a number with s, m, h, d or w, such as 7d")
+        raise ValueError(
+            f"invalid duration {text!r}: use a number with s, m, h, d or w, such as 7d"
+        )
     return timedelta(seconds=float(match[1]) * _SECONDS[match[2].lower()])
 
 

@@ -1,0 +1,82 @@
+"""`runner envs ...` as a user types it: a real process, real uv, an offline wheelhouse."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def run(tmp_path: Path, wheelhouse: Path):  # type: ignore[no-untyped-def]
+    env = {
+        **os.environ,
+        "RUNNER_CACHE_DIR": str(tmp_path / "cache"),
+        "RUNNER_STATE_DIR": str(tmp_path / "state"),
+        "RUNNER_NO_INDEX": "1",
+        "RUNNER_FIND_LINKS": str(wheelhouse),
+    }
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "runner.cli", "--log-format", "json", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=env,
+            timeout=120,
+        )
+        if check:
+            assert proc.returncode == 0, proc.stderr
+        return proc
+
+    return run
+
+
+def test_create_list_show_rm(run) -> None:
+    created = json.loads(run("envs", "create", "--with", "Tiny_Pkg", "--json").stdout)
+    key = created["key"]
+    rows = json.loads(run("envs", "list", "--json").stdout)
+    assert [r["key"] for r in rows] == [key]
+    for field in ("key", "path", "requirements", "size_bytes", "created", "last_used"):
+        assert field in rows[0]
+    assert rows[0]["requirements"] == ["tiny-pkg"]
+
+    shown = json.loads(run("envs", "show", key[:8], "--json").stdout)
+    assert shown["key"] == key and "tiny-pkg" in shown["lock"]
+    assert "dep-a==2.0" in run("envs", "show", key[:8]).stdout
+
+    second = run("envs", "create", "--with", "tiny.pkg")
+    assert '"event": "env.hit"' in second.stderr
+
+    assert "removed" in run("envs", "rm", key[:12]).stdout
+    assert json.loads(run("envs", "list", "--json").stdout) == []
+
+
+def test_gc_and_its_arguments(run) -> None:
+    run("envs", "create", "--with", "tiny-pkg")
+    result = json.loads(run("envs", "gc", "--max-size", "0", "--json").stdout)
+    assert len(result["removed"]) == 1
+    bad = run("envs", "gc", "--max-size", "lots", check=False)
+    assert bad.returncode == 2 and "invalid size 'lots'" in bad.stderr
+    none = run("envs", "gc", check=False)
+    assert none.returncode == 2 and "--max-size" in none.stderr
+
+
+def test_user_errors_have_no_traceback(run) -> None:
+    missing = run("envs", "show", "deadbeef", check=False)
+    assert missing.returncode == 1
+    assert "no cached environment with key 'deadbeef'" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+    bad = run("envs", "create", "--with", "torch==", check=False)
+    assert bad.returncode == 1 and "'torch=='" in bad.stderr and "Traceback" not in bad.stderr
+
+    failed = run("envs", "create", "--with", "no-such-pkg", check=False)
+    assert failed.returncode == 1 and "no-such-pkg" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert json.loads(run("envs", "list", "--json").stdout) == []

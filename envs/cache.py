@@ -31,6 +31,7 @@ from typing import Any
 import structlog
 from filelock import FileLock
 from pydantic import BaseModel
+from structlog.typing import FilteringBoundLogger as Logger
 
 from envs import builder
 from envs.errors import BuildError, EnvError, EnvNotFoundError
@@ -38,7 +39,7 @@ from envs.files import atomic_write_text, remove_tree, tree_size
 from envs.lockfile import Lock
 from envs.spec import EnvSpec
 
-log = structlog.get_logger("envs.cache")
+_log: Logger = structlog.get_logger("envs.cache")
 
 META = "runner-env.json"
 
@@ -150,8 +151,12 @@ class EnvCache:
     def _touch(self, env_key: str) -> None:
         (self.leases_dir / env_key).touch()
 
-    def ensure(self, spec: EnvSpec) -> Env:
-        """Return the ready env for `spec`, building it at most once across processes."""
+    def ensure(self, spec: EnvSpec, log: Logger | None = None) -> Env:
+        """Return the ready env for `spec`, building it at most once across processes.
+
+        Events go to `log` (a job's log, say) or to this module's logger.
+        """
+        log = log or _log
         started = time.monotonic()
         env = self.lookup(spec)
         if env is not None:
@@ -170,14 +175,14 @@ class EnvCache:
                     seconds=time.monotonic() - started,
                 )
                 return env
-            lock = self._resolve(spec)
+            lock = self._resolve(spec, log)
             env_key = lock.env_key(spec.interpreter)
             env = self._load(env_key)
             if env is not None:
                 log.info("env.shared", env=env_key, spec=spec.key)
             else:
                 with FileLock(self.locks_dir / f"env-{env_key}.lock"):
-                    env = self._load(env_key) or self._build(spec, lock, env_key)
+                    env = self._load(env_key) or self._build(spec, lock, env_key, log)
             atomic_write_text(self.specs_dir / f"{spec.key}.json", env_key + "\n")
             self._touch(env_key)
             return env
@@ -185,7 +190,7 @@ class EnvCache:
     def _workdir(self, kind: str, key: str) -> Path:
         return self.tmp_dir / f"{kind}-{key}-{os.getpid()}-{secrets.token_hex(4)}"
 
-    def _resolve(self, spec: EnvSpec) -> Lock:
+    def _resolve(self, spec: EnvSpec, log: Logger) -> Lock:
         started = time.monotonic()
         workdir = self._workdir("resolve", spec.key)
         log.info("env.resolve", spec=spec.key, requirements=[str(r) for r in spec.requirements])
@@ -201,7 +206,7 @@ class EnvCache:
         )
         return lock
 
-    def _build(self, spec: EnvSpec, lock: Lock, env_key: str) -> Env:
+    def _build(self, spec: EnvSpec, lock: Lock, env_key: str, log: Logger) -> Env:
         """Materialize in tmp/, then publish with one rename. Caller holds the env lock."""
         for stale in self.tmp_dir.glob(f"build-{env_key}-*"):
             remove_tree(stale)  # left by a builder that died; we hold the lock, so it is dead
@@ -241,13 +246,13 @@ class EnvCache:
     # -- leases and removal -----------------------------------------------------
 
     @contextlib.contextmanager
-    def lease(self, spec: EnvSpec) -> Iterator[Env]:
+    def lease(self, spec: EnvSpec, log: Logger | None = None) -> Iterator[Env]:
         """Ensure the env and hold a shared lock on it: no eviction while it is held.
 
         The lock is an OS lock, so a process that dies releases it by dying.
         """
         for _attempt in range(3):
-            env = self.ensure(spec)
+            env = self.ensure(spec, log)
             fd = os.open(self.leases_dir / env.key, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH)
@@ -279,5 +284,5 @@ class EnvCache:
             remove_tree(trash)
         finally:
             os.close(fd)
-        log.info("env.remove", env=env_key, size_bytes=env.meta.size_bytes)
+        _log.info("env.remove", env=env_key, size_bytes=env.meta.size_bytes)
         return env.meta.size_bytes

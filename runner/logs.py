@@ -6,9 +6,13 @@ was bound (`job`, `step`, `rank`, ...) with structlog's contextvars.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
-from typing import Literal, TextIO
+import threading
+from collections.abc import Callable, MutableMapping
+from pathlib import Path
+from typing import Any, Literal, TextIO
 
 import structlog
 
@@ -48,3 +52,56 @@ def configure(
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
+
+
+Echo = Callable[[dict[str, Any]], None]
+
+
+class JobLog:
+    """A job's log: every record appended to `log.jsonl` as one JSON line, as it happens.
+
+    The file is line-buffered, so a reader in another process (`runner logs -f`,
+    a second SDK backend) sees each record when it is written. `echo`, when
+    given, also receives each record (the CLI prints it; the SDK backend does not).
+    """
+
+    def __init__(self, path: Path, echo: Echo | None = None) -> None:
+        self._fh = path.open("a", encoding="utf-8", buffering=1)
+        self._lock = threading.Lock()
+        self._echo = echo
+        self.logger: structlog.typing.FilteringBoundLogger = structlog.wrap_logger(
+            None,
+            processors=[structlog.processors.add_log_level, _timestamp, self._write],
+            wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+            context_class=dict,
+            cache_logger_on_first_use=False,
+        )
+
+    def _write(self, _logger: object, _name: str, event: MutableMapping[str, Any]) -> Any:
+        record = {
+            "timestamp": event.pop("timestamp"),
+            "level": event.pop("level"),
+            "event": event.pop("event"),
+            **event,
+        }
+        line = json.dumps(record, default=str, ensure_ascii=False)
+        with self._lock:
+            self._fh.write(line + "\n")
+        if self._echo is not None:
+            self._echo(record)
+        raise structlog.DropEvent
+
+    def close(self) -> None:
+        with self._lock:
+            self._fh.close()
+
+
+_timestamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
+
+
+def as_text(record: dict[str, Any], ranks: bool) -> str:
+    """An output record as the plain line the job printed, prefixed with its rank if asked."""
+    line = str(record.get("line", ""))
+    if ranks and record.get("rank") is not None:
+        return f"[rank {record['rank']}] {line}"
+    return line

@@ -50,6 +50,9 @@ class RunnerSettings(BaseSettings):
         default=None, description="Interpreter for new environments (default: the runner's own)."
     )
     uv: str | None = Field(default=None, description="uv binary (default: the bundled one).")
+    cancel_grace: float = Field(
+        default=5.0, gt=0, description="Seconds between TERM and KILL when a job is ended."
+    )
     log_format: LogFormat = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

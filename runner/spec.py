@@ -1,15 +1,188 @@
-"""What a job is, validated once at the edge, and the EnvSpec it needs."""
+"""JobSpec: what a job is, validated once at the edge, and the EnvSpec it needs.
+
+Everything a front-end (CLI, SDK backend) accepts becomes a JobSpec before
+anything is built or spawned; invalid input raises InvalidJobError (or the
+envs' requirement errors) naming the bad value and what would be accepted.
+"""
 
 from __future__ import annotations
 
+import inspect
+import json
 import os
-from collections.abc import Sequence
+import re
+import secrets
+import string
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 from packaging.requirements import Requirement
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from envs import EnvCache, EnvSpec, IndexConfig, Interpreter
-from envs.requirements import parse_all
+from envs.errors import EnvError
+from envs.requirements import check_unique, name_of, parse
+from runner.errors import InvalidJobError
 from runner.settings import RunnerSettings
+
+NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+Req = Annotated[
+    Requirement,
+    BeforeValidator(lambda v: v if isinstance(v, Requirement) else parse(v)),
+    PlainSerializer(str, return_type=str),
+]
+
+
+def new_name() -> str:
+    """A fresh job name in the Kubeflow style: a letter, then 11 hex digits."""
+    return secrets.choice(string.ascii_lowercase) + secrets.token_hex(6)[:11]
+
+
+class FunctionEntry(BaseModel):
+    """A training function: its source, called as `func(**args)` like the cluster does."""
+
+    model_config = ConfigDict(frozen=True)
+    kind: Literal["function"] = "function"
+    source: str
+    function: str
+    args: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, func: Callable[..., Any], args: Mapping[str, Any] | None = None) -> FunctionEntry:
+        if not inspect.isfunction(func):
+            raise InvalidJobError(
+                f"func must be a plain Python function, got {type(func).__name__} {func!r}"
+            )
+        if func.__name__ == "<lambda>":
+            raise InvalidJobError(
+                "func is a lambda, whose source cannot be sent to a job; "
+                "define it with `def` at the top level of a module"
+            )
+        try:
+            source = textwrap.dedent(inspect.getsource(func))
+        except (OSError, TypeError) as exc:
+            raise InvalidJobError(
+                f"cannot read the source of function {func.__qualname__!r} ({exc}); "
+                "define it in a .py file or a notebook cell"
+            ) from None
+        args = dict(args or {})
+        if not all(isinstance(k, str) for k in args):
+            raise InvalidJobError("func_args keys must be strings (they become keyword arguments)")
+        for key, value in args.items():
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise InvalidJobError(
+                    f"func_args[{key!r}] is not JSON-serializable ({exc}); arguments travel as "
+                    "JSON: use numbers, strings, booleans, lists and dicts"
+                ) from None
+        return cls(source=source, function=func.__name__, args=args)
+
+
+class ScriptEntry(BaseModel):
+    """A script file or a module (`python -m`), with its arguments."""
+
+    model_config = ConfigDict(frozen=True)
+    kind: Literal["script", "module"]
+    target: str
+    argv: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _exists(self) -> ScriptEntry:
+        if self.kind == "script" and not Path(self.target).is_file():
+            raise ValueError(f"script {self.target!r} does not exist")
+        if self.kind == "module" and not re.fullmatch(r"[A-Za-z_][\w.]*", self.target):
+            raise ValueError(f"module name {self.target!r} is not a dotted Python name")
+        return self
+
+
+class JobSpec(BaseModel):
+    """One job, complete: nothing later re-reads the user's raw input."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    name: str = Field(default_factory=new_name)
+    entry: Annotated[FunctionEntry | ScriptEntry, Field(discriminator="kind")]
+    requirements: tuple[Req, ...] = ()
+    index: IndexConfig = IndexConfig()
+    env: dict[str, str] = Field(default_factory=dict)
+    framework: Literal["torch", "python"] = "python"
+    nproc_per_node: int = Field(default=1, ge=1, le=1024)
+    num_nodes: int = Field(default=1, ge=1, le=64)
+    timeout: float | None = Field(default=None, gt=0)
+    runtime: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME_RE.match(value):
+            raise ValueError(
+                f"job name {value!r} is invalid: use 1-63 lowercase letters, digits and '-', "
+                "starting and ending with a letter or digit"
+            )
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not ENV_KEY_RE.match(key):
+                raise ValueError(
+                    f"environment variable name {key!r} is invalid: use letters, digits and '_', "
+                    "not starting with a digit"
+                )
+        return value
+
+    @field_validator("requirements")
+    @classmethod
+    def _unique(cls, value: tuple[Requirement, ...]) -> tuple[Requirement, ...]:
+        check_unique(value)
+        return value
+
+    @model_validator(mode="after")
+    def _shape(self) -> JobSpec:
+        if self.framework != "torch" and (self.num_nodes > 1 or self.nproc_per_node > 1):
+            raise ValueError(
+                "several processes per node or several nodes need torchrun: "
+                "use framework 'torch' (and a torch requirement)"
+            )
+        if self.framework == "torch" and "torch" not in {name_of(r) for r in self.requirements}:
+            raise ValueError(
+                "torch jobs run under torchrun, which comes with torch: add a torch "
+                "requirement (on these machines `torch==2.13.0`, the local CPU build)"
+            )
+        return self
+
+    @classmethod
+    def create(cls, **fields: Any) -> JobSpec:
+        """Validate, turning pydantic's report into one InvalidJobError with every problem."""
+        try:
+            return cls(**fields)
+        except ValidationError as exc:
+            problems = "; ".join(_describe(e) for e in exc.errors())
+            raise InvalidJobError(f"invalid job: {problems}") from None
+
+
+def _describe(error: Any) -> str:
+    where = ".".join(str(p) for p in error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    ctx_error = error.get("ctx", {}).get("error")
+    if isinstance(ctx_error, EnvError):
+        message = str(ctx_error)
+    return f"{where}: {message}" if where else message
 
 
 def env_spec(
@@ -18,9 +191,9 @@ def env_spec(
     index: IndexConfig | None = None,
 ) -> EnvSpec:
     """The env for a package set: job index options over settings over pip's variables."""
-    reqs = [r if isinstance(r, Requirement) else parse_all([r])[0] for r in requirements]
+    reqs = tuple(r if isinstance(r, Requirement) else parse(r) for r in requirements)
     return EnvSpec(
-        requirements=tuple(reqs),
+        requirements=reqs,
         index=IndexConfig.layered(index or IndexConfig(), settings.index(os.environ)),
         interpreter=Interpreter.at(settings.python),
     )

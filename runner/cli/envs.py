@@ -1,83 +1,17 @@
-"""The `runner` command. Thin: each command gathers data and prints it as text or JSON."""
+"""`runner envs ...`: inspect, build and clean the environment cache."""
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from typing import Any
 
 import click
 
-from envs import EnvError, IndexConfig
-from envs.requirements import read_file
-from runner.errors import RunnerError
-from runner.logs import configure
-from runner.settings import RunnerSettings
-from runner.units import format_size, parse_duration, parse_size
+from runner.cli.common import Group, duration_option, emit, json_option, settings_of, size_option
+from runner.units import format_size
 
 
-class _Group(click.Group):
-    """User mistakes print one line without a traceback; bugs keep theirs."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except (RunnerError, EnvError) as exc:
-            raise click.ClickException(str(exc)) from None
-
-
-def _settings(ctx: click.Context) -> RunnerSettings:
-    settings: RunnerSettings = ctx.find_root().obj
-    return settings
-
-
-def _emit(data: Any, as_json: bool, text: str) -> None:
-    click.echo(json.dumps(data, indent=2, default=str) if as_json else text)
-
-
-def _size_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
-    try:
-        return None if value is None else parse_size(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-def _duration_option(
-    _ctx: click.Context, _param: click.Parameter, value: str | None
-) -> timedelta | None:
-    try:
-        return None if value is None else parse_duration(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--log-format",
-    type=click.Choice(["auto", "json", "console"]),
-    default=None,
-    help="How the runner's own events are written to stderr (default: console on a TTY).",
-)
-@click.version_option(package_name="sandbox-runner")
-@click.pass_context
-def cli(ctx: click.Context, log_format: str | None) -> None:
-    """Run Python training jobs in cached, sandboxed environments."""
-    from pydantic import ValidationError
-
-    try:
-        settings = RunnerSettings()
-    except ValidationError as exc:
-        raise click.ClickException(f"invalid RUNNER_* setting:\n{exc}") from None
-    if log_format:
-        settings = settings.model_copy(update={"log_format": log_format})
-    configure(settings.log_format, settings.log_level)
-    ctx.obj = settings
-
-
-# -- envs ------------------------------------------------------------------------
-
-
-@cli.group(cls=_Group)
+@click.group(cls=Group)
 def envs() -> None:
     """Inspect and clean the environment cache."""
 
@@ -100,13 +34,13 @@ def _env_row(env: Any, specs: list[str] | None = None) -> dict[str, Any]:
 
 
 @envs.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @click.pass_context
 def envs_list(ctx: click.Context, as_json: bool) -> None:
     """List cached environments, least recently used first."""
     from runner.spec import open_cache
 
-    rows = [_env_row(e) for e in open_cache(_settings(ctx)).ready()]
+    rows = [_env_row(e) for e in open_cache(settings_of(ctx)).ready()]
     lines = [f"{'KEY':<12}  {'SIZE':>10}  {'LAST USED':<19}  REQUIREMENTS"]
     lines += [
         f"{r['key'][:12]}  {format_size(r['size_bytes']):>10}  "
@@ -115,18 +49,18 @@ def envs_list(ctx: click.Context, as_json: bool) -> None:
     ]
     total = sum(r["size_bytes"] for r in rows)
     lines.append(f"{len(rows)} environment(s), {format_size(total)}")
-    _emit(rows, as_json, "\n".join(lines))
+    emit(rows, as_json, "\n".join(lines))
 
 
 @envs.command("show")
 @click.argument("key")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @click.pass_context
 def envs_show(ctx: click.Context, key: str, as_json: bool) -> None:
     """Show one environment: its spec, lock, size and last use. KEY may be a prefix."""
     from runner.spec import open_cache
 
-    cache = open_cache(_settings(ctx))
+    cache = open_cache(settings_of(ctx))
     env = cache.get(key)
     row = _env_row(env, cache.spec_keys(env.key))
     row["lock"] = env.lock.text
@@ -144,7 +78,7 @@ def envs_show(ctx: click.Context, key: str, as_json: bool) -> None:
             *(f"  {p}" for p in env.meta.packages),
         ]
     )
-    _emit(row, as_json, text)
+    emit(row, as_json, text)
 
 
 @envs.command("rm")
@@ -154,7 +88,7 @@ def envs_rm(ctx: click.Context, keys: tuple[str, ...]) -> None:
     """Remove environments (refused for one a running job uses). KEY may be a prefix."""
     from runner.spec import open_cache
 
-    cache = open_cache(_settings(ctx))
+    cache = open_cache(settings_of(ctx))
     for key in keys:
         env = cache.get(key)
         freed = cache.remove(env.key)
@@ -162,9 +96,9 @@ def envs_rm(ctx: click.Context, keys: tuple[str, ...]) -> None:
 
 
 @envs.command("gc")
-@click.option("--max-size", callback=_size_option, help="Evict least recently used above this.")
-@click.option("--older-than", callback=_duration_option, help="Evict envs unused this long (7d).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--max-size", callback=size_option, help="Evict least recently used above this.")
+@click.option("--older-than", callback=duration_option, help="Evict envs unused this long (7d).")
+@json_option
 @click.pass_context
 def envs_gc(
     ctx: click.Context, max_size: int | None, older_than: timedelta | None, as_json: bool
@@ -175,12 +109,12 @@ def envs_gc(
 
     if max_size is None and older_than is None:
         raise click.UsageError("give --max-size SIZE and/or --older-than DURATION")
-    result = collect(open_cache(_settings(ctx)), max_size=max_size, older_than=older_than)
+    result = collect(open_cache(settings_of(ctx)), max_size=max_size, older_than=older_than)
     text = (
         f"removed {len(result.removed)} environment(s), freed {format_size(result.freed_bytes)}; "
         f"{len(result.in_use)} in use kept; {format_size(result.kept_bytes)} remain"
     )
-    _emit(vars(result), as_json, text)
+    emit(vars(result), as_json, text)
 
 
 @envs.command("create")
@@ -189,7 +123,7 @@ def envs_gc(
 @click.option("--index-url", help="Package index (default: settings, PIP_INDEX_URL, PyPI).")
 @click.option("--extra-index-url", multiple=True, help="Extra package index (repeatable).")
 @click.option("--find-links", multiple=True, help="Folder or page of wheels (repeatable).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @click.pass_context
 def envs_create(
     ctx: click.Context,
@@ -201,21 +135,14 @@ def envs_create(
     as_json: bool,
 ) -> None:
     """Build (or find) the environment for a package set ahead of any job."""
-    from envs.requirements import parse_all
+    from envs import IndexConfig
+    from envs.requirements import parse_all, read_file
     from runner.spec import env_spec, open_cache
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     reqs = parse_all(with_) + [r for f in req_files for r in read_file(f)]
     index = IndexConfig(
         index_url=index_url, extra_index_urls=extra_index_url, find_links=find_links
     )
     env = open_cache(settings).ensure(env_spec(settings, reqs, index))
-    _emit(_env_row(env), as_json, f"{env.key[:12]}  {env.path}")
-
-
-def main() -> None:
-    cli(prog_name="runner")
-
-
-if __name__ == "__main__":
-    main()
+    emit(_env_row(env), as_json, f"{env.key[:12]}  {env.path}")

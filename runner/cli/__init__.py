@@ -1,0 +1,47 @@
+"""The `runner` command. Thin: each command gathers data and prints it as text or JSON.
+
+Only click is imported at start-up; each command imports what it needs, so
+`runner --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import click
+
+from runner.cli.common import Group
+from runner.cli.envs import envs
+from runner.cli.jobs import cancel, jobs, logs, rm, status, supervise, train
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "json", "console"]),
+    default=None,
+    help="How the runner's events are written (default: console on a TTY, else JSON lines).",
+)
+@click.version_option(package_name="sandbox-runner")
+@click.pass_context
+def cli(ctx: click.Context, log_format: str | None) -> None:
+    """Run Python training jobs in cached, sandboxed environments."""
+    from pydantic import ValidationError
+
+    from runner.logs import configure
+    from runner.settings import RunnerSettings
+
+    try:
+        settings = RunnerSettings()
+    except ValidationError as exc:
+        raise click.ClickException(f"invalid RUNNER_* setting:\n{exc}") from None
+    if log_format:
+        settings = settings.model_copy(update={"log_format": log_format})
+    configure(settings.log_format, settings.log_level)
+    ctx.obj = settings
+
+
+for command in (train, jobs, status, logs, cancel, rm, supervise, envs):
+    cli.add_command(command)
+
+
+def main() -> None:
+    cli(prog_name="runner")

@@ -1,0 +1,57 @@
+"""What every `runner` command shares: error handling, settings, output as text or JSON."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from runner.settings import RunnerSettings
+
+
+class Group(click.Group):
+    """User mistakes print one line without a traceback; bugs keep theirs."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from envs import EnvError
+        from runner.errors import RunnerError
+
+        try:
+            return super().invoke(ctx)
+        except (RunnerError, EnvError) as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+def settings_of(ctx: click.Context) -> RunnerSettings:
+    settings: RunnerSettings = ctx.find_root().obj
+    return settings
+
+
+def emit(data: Any, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(data, indent=2, default=str) if as_json else text)
+
+
+def size_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
+    from runner.units import parse_size
+
+    try:
+        return None if value is None else parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def duration_option(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> timedelta | None:
+    from runner.units import parse_duration
+
+    try:
+        return None if value is None else parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")

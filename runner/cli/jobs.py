@@ -1,0 +1,291 @@
+"""`runner train`, `jobs`, `status`, `logs`, `cancel`, `rm`: jobs from the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from runner.cli.common import emit, json_option, settings_of
+
+if TYPE_CHECKING:
+    from runner.logs import Echo
+    from runner.store import JobRecord, JobStore
+
+
+def _store(ctx: click.Context) -> JobStore:
+    from runner.store import JobStore
+
+    return JobStore(settings_of(ctx).state_dir)
+
+
+def _exit_code(record: JobRecord) -> int:
+    """Complete: 0; a job that failed by itself: its code; cancelled: 130; timed out: 124."""
+    from runner.job import CANCELLED
+
+    if record.status == "Complete":
+        return 0
+    if record.reason == CANCELLED:
+        return 130
+    if record.reason and record.reason.startswith("timed out"):
+        return 124
+    code = record.exit_code or 1
+    return code if code > 0 else 128 - code
+
+
+def _echo(fmt: str, ranks: bool) -> Echo:
+    """Print records as they come: JSON lines, or the job's own lines plus readable events."""
+    from runner.logs import as_text
+
+    lock = threading.Lock()
+    console = fmt == "console" or (fmt == "auto" and sys.stdout.isatty())
+    renderer: Any = None
+    if console:
+        import structlog
+
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+
+    def echo(record: dict[str, Any]) -> None:
+        if not console:
+            text, out = json.dumps(record, default=str, ensure_ascii=False), sys.stdout
+        elif record["event"] == "output":
+            out = sys.stderr if record.get("stream") == "stderr" else sys.stdout
+            text = as_text(record, ranks)
+        else:
+            text, out = renderer(None, record["level"], dict(record)), sys.stderr
+        with lock:
+            out.write(text + "\n")
+            out.flush()
+
+    return echo
+
+
+def _interrupt_on_sigterm() -> None:
+    def handler(_signum: int, _frame: object) -> NoReturn:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("script", required=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option("-m", "module", help="Run a module (like python -m) instead of a script.")
+@click.option("--with", "with_", multiple=True, metavar="REQ", help="A requirement (repeatable).")
+@click.option(
+    "-r", "--requirements", "req_files", multiple=True, type=click.Path(), help="Requirements file."
+)
+@click.option("--nproc-per-node", type=click.IntRange(min=1), default=1, help="Local ranks.")
+@click.option("--nnodes", type=click.IntRange(min=1), default=1, help="Local torchrun nodes.")
+@click.option("--torchrun", is_flag=True, help="Run under torchrun even with one process.")
+@click.option("--env", "env_vars", multiple=True, metavar="KEY=VALUE", help="Job variable.")
+@click.option("--index-url", help="Package index (default: settings, PIP_INDEX_URL, PyPI).")
+@click.option("--extra-index-url", multiple=True, help="Extra package index (repeatable).")
+@click.option("--find-links", multiple=True, help="Folder or page of wheels (repeatable).")
+@click.option("--name", help="Job name (default: a fresh one).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds.")
+@click.option("--detach", is_flag=True, help="Start the job and return; see `runner logs -f`.")
+@click.option("--log-format", type=click.Choice(["auto", "json", "console"]), help="Output format.")
+@click.pass_context
+def train(
+    ctx: click.Context,
+    script: str | None,
+    args: tuple[str, ...],
+    module: str | None,
+    with_: tuple[str, ...],
+    req_files: tuple[str, ...],
+    nproc_per_node: int,
+    nnodes: int,
+    torchrun: bool,
+    env_vars: tuple[str, ...],
+    index_url: str | None,
+    extra_index_url: tuple[str, ...],
+    find_links: tuple[str, ...],
+    name: str | None,
+    timeout: float | None,
+    detach: bool,
+    log_format: str | None,
+) -> None:
+    """Run SCRIPT (or -m MODULE) with ARGS in a cached environment.
+
+    \b
+    runner train --with torch==2.13.0 --nproc-per-node 2 examples/train_ddp.py --epochs 3
+    """
+    from envs import IndexConfig
+    from envs.requirements import parse_all, read_file
+    from runner.errors import InvalidJobError
+    from runner.job import execute
+    from runner.spec import JobSpec, ScriptEntry
+
+    settings = settings_of(ctx)
+    if module is None and script is None:
+        raise click.UsageError("give a SCRIPT to run, or -m MODULE")
+    if module is not None:
+        entry = ScriptEntry(kind="module", target=module, argv=(*filter(None, [script]), *args))
+    else:
+        assert script is not None
+        if not Path(script).is_file():
+            raise InvalidJobError(f"script {script!r} does not exist")
+        entry = ScriptEntry(kind="script", target=str(Path(script).resolve()), argv=args)
+    env: dict[str, str] = {}
+    for item in env_vars:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--env")
+        env[key] = value
+    fields: dict[str, Any] = {
+        "entry": entry,
+        "requirements": [*parse_all(with_), *(r for f in req_files for r in read_file(f))],
+        "index": IndexConfig(
+            index_url=index_url, extra_index_urls=extra_index_url, find_links=find_links
+        ),
+        "env": env,
+        "framework": "torch" if (torchrun or nproc_per_node > 1 or nnodes > 1) else "python",
+        "nproc_per_node": nproc_per_node,
+        "num_nodes": nnodes,
+        "timeout": timeout,
+    }
+    if name:
+        fields["name"] = name
+    spec = JobSpec.create(**fields)
+    store = _store(ctx)
+    store.create(spec)
+    if detach:
+        _detach(store, spec.name)
+        click.echo(spec.name)
+        return
+    _interrupt_on_sigterm()
+    fmt = log_format or settings.log_format
+    echo = _echo(fmt, ranks=nproc_per_node * nnodes > 1)
+    try:
+        record = execute(store, spec.name, settings, echo=echo)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(_exit_code(record))
+
+
+def _detach(store: JobStore, name: str) -> None:
+    """Leave a supervisor behind as the job's owner, in its own session."""
+    from runner.process import start_ticks
+    from runner.store import ProcessRef
+
+    with (store.dir(name) / "supervisor.log").open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runner.cli", "--log-format", "json", "_supervise", name],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=os.environ.copy(),
+        )
+    store.update(name, owner=ProcessRef(pid=proc.pid, ticks=start_ticks(proc.pid)))
+
+
+@click.command("_supervise", hidden=True)
+@click.argument("name")
+@click.pass_context
+def supervise(ctx: click.Context, name: str) -> None:
+    """Own a detached job until it ends (started by `runner train --detach`)."""
+    from runner.job import execute
+
+    _interrupt_on_sigterm()
+    try:
+        execute(_store(ctx), name, settings_of(ctx))
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _row(record: JobRecord) -> dict[str, Any]:
+    data: dict[str, Any] = record.model_dump(mode="json")
+    data["duration"] = record.duration
+    return data
+
+
+@click.command()
+@json_option
+@click.pass_context
+def jobs(ctx: click.Context, as_json: bool) -> None:
+    """List jobs, oldest first."""
+    records = _store(ctx).jobs()
+    lines = [f"{'NAME':<20} {'STATUS':<9} {'CREATED':<19} {'SECONDS':>8}  WHAT"]
+    for r in records:
+        entry = r.spec.entry
+        what = getattr(entry, "target", None) or getattr(entry, "function", "?")
+        seconds = f"{r.duration:.1f}" if r.duration is not None else "-"
+        created = r.created.isoformat()[:19]
+        lines.append(f"{r.name:<20} {r.status:<9} {created:<19} {seconds:>8}  {what}")
+    emit([_row(r) for r in records], as_json, "\n".join(lines))
+
+
+@click.command()
+@click.argument("name")
+@json_option
+@click.pass_context
+def status(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Show a job's status, exit code and steps."""
+    record = _store(ctx).load(name)
+    text = "\n".join(
+        [
+            f"name:      {record.name}",
+            f"status:    {record.status}" + (f" ({record.reason})" if record.reason else ""),
+            f"exit code: {record.exit_code if record.exit_code is not None else '-'}",
+            f"env:       {record.env_key or '-'}",
+            f"created:   {record.created.isoformat()}",
+            f"seconds:   {record.duration:.2f}" if record.duration is not None else "seconds:   -",
+        ]
+    )
+    emit(_row(record), as_json, text)
+
+
+@click.command()
+@click.argument("name")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the job ends.")
+@click.option("--step", help="Only this step (node-0, node-1, ...).")
+@json_option
+@click.pass_context
+def logs(ctx: click.Context, name: str, follow: bool, step: str | None, as_json: bool) -> None:
+    """Print a job's output (--json: every record, runner events included)."""
+    from runner.logs import as_text
+
+    store = _store(ctx)
+    spec = store.load(name).spec
+    ranks = spec.nproc_per_node * spec.num_nodes > 1
+    for record in store.records(name, follow=follow):
+        if step is not None and record.get("step") != step:
+            continue
+        if as_json:
+            click.echo(json.dumps(record, ensure_ascii=False))
+        elif record["event"] == "output":
+            click.echo(as_text(record, ranks))
+
+
+@click.command()
+@click.argument("name")
+@click.pass_context
+def cancel(ctx: click.Context, name: str) -> None:
+    """Cancel a job: TERM to every process of it, KILL after a grace period."""
+    from runner.job import cancel as cancel_job
+
+    record = cancel_job(_store(ctx), name, settings_of(ctx).cancel_grace)
+    click.echo(f"{record.name}: {record.status}" + (f" ({record.reason})" if record.reason else ""))
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True)
+@click.pass_context
+def rm(ctx: click.Context, names: tuple[str, ...]) -> None:
+    """Delete jobs and their logs, cancelling any still running."""
+    from runner.job import cancel as cancel_job
+
+    store = _store(ctx)
+    for name in names:
+        cancel_job(store, name, settings_of(ctx).cancel_grace)
+        store.delete(name)
+        click.echo(f"deleted {name}")

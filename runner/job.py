@@ -20,7 +20,7 @@ from envs import EnvError
 from envs.files import remove_tree
 from runner import launch
 from runner.logs import Echo, JobLog
-from runner.process import Process, end_group, is_same_process, start_ticks
+from runner.process import Process, end_tree, start_ticks
 from runner.sandbox import job_environ
 from runner.settings import RunnerSettings
 from runner.spec import JobSpec, env_spec, open_cache
@@ -52,13 +52,14 @@ def execute(
     joblog = JobLog(store.log_path(name), echo)
     log: Logger = joblog.logger.bind(job=name)
     try:
-        spec = store.update(name, owner=this_process()).spec
+        record = store.update(name, owner=this_process())
+        spec = record.spec
         try:
             with open_cache(settings).lease(
                 env_spec(settings, spec.requirements, spec.index), log
             ) as env:
                 store.update(name, status=RUNNING, started=now(), env_key=env.key)
-                return _run_steps(store, spec, env.bin_dir, log, settings.cancel_grace)
+                return _run_steps(store, record, env.bin_dir, log, settings.cancel_grace)
         except EnvError as exc:
             log.error("env.failed", error=str(exc))
             first = str(exc).splitlines()[0]
@@ -86,8 +87,9 @@ def _on_line(log: Logger, spec: JobSpec, node_rank: int) -> Callable[[str, str],
 
 
 def _run_steps(
-    store: JobStore, spec: JobSpec, bin_dir: Path, log: Logger, grace: float
+    store: JobStore, job: JobRecord, bin_dir: Path, log: Logger, grace: float
 ) -> JobRecord:
+    spec = job.spec
     jobdir = store.dir(spec.name)
     tmp = jobdir / "tmp"
     tmp.mkdir(exist_ok=True)
@@ -110,6 +112,7 @@ def _run_steps(
                 env=environ,
                 cwd=store.workdir(spec.name),
                 on_line=_on_line(step_log, spec, step.node_rank),
+                tag=job.tag,
             )
             running.append((step, proc))
             step_log.info("job.start", argv=list(step.argv), pid=proc.pid)
@@ -208,10 +211,8 @@ def cancel(store: JobStore, name: str, grace: float) -> JobRecord:
         if record.owner is None or not record.owner.alive():
             break
         time.sleep(0.05)
-    # the owner is gone or unresponsive: end what it left, checked to be the same processes
-    for step in record.steps:
-        if step.process is not None and is_same_process(step.process.pid, step.process.ticks):
-            end_group(step.process.pid, grace)
+    # the owner is gone or unresponsive: end what it left
+    end_tree(record.tag, grace)
     if not store.load(name).done:
         store.update(name, status=FAILED, reason=CANCELLED, finished=now())
     return store.load(name)

@@ -2,8 +2,8 @@
 
 Output is read line by line from pipes (each line capped, so memory stays
 bounded whatever the job prints) and handed to a callback; nothing is
-accumulated. Ending a tree signals the whole process group: TERM, then KILL
-after a grace period, so no worker outlives its job.
+accumulated. Ending a tree signals every process tagged as the job's: TERM,
+then KILL after a grace period, so no worker outlives its job.
 """
 
 from __future__ import annotations
@@ -39,28 +39,52 @@ def is_same_process(pid: int, ticks: int | None) -> bool:
     return ticks is not None and start_ticks(pid) == ticks
 
 
-def signal_group(pgid: int, sig: int) -> bool:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    return True
+TAG = "RUNNER_JOB_TAG"
+"""Every process of a job inherits this variable; it is how the job's processes are found.
+
+Process groups are not enough: torchrun starts each worker in a session of its
+own, and a worker whose agent died is reparented away from the job's tree. The
+environment is inherited across both, and /proc shows it to any process of
+the same user, so a cancel from another process finds every member.
+"""
 
 
-def group_alive(pgid: int) -> bool:
-    return signal_group(pgid, 0)
+def tagged(tag: str) -> list[int]:
+    """Live processes carrying `TAG=tag` in their environment."""
+    needle = f"\0{TAG}={tag}\0".encode()
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as fh:  # noqa: PTH123 - hot loop
+                environ = b"\0" + fh.read()
+        except OSError:  # gone, or not ours
+            continue
+        if needle in environ:
+            found.append(int(entry.name))
+    return found
 
 
-def end_group(pgid: int, grace: float, is_done: Callable[[], bool] | None = None) -> None:
-    """TERM the group, wait up to `grace` seconds, then KILL what is left."""
-    if not signal_group(pgid, signal.SIGTERM):
-        return
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def end_tree(tag: str, grace: float, is_done: Callable[[], bool] | None = None) -> None:
+    """TERM every process of the job, wait up to `grace` seconds, then KILL what is left."""
+    for pid in tagged(tag):
+        _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if (is_done() if is_done else False) or not group_alive(pgid):
-            break
+    while time.monotonic() < deadline and tagged(tag) and not (is_done and is_done()):
         time.sleep(0.05)
-    signal_group(pgid, signal.SIGKILL)
+    for _ in range(10):  # a process may fork while being killed: repeat until none is left
+        left = tagged(tag)
+        if not left:
+            return
+        for pid in left:
+            _signal(pid, signal.SIGKILL)
+        time.sleep(0.02)
 
 
 class Process:
@@ -73,10 +97,12 @@ class Process:
         env: Mapping[str, str],
         cwd: Path,
         on_line: OnLine,
+        tag: str,
     ) -> None:
+        self.tag = tag
         self._proc = subprocess.Popen(
             list(argv),
-            env=dict(env),
+            env={**env, TAG: tag},
             cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -102,18 +128,16 @@ class Process:
             code = self._proc.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
-        signal_group(self.pgid, signal.SIGKILL)  # strays left behind by the leader end with it
+        end_tree(self.tag, 0)  # strays the leader left behind end with it
         for pump in self._pumps:
             pump.join()
         return code
 
     def end(self, grace: float) -> None:
-        """TERM then KILL the whole group; returns once the leader is reaped."""
-        end_group(self.pgid, grace, lambda: self._proc.poll() is not None)
+        """TERM then KILL every process of the tag; returns once the leader is reaped."""
+        end_tree(self.tag, grace)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._proc.wait(grace + 5)
-        # workers that ignored TERM are gone too: KILL went to the group, not just the leader
-        signal_group(self.pgid, signal.SIGKILL)
 
 
 def _pump(stream: IO[bytes] | None, name: str, on_line: OnLine) -> None:

@@ -9,6 +9,7 @@ a status never stays Running forever.
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from envs.files import atomic_write_text
 from runner.errors import InvalidJobError, JobNotFoundError
-from runner.process import is_same_process
+from runner.process import end_tree, is_same_process
 from runner.spec import JobSpec
 
 Status = Literal["Created", "Running", "Complete", "Failed"]
@@ -53,8 +54,14 @@ class StepRecord(BaseModel):
     exit_code: int | None = None
 
 
+def new_tag(name: str) -> str:
+    return f"{name}.{secrets.token_hex(8)}"
+
+
 class JobRecord(BaseModel):
     name: str
+    tag: str
+    """Carried in the environment of every process of the job (see `process.TAG`)."""
     status: Status = CREATED
     spec: JobSpec
     created: datetime = Field(default_factory=now)
@@ -111,7 +118,7 @@ class JobStore:
             ) from None
         self.workdir(spec.name).mkdir()
         self.log_path(spec.name).touch()
-        record = JobRecord(name=spec.name, spec=spec, owner=owner)
+        record = JobRecord(name=spec.name, tag=new_tag(spec.name), spec=spec, owner=owner)
         self._write(record)
         return record
 
@@ -124,14 +131,19 @@ class JobStore:
         except FileNotFoundError:
             raise JobNotFoundError(f"no job named {name!r}; `runner jobs` lists the jobs") from None
 
-    def load(self, name: str) -> JobRecord:
-        """The job's record; a live status whose owner died is settled as Failed."""
+    def load(self, name: str, grace: float = 5.0) -> JobRecord:
+        """The job's record; a live status whose owner died is settled as Failed.
+
+        What that owner left running is ended too (every process tagged as the
+        job's): no worker outlives its job's record.
+        """
         record = self._read(name)
         if record.done or record.owner is None or record.owner.alive():
             return record
         with self._locked(name):
             record = self._read(name)
             if not record.done and record.owner is not None and not record.owner.alive():
+                end_tree(record.tag, grace)
                 record = record.model_copy(
                     update={"status": FAILED, "reason": "runner exited", "finished": now()}
                 )

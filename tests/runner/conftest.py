@@ -1,0 +1,70 @@
+"""Runner fixtures: settings over a private cache and state dir, and the CLI as a process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from runner.settings import RunnerSettings
+from runner.store import JobStore
+from tests.conftest import UvSpy
+
+JOBS = Path(__file__).parent.parent / "helpers" / "jobs"
+
+RunCli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def settings(tmp_path: Path, wheelhouse: Path, uv_spy: UvSpy) -> RunnerSettings:
+    return RunnerSettings(
+        cache_dir=tmp_path / "cache",
+        state_dir=tmp_path / "state",
+        no_index=True,
+        find_links=[str(wheelhouse)],
+        uv=str(uv_spy.path),
+        cancel_grace=1.0,
+    )
+
+
+@pytest.fixture
+def store(settings: RunnerSettings) -> JobStore:
+    return JobStore(settings.state_dir)
+
+
+@pytest.fixture
+def cli_environ(settings: RunnerSettings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "RUNNER_CACHE_DIR": str(settings.cache_dir),
+        "RUNNER_STATE_DIR": str(settings.state_dir),
+        "RUNNER_NO_INDEX": "1",
+        "RUNNER_FIND_LINKS": " ".join(settings.find_links),
+        "RUNNER_UV": str(settings.uv),
+        "RUNNER_CANCEL_GRACE": "1",
+    }
+
+
+@pytest.fixture
+def runner_cli(cli_environ: dict[str, str], tmp_path: Path) -> RunCli:
+    def run(
+        *args: str, check: bool = True, timeout: float = 180
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "runner.cli", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=cli_environ,
+            cwd=tmp_path,
+            timeout=timeout,
+        )
+        if check:
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc
+
+    return run

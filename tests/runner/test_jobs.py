@@ -1,0 +1,336 @@
+"""Jobs through the real `runner` command: records, statuses, cache reuse, cancel, crashes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner.settings import RunnerSettings
+from runner.store import JobStore
+from tests.conftest import UvSpy
+from tests.runner.conftest import JOBS, RunCli
+from tests.runner.test_process import alive, wait_for
+
+REPORT = str(JOBS / "report.py")
+
+
+def records(run: RunCli, name: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in run("logs", name, "--json").stdout.splitlines()]
+
+
+def output(recs: list[dict[str, Any]]) -> list[str]:
+    return [r["line"] for r in recs if r["event"] == "output"]
+
+
+def test_python_job_runs_in_its_own_dir_with_structured_records(
+    runner_cli: RunCli, store: JobStore
+) -> None:
+    proc = runner_cli(
+        "train",
+        "--name",
+        "first",
+        "--with",
+        "tiny-pkg",
+        "--env",
+        "MY_VAR=hello",
+        REPORT,
+        "MY_VAR",
+        "a",
+        "b",
+    )
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert output(lines) == output(records(runner_cli, "first"))
+    recs = records(runner_cli, "first")
+    assert f"cwd {store.workdir('first')}" in output(recs)
+    assert "var hello" in output(recs) and "args a b" in output(recs)
+    out = [r for r in recs if r["event"] == "output"]
+    for record in out:
+        assert {"timestamp", "level", "event", "job", "step", "stream", "line"} <= set(record)
+        assert record["job"] == "first" and record["step"] == "node-0"
+    assert {"stdout", "stderr"} == {r["stream"] for r in out}
+    events = [r["event"] for r in recs if r["event"] != "output"]
+    for event in ("env.resolve", "env.build", "job.start", "job.exit", "job.end"):
+        assert event in events
+    assert next(r for r in recs if r["event"] == "env.build")["seconds"] > 0
+    status = json.loads(runner_cli("status", "first", "--json").stdout)
+    assert status["status"] == "Complete" and status["exit_code"] == 0
+
+
+def test_failing_job_is_failed_with_its_exit_code(runner_cli: RunCli) -> None:
+    proc = runner_cli("train", "--name", "bad", "--env", "EXIT_CODE=3", REPORT, "X", check=False)
+    assert proc.returncode == 3
+    status = json.loads(runner_cli("status", "bad", "--json").stdout)
+    assert status["status"] == "Failed" and status["exit_code"] == 3
+    assert status["reason"] == "node-0 exited with code 3"
+
+
+def test_second_job_with_same_set_hits_the_cache_and_runs_no_uv(
+    runner_cli: RunCli, uv_spy: UvSpy
+) -> None:
+    runner_cli("train", "--name", "one", "--with", "tiny-pkg", "--with", "dep-a", REPORT, "X")
+    calls = len(uv_spy.calls())
+    runner_cli("train", "--name", "two", "--with", "DEP_A", "--with", "Tiny.Pkg", REPORT, "X")
+    assert len(uv_spy.calls()) == calls
+    events = [r["event"] for r in records(runner_cli, "two")]
+    assert "env.hit" in events and "env.build" not in events and "env.resolve" not in events
+
+
+def test_caller_secrets_do_not_reach_the_job(
+    runner_cli: RunCli, cli_environ: dict[str, str]
+) -> None:
+    cli_environ["AWS_SECRET_ACCESS_KEY"] = "hunter2"
+    runner_cli("train", "--name", "secret", REPORT, "AWS_SECRET_ACCESS_KEY")
+    assert "var <unset>" in output(records(runner_cli, "secret"))
+    runner_cli(
+        "train",
+        "--name",
+        "passed",
+        "--env",
+        "AWS_SECRET_ACCESS_KEY=given",
+        REPORT,
+        "AWS_SECRET_ACCESS_KEY",
+    )
+    assert "var given" in output(records(runner_cli, "passed"))
+
+
+def test_env_that_cannot_be_built_fails_the_job_with_the_cause(
+    runner_cli: RunCli, settings: RunnerSettings
+) -> None:
+    proc = runner_cli("train", "--name", "nopkg", "--with", "no-such-pkg", REPORT, "X", check=False)
+    assert proc.returncode == 1
+    status = json.loads(runner_cli("status", "nopkg", "--json").stdout)
+    assert status["status"] == "Failed" and "environment not built" in status["reason"]
+    failed = [r for r in records(runner_cli, "nopkg") if r["event"] == "env.failed"]
+    assert failed and "no-such-pkg" in failed[0]["error"]
+    assert list((settings.cache_dir / "envs").iterdir()) == []
+
+
+def test_bad_input_is_refused_before_anything_is_built(
+    runner_cli: RunCli, settings: RunnerSettings
+) -> None:
+    cases = [
+        (["train", "missing.py"], "script 'missing.py' does not exist"),
+        (["train", "--nproc-per-node", "0", REPORT], "0 is not in the range x>=1"),
+        (["train", "--env", "NOEQUALS", REPORT], "'NOEQUALS' is not KEY=VALUE"),
+        (["train", "--env", "1X=2", REPORT], "environment variable name '1X' is invalid"),
+        (["train", "--name", "Bad_Name", REPORT], "job name 'Bad_Name' is invalid"),
+        (["train", "--with", "torch==", REPORT], "'torch=='"),
+        (["train", "--nproc-per-node", "2", REPORT], "add a torch requirement"),
+        (["train"], "give a SCRIPT to run"),
+    ]
+    for args, message in cases:
+        proc = runner_cli(*args, check=False)
+        assert proc.returncode != 0, args
+        assert message in proc.stderr, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr
+    assert not (settings.cache_dir / "envs").exists() or not any(
+        (settings.cache_dir / "envs").iterdir()
+    )
+    assert JobStore(settings.state_dir).jobs() == []
+
+
+def test_a_name_is_used_once(runner_cli: RunCli) -> None:
+    runner_cli("train", "--name", "dup", REPORT, "X")
+    proc = runner_cli("train", "--name", "dup", REPORT, "X", check=False)
+    assert proc.returncode == 1 and "a job named 'dup' already exists" in proc.stderr
+
+
+def test_200k_lines_keep_runner_memory_bounded_and_lose_nothing(
+    cli_environ: dict[str, str], tmp_path: Path, store: JobStore
+) -> None:
+    probe = (
+        "import resource, sys\n"
+        "from runner.cli import cli\n"
+        "try:\n"
+        "    cli(sys.argv[1:], prog_name='runner')\n"
+        "except SystemExit as exc:\n"
+        "    code = exc.code\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, code, file=sys.stderr)\n"
+    )
+
+    def peak_kib(name: str, count: int) -> int:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                probe,
+                "--log-format",
+                "json",
+                "train",
+                "--name",
+                name,
+                str(JOBS / "many_lines.py"),
+                str(count),
+                "200",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli_environ,
+            cwd=tmp_path,
+            timeout=300,
+            check=False,
+        )
+        peak, code = proc.stderr.split()[-2:]
+        assert code == "0", proc.stderr[-2000:]
+        return int(peak)
+
+    small = peak_kib("small", 10)
+    big = peak_kib("big", 200_000)
+    lines = [r["line"] for r in store.records("big") if r["event"] == "output"]
+    assert len(lines) == 200_000
+    assert [int(line[:7]) for line in lines] == list(range(200_000))
+    # 200k lines of 208 bytes are 40 MiB of output; the runner's peak must not grow with it
+    print(f"peak RSS small={small} KiB big={big} KiB")
+    assert big - small < 20 * 1024, f"peak RSS grew by {big - small} KiB"
+
+
+def test_jobs_run_concurrently_in_their_own_directories(
+    runner_cli: RunCli, store: JobStore, tmp_path: Path
+) -> None:
+    writer = tmp_path / "writer.py"
+    writer.write_text(
+        "import sys, time\n"
+        "open('out.txt', 'w').write(sys.argv[1])\n"
+        "time.sleep(1)\n"
+        "print(open('out.txt').read())\n"
+    )
+    runner_cli("envs", "create")  # the empty env, so both jobs start at once
+    names = [runner_cli("train", "--detach", str(writer), tag).stdout.strip() for tag in "AB"]
+    for name, tag in zip(names, "AB", strict=True):
+        wait_for(lambda n=name: store.load(n).done, timeout=60)
+        assert store.load(name).status == "Complete"
+        assert output(list(store.records(name))) == [tag]
+        assert (store.workdir(name) / "out.txt").read_text() == tag
+    first, second = (store.load(n) for n in names)
+    assert first.started and second.started and second.finished
+    assert first.started < second.finished and second.started < (first.finished or 0)
+
+
+@contextlib.contextmanager
+def _reaped(proc: subprocess.Popen[bytes]) -> Iterator[None]:
+    """Whatever happens in the test, the runner it started does not outlive it."""
+    try:
+        yield
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _pids_from_logs(store: JobStore, name: str) -> list[int]:
+    found: list[int] = []
+
+    def seen() -> bool:
+        if not store.log_path(name).exists():
+            return False  # the runner has not created the job yet
+        for r in store.records(name):
+            if r["event"] == "output" and r["line"].startswith("pids "):
+                found.extend(int(p) for p in r["line"].split()[1:])
+                return True
+        return False
+
+    wait_for(seen, timeout=60)
+    return found
+
+
+def test_cancel_from_another_process_ends_the_whole_tree(
+    runner_cli: RunCli, store: JobStore
+) -> None:
+    name = runner_cli("train", "--detach", str(JOBS / "ignore_term.py")).stdout.strip()
+    pids = _pids_from_logs(store, name)
+    assert all(alive(p) for p in pids)
+    proc = runner_cli("cancel", name)
+    assert f"{name}: Failed (cancelled)" in proc.stdout
+    wait_for(lambda: not any(alive(p) for p in pids))
+    assert "job.cancel" in [r["event"] for r in store.records(name)]
+
+
+def test_timeout_ends_the_job_as_failed(runner_cli: RunCli, store: JobStore) -> None:
+    proc = runner_cli(
+        "train", "--name", "slow", "--timeout", "1", str(JOBS / "ignore_term.py"), check=False
+    )
+    assert proc.returncode == 124
+    record = store.load("slow")
+    assert record.status == "Failed" and record.reason == "timed out after 1 s"
+    pids = [int(p) for line in output(list(store.records("slow"))) for p in line.split()[1:]]
+    wait_for(lambda: not any(alive(p) for p in pids))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupting_the_foreground_runner_cancels_its_job(
+    cli_environ: dict[str, str], store: JobStore, tmp_path: Path, sig: signal.Signals
+) -> None:
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "runner.cli", "train", "--name", "fg", str(JOBS / "ignore_term.py")],
+        env=cli_environ,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    with _reaped(runner):
+        pids = _pids_from_logs(store, "fg")
+        runner.send_signal(sig)
+        assert runner.wait(timeout=30) == 130
+    assert store.load("fg").status == "Failed" and store.load("fg").reason == "cancelled"
+    wait_for(lambda: not any(alive(p) for p in pids))
+
+
+def test_a_job_whose_runner_was_killed_is_failed_not_running_forever(
+    cli_environ: dict[str, str], store: JobStore, tmp_path: Path
+) -> None:
+    runner = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "runner.cli",
+            "train",
+            "--name",
+            "orphan",
+            str(JOBS / "ignore_term.py"),
+        ],
+        env=cli_environ,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    with _reaped(runner):
+        pids = _pids_from_logs(store, "orphan")
+    runner.kill()
+    runner.wait()
+    record = store.load("orphan", grace=0.5)
+    assert record.status == "Failed" and record.reason == "runner exited"
+    wait_for(lambda: not any(alive(p) for p in pids))
+
+
+def test_logs_follow_streams_until_the_job_ends(
+    runner_cli: RunCli, cli_environ: dict[str, str], tmp_path: Path
+) -> None:
+    ticker = tmp_path / "ticker.py"
+    ticker.write_text(
+        "import time\nfor i in range(5):\n    print(i, flush=True)\n    time.sleep(0.3)\n"
+    )
+    name = runner_cli("train", "--detach", str(ticker)).stdout.strip()
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "runner.cli", "logs", "-f", name],
+        env=cli_environ,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert follower.stdout is not None
+    first = follower.stdout.readline()
+    job_status = json.loads(runner_cli("status", name, "--json").stdout)["status"]
+    rest, _ = follower.communicate(timeout=60)
+    assert first == "0\n"
+    assert job_status in {"Running", "Created"} or rest.split() == ["1", "2", "3", "4"]
+    assert rest.split() == ["1", "2", "3", "4"]
+    assert follower.returncode == 0

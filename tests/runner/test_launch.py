@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from runner.launch import steps
+from runner.spec import FunctionEntry, JobSpec, ScriptEntry
+
+
+def greet(name: str, times: int = 1, shout: bool = False) -> None:
+    text = f"hello {name}" * times
+    print(text.upper() if shout else text)
+
+
+def test_function_entry_calls_func_with_keyword_arguments(tmp_path: Path) -> None:
+    spec = JobSpec.create(entry=FunctionEntry.of(greet, {"name": "kf", "times": 2, "shout": True}))
+    (step,) = steps(spec, Path(sys.executable).parent, tmp_path)
+    argv = [sys.executable, *step.argv[1:]]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    assert out == "HELLO KFHELLO KF\n"
+
+
+def test_torch_steps_one_agent_per_node_sharing_one_rendezvous(tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text("")
+    spec = JobSpec.create(
+        entry=ScriptEntry(kind="script", target=str(script), argv=("--lr", "1")),
+        requirements=["torch"],
+        framework="torch",
+        nproc_per_node=2,
+        num_nodes=3,
+    )
+    made = steps(spec, Path("/env/bin"), tmp_path)
+    assert [s.name for s in made] == ["node-0", "node-1", "node-2"]
+    for rank, step in enumerate(made):
+        assert step.argv[0] == "/env/bin/torchrun"
+        assert "--nnodes=3" in step.argv and "--nproc-per-node=2" in step.argv
+        assert f"--node-rank={rank}" in step.argv
+        assert step.argv[-3:] == (str(script), "--lr", "1")
+    ports = {a for s in made for a in s.argv if a.startswith("--master-port=")}
+    assert len(ports) == 1 and "--master-addr=127.0.0.1" in made[0].argv
+
+
+def test_python_steps_and_modules(tmp_path: Path) -> None:
+    spec = JobSpec.create(entry=ScriptEntry(kind="module", target="pkg.mod", argv=("x",)))
+    (step,) = steps(spec, Path("/env/bin"), tmp_path)
+    assert step.argv == ("/env/bin/python", "-m", "pkg.mod", "x")

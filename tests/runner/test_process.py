@@ -1,0 +1,101 @@
+"""The low layer against real, misbehaving processes."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+from runner.process import MAX_LINE, Process, is_same_process, start_ticks
+from tests.runner.conftest import JOBS
+
+
+def alive(pid: int) -> bool:
+    """Running and not a zombie, read from /proc."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def test_lines_are_pumped_per_stream(tmp_path: Path) -> None:
+    lines: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def on_line(stream: str, line: str) -> None:
+        with lock:
+            lines.append((stream, line))
+
+    code = "import sys; print('out'); print('err', file=sys.stderr); sys.exit(4)"
+    proc = Process(
+        [sys.executable, "-c", code], env=os.environ, cwd=tmp_path, on_line=on_line, tag="t-lines"
+    )
+    assert proc.wait() == 4
+    assert sorted(lines) == [("stderr", "err"), ("stdout", "out")]
+
+
+def test_very_long_lines_are_split_not_buffered_whole(tmp_path: Path) -> None:
+    pieces: list[str] = []
+    code = f"print('a' * {MAX_LINE * 3 + 10})"
+    proc = Process(
+        [sys.executable, "-c", code],
+        env=os.environ,
+        cwd=tmp_path,
+        on_line=lambda _s, line: pieces.append(line),
+        tag="t-long",
+    )
+    assert proc.wait() == 0
+    assert [len(p) for p in pieces] == [MAX_LINE, MAX_LINE, MAX_LINE, 10]
+
+
+def test_end_kills_a_tree_that_ignores_sigterm(tmp_path: Path) -> None:
+    pids: list[int] = []
+    proc = Process(
+        [sys.executable, str(JOBS / "ignore_term.py")],
+        env=os.environ,
+        cwd=tmp_path,
+        on_line=lambda _s, line: pids.extend(int(p) for p in line.split()[1:]),
+        tag="t-ignore-term",
+    )
+    wait_for(lambda: len(pids) == 2)
+    assert all(alive(p) for p in pids)
+    assert os.getpgid(pids[1]) == proc.pgid != os.getpgid(0)  # its own group
+    started = time.monotonic()
+    proc.end(grace=0.5)
+    assert time.monotonic() - started < 10
+    wait_for(lambda: not any(alive(p) for p in pids))
+
+
+def test_leader_exit_takes_its_strays_with_it(tmp_path: Path) -> None:
+    code = (
+        "import subprocess, sys; "
+        "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
+        "print(c.pid, flush=True)"
+    )
+    pids: list[int] = []
+    proc = Process(
+        [sys.executable, "-c", code],
+        env=os.environ,
+        cwd=tmp_path,
+        on_line=lambda _s, line: pids.append(int(line)),
+        tag="t-strays",
+    )
+    assert proc.wait(timeout=30) == 0
+    wait_for(lambda: not alive(pids[0]))
+
+
+def test_process_identity_survives_only_with_the_same_start_time() -> None:
+    ticks = start_ticks(os.getpid())
+    assert is_same_process(os.getpid(), ticks)
+    assert ticks is not None and not is_same_process(os.getpid(), ticks + 1)
+    assert not is_same_process(2**22 + 12345, ticks)

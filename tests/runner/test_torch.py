@@ -1,0 +1,151 @@
+"""Real torchrun on the CPU (gloo), with the local torch 2.13.0 build from PIP_FIND_LINKS."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner.process import tagged
+from runner.store import JobStore
+from tests.runner.conftest import JOBS
+from tests.runner.test_process import alive, wait_for
+
+pytestmark = pytest.mark.torch
+
+TORCH = "torch==2.13.0"
+
+
+def _local_torch_wheel() -> bool:
+    folders = os.environ.get("PIP_FIND_LINKS", "").split()
+    return any(list(Path(f).glob("torch-2.13.0*.whl")) for f in folders if Path(f).is_dir())
+
+
+@pytest.fixture(scope="session")
+def torch_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not _local_torch_wheel():
+        pytest.skip("no torch 2.13.0 wheel in PIP_FIND_LINKS: torch would come from PyPI (GBs)")
+    return tmp_path_factory.mktemp("torch-cache")
+
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def run(torch_cache: Path, tmp_path: Path) -> Run:
+    environ = {
+        **os.environ,
+        "RUNNER_CACHE_DIR": str(torch_cache),
+        "RUNNER_STATE_DIR": str(tmp_path / "state"),
+        "RUNNER_CANCEL_GRACE": "1",
+    }
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "runner.cli", "--log-format", "json", *args],
+            capture_output=True,
+            text=True,
+            env=environ,
+            cwd=tmp_path,
+            timeout=600,
+            check=False,
+        )
+        if check:
+            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc
+
+    return run
+
+
+def outputs(run: Run, name: str) -> list[dict[str, Any]]:
+    recs = [json.loads(line) for line in run("logs", name, "--json").stdout.splitlines()]
+    return [r for r in recs if r["event"] == "output" and "rank" in r]
+
+
+def test_two_rank_torchrun_completes_with_both_ranks_in_the_log(run: Run) -> None:
+    run(
+        "train",
+        "--name",
+        "ddp",
+        "--with",
+        TORCH,
+        "--nproc-per-node",
+        "2",
+        str(JOBS / "ddp_check.py"),
+    )
+    lines = {(r["rank"], r["line"]) for r in outputs(run, "ddp")}
+    assert (0, "rank 0 of 2 sum 1") in lines and (1, "rank 1 of 2 sum 1") in lines
+    assert json.loads(run("status", "ddp", "--json").stdout)["status"] == "Complete"
+
+
+def test_a_failing_rank_fails_the_job_with_its_exit_code(run: Run) -> None:
+    proc = run(
+        "train",
+        "--name",
+        "ddpfail",
+        "--with",
+        TORCH,
+        "--nproc-per-node",
+        "2",
+        "--env",
+        "FAIL_RANK=1",
+        str(JOBS / "ddp_check.py"),
+        check=False,
+    )
+    status = json.loads(run("status", "ddpfail", "--json").stdout)
+    assert status["status"] == "Failed" and status["exit_code"] == 1 == proc.returncode
+    assert status["reason"] == "node-0 exited with code 1"
+    assert (1, "rank 1 failing") in {(r["rank"], r["line"]) for r in outputs(run, "ddpfail")}
+
+
+def test_two_local_nodes_each_run_a_torchrun_agent(run: Run) -> None:
+    run("train", "--name", "nodes", "--with", TORCH, "--nnodes", "2", str(JOBS / "ddp_check.py"))
+    by_rank = {r["rank"]: (r["step"], r["line"]) for r in outputs(run, "nodes")}
+    assert by_rank[0] == ("node-0", "rank 0 of 2 sum 1")
+    assert by_rank[1] == ("node-1", "rank 1 of 2 sum 1")
+
+
+def test_cancel_of_a_two_rank_job_leaves_no_process(run: Run, tmp_path: Path) -> None:
+    name = run(
+        "train",
+        "--detach",
+        "--with",
+        TORCH,
+        "--nproc-per-node",
+        "2",
+        str(JOBS / "torch_sleeper.py"),
+    ).stdout.strip()
+    store = JobStore(tmp_path / "state")
+    pids: dict[int, int] = {}
+
+    def both_ranks_up() -> bool:
+        for r in store.records(name):
+            if r["event"] == "output" and r["line"].startswith("pids "):
+                _, pid, _, rank = r["line"].split()
+                pids[int(rank)] = int(pid)
+        return len(pids) == 2
+
+    wait_for(both_ranks_up, timeout=300)
+    agent = store.load(name).steps[0].process
+    assert agent is not None and alive(agent.pid)
+    run("cancel", name)
+    everyone = [agent.pid, *pids.values()]
+    wait_for(lambda: not any(alive(p) for p in everyone))
+    procs = [p.name for p in Path("/proc").iterdir() if p.name.isdigit()]
+    groups = {agent.pid, *pids.values()}
+    assert [p for p in procs if _pgid(int(p)) in groups and alive(int(p))] == []
+    assert tagged(store.load(name).tag) == []
+    assert store.load(name).status == "Failed"
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[2])
+    except OSError:
+        return None

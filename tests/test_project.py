@@ -45,3 +45,11 @@ def test_ci_runs_the_readme_test_command() -> None:
     match = re.search(r"<!-- test-command -->\n```sh\n(.+?)\n```", readme)
     assert match, "README.md marks its test command with <!-- test-command -->"
     assert match[1] in ci.splitlines()
+
+
+def test_pixi_train_task_is_the_readme_main_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    match = re.search(r"<!-- main-command -->\n```sh\n(.+?)\n```", readme)
+    assert match, "README.md marks its main command with <!-- main-command -->"
+    train = tomllib.loads((ROOT / "pixi.toml").read_text())["tasks"]["train"]["cmd"]
+    assert match[1].endswith(".venv/bin/" + train)

@@ -32,6 +32,13 @@ def _no_environ_leaks() -> Iterator[None]:
         pytest.fail(f"test leaked changes to os.environ: {changed}")
 
 
+@pytest.fixture(autouse=True)
+def _private_runner_dirs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads or writes the user's real cache or job records."""
+    monkeypatch.setenv("RUNNER_CACHE_DIR", str(tmp_path / "default-cache"))
+    monkeypatch.setenv("RUNNER_STATE_DIR", str(tmp_path / "default-state"))
+
+
 @pytest.fixture(scope="session")
 def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return populate(tmp_path_factory.mktemp("wheelhouse"))

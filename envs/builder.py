@@ -77,7 +77,12 @@ class Uv:
             raise BuildError(f"cannot run uv at {self.binary!r}: {exc}") from None
         if proc.returncode != 0:
             detail = (proc.stderr or proc.stdout).strip()
-            raise BuildError(f"{what} failed (uv exit {proc.returncode}):\n{detail}")
+            lines = detail.splitlines() or ["no output"]
+            cause = next(
+                (ln.removeprefix("error:").strip() for ln in lines if ln.startswith("error:")),
+                lines[0],
+            )
+            raise BuildError(f"{what} failed: {cause}\n(uv exit {proc.returncode})\n{detail}")
 
 
 def resolve(uv: Uv, spec: EnvSpec, workdir: Path) -> Lock:

@@ -122,18 +122,21 @@ def train(
     from envs.requirements import parse_all, read_file
     from runner.errors import InvalidJobError
     from runner.job import execute
-    from runner.spec import JobSpec, ScriptEntry
+    from runner.spec import JobSpec
 
     settings = settings_of(ctx)
     if module is None and script is None:
         raise click.UsageError("give a SCRIPT to run, or -m MODULE")
+    if module is None and script is not None and script.startswith("-"):
+        raise click.UsageError(f"no such option: {script} (options go before SCRIPT)")
+    entry: dict[str, Any]
     if module is not None:
-        entry = ScriptEntry(kind="module", target=module, argv=(*filter(None, [script]), *args))
+        entry = {"kind": "module", "target": module, "argv": (*filter(None, [script]), *args)}
     else:
         assert script is not None
         if not Path(script).is_file():
             raise InvalidJobError(f"script {script!r} does not exist")
-        entry = ScriptEntry(kind="script", target=str(Path(script).resolve()), argv=args)
+        entry = {"kind": "script", "target": str(Path(script).resolve()), "argv": args}
     env: dict[str, str] = {}
     for item in env_vars:
         key, sep, value = item.partition("=")
@@ -167,7 +170,10 @@ def train(
     try:
         record = execute(store, spec.name, settings, echo=echo)
     except KeyboardInterrupt:
+        click.echo(f"job {spec.name} cancelled", err=True)
         sys.exit(130)
+    if record.status != "Complete":
+        click.echo(f"job {record.name} {record.status}: {record.reason}", err=True)
     sys.exit(_exit_code(record))
 
 

@@ -125,6 +125,8 @@ def test_bad_input_is_refused_before_anything_is_built(
         (["train", "--with", "torch==", REPORT], "'torch=='"),
         (["train", "--nproc-per-node", "2", REPORT], "add a torch requirement"),
         (["train"], "give a SCRIPT to run"),
+        (["train", "-m", "not a module"], "module name 'not a module' is not a dotted"),
+        (["train", "--no-such-flag", REPORT], "no such option: --no-such-flag"),
     ]
     for args, message in cases:
         proc = runner_cli(*args, check=False)

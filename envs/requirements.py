@@ -65,8 +65,8 @@ def check_unique(reqs: Sequence[Requirement], what: str = "packages") -> None:
         key = name_of(req)
         if key in seen:
             raise DuplicateRequirementError(
-                f"duplicate dependency in {what}: {str(seen[key])!r} and {str(req)!r} "
-                f"both name {key!r}; list each package once"
+                f"Duplicate dependency in {what}: {str(seen[key])!r} and {str(req)!r} "
+                f"(canonical: {key!r}); list each package once"
             )
         seen[key] = req
 

@@ -30,6 +30,7 @@ KEY_VERSION = 1
 """Bumped whenever the canonical form changes, so old keys can never alias new ones."""
 
 _TRUE = {"1", "true", "yes", "on"}
+PYPI = {"https://pypi.org/simple", "https://pypi.python.org/simple"}
 
 
 def _is_url(text: str) -> bool:
@@ -52,6 +53,8 @@ class IndexConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "find_links", tuple(_absolute(f) for f in self.find_links))
+        if self.index_url is not None and self.index_url.rstrip("/") in PYPI:
+            object.__setattr__(self, "index_url", None)  # naming the default changes nothing
 
     @classmethod
     def from_urls(cls, urls: Sequence[str]) -> IndexConfig:

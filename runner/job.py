@@ -46,9 +46,18 @@ def this_process() -> ProcessRef:
 
 
 def execute(
-    store: JobStore, name: str, settings: RunnerSettings, *, echo: Echo | None = None
+    store: JobStore,
+    name: str,
+    settings: RunnerSettings,
+    *,
+    echo: Echo | None = None,
+    cleanup: bool = False,
 ) -> JobRecord:
-    """Run a Created job to its end in this process, which becomes its owner."""
+    """Run a Created job to its end in this process, which becomes its owner.
+
+    With `cleanup`, the job's scratch (working directory, entry script) is removed
+    when it ends; its record and log stay, and so does the shared cached env.
+    """
     joblog = JobLog(store.log_path(name), echo)
     log: Logger = joblog.logger.bind(job=name)
     try:
@@ -67,6 +76,10 @@ def execute(
     finally:
         joblog.close()
         remove_tree(store.dir(name) / "tmp")
+        if cleanup:
+            remove_tree(store.workdir(name))
+            for scratch in (launch.ENTRY_FILE, launch.ARGS_FILE):
+                (store.dir(name) / scratch).unlink(missing_ok=True)
 
 
 def _on_line(log: Logger, spec: JobSpec, node_rank: int) -> Callable[[str, str], None]:

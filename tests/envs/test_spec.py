@@ -106,3 +106,8 @@ def test_relative_find_links_become_absolute(
 ) -> None:
     monkeypatch.chdir(str(tmp_path))
     assert IndexConfig(find_links=("wheels",)).find_links == (f"{tmp_path}/wheels",)
+
+
+def test_naming_pypi_explicitly_is_the_default_index() -> None:
+    assert IndexConfig.from_urls(["https://pypi.org/simple/"]) == IndexConfig()
+    assert key(BASE, index=IndexConfig.from_urls(["https://pypi.org/simple"])) == key(BASE)

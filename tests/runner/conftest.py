@@ -18,6 +18,9 @@ JOBS = Path(__file__).parent.parent / "helpers" / "jobs"
 
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
 
+TORCH = ["torch==2.13.0", "numpy"]
+"""The torch tests' package set: the local CPU build, and numpy so torch does not warn."""
+
 
 @pytest.fixture
 def settings(tmp_path: Path, wheelhouse: Path, uv_spy: UvSpy) -> RunnerSettings:
@@ -68,3 +71,15 @@ def runner_cli(cli_environ: dict[str, str], tmp_path: Path) -> RunCli:
         return proc
 
     return run
+
+
+def _local_torch_wheel() -> bool:
+    folders = os.environ.get("PIP_FIND_LINKS", "").split()
+    return any(list(Path(f).glob("torch-2.13.0*.whl")) for f in folders if Path(f).is_dir())
+
+
+@pytest.fixture(scope="session")
+def torch_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not _local_torch_wheel():
+        pytest.skip("no torch 2.13.0 wheel in PIP_FIND_LINKS: torch would come from PyPI (GBs)")
+    return tmp_path_factory.mktemp("torch-cache")

@@ -81,7 +81,7 @@ def test_several_ranks_need_torch() -> None:
 def test_bad_requirements_are_refused_with_their_text() -> None:
     with pytest.raises(InvalidJobError, match="'torch=='"):
         script(requirements=["torch=="])
-    with pytest.raises(InvalidJobError, match="duplicate dependency in packages: 'a' and 'A'"):
+    with pytest.raises(InvalidJobError, match="Duplicate dependency in packages: 'a' and 'A'"):
         script(requirements=["a", "A"])
 
 

@@ -14,24 +14,12 @@ import pytest
 
 from runner.process import tagged
 from runner.store import JobStore
-from tests.runner.conftest import JOBS
+from tests.runner.conftest import JOBS, TORCH
 from tests.runner.test_process import alive, wait_for
 
 pytestmark = pytest.mark.torch
 
-TORCH = "torch==2.13.0"
-
-
-def _local_torch_wheel() -> bool:
-    folders = os.environ.get("PIP_FIND_LINKS", "").split()
-    return any(list(Path(f).glob("torch-2.13.0*.whl")) for f in folders if Path(f).is_dir())
-
-
-@pytest.fixture(scope="session")
-def torch_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not _local_torch_wheel():
-        pytest.skip("no torch 2.13.0 wheel in PIP_FIND_LINKS: torch would come from PyPI (GBs)")
-    return tmp_path_factory.mktemp("torch-cache")
+WITH_TORCH = [arg for req in TORCH for arg in ("--with", req)]
 
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -73,8 +61,7 @@ def test_two_rank_torchrun_completes_with_both_ranks_in_the_log(run: Run) -> Non
         "train",
         "--name",
         "ddp",
-        "--with",
-        TORCH,
+        *WITH_TORCH,
         "--nproc-per-node",
         "2",
         str(JOBS / "ddp_check.py"),
@@ -89,8 +76,7 @@ def test_a_failing_rank_fails_the_job_with_its_exit_code(run: Run) -> None:
         "train",
         "--name",
         "ddpfail",
-        "--with",
-        TORCH,
+        *WITH_TORCH,
         "--nproc-per-node",
         "2",
         "--env",
@@ -105,7 +91,7 @@ def test_a_failing_rank_fails_the_job_with_its_exit_code(run: Run) -> None:
 
 
 def test_two_local_nodes_each_run_a_torchrun_agent(run: Run) -> None:
-    run("train", "--name", "nodes", "--with", TORCH, "--nnodes", "2", str(JOBS / "ddp_check.py"))
+    run("train", "--name", "nodes", *WITH_TORCH, "--nnodes", "2", str(JOBS / "ddp_check.py"))
     by_rank = {r["rank"]: (r["step"], r["line"]) for r in outputs(run, "nodes")}
     assert by_rank[0] == ("node-0", "rank 0 of 2 sum 1")
     assert by_rank[1] == ("node-1", "rank 1 of 2 sum 1")
@@ -115,8 +101,7 @@ def test_cancel_of_a_two_rank_job_leaves_no_process(run: Run, tmp_path: Path) ->
     name = run(
         "train",
         "--detach",
-        "--with",
-        TORCH,
+        *WITH_TORCH,
         "--nproc-per-node",
         "2",
         str(JOBS / "torch_sleeper.py"),

@@ -1,0 +1,309 @@
+"""LocalProcessBackend: the Kubeflow Trainer SDK's local backend, on the env cache.
+
+It takes and returns the SDK's own types and statuses. Unlike the SDK's own
+local backend, which builds a fresh venv with pip for every job, a job here
+runs in a cached environment: a repeated package set starts at once.
+
+Use it through the SDK's client with `trainer_client()`::
+
+    from runner.backend import trainer_client
+    client = trainer_client()
+    job = client.train(runtime="torch-distributed", trainer=CustomTrainer(func=train))
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from kubeflow.common import constants as common_constants
+from kubeflow.trainer import LocalProcessBackendConfig as SdkLocalConfig
+from kubeflow.trainer import TrainerClient
+from kubeflow.trainer.backends.base import RuntimeBackend
+from kubeflow.trainer.constants import constants
+from kubeflow.trainer.types import types
+
+from envs import IndexConfig
+from envs.requirements import merge, parse_all
+from runner import job as jobs
+from runner.logs import as_text
+from runner.settings import RunnerSettings
+from runner.spec import FunctionEntry, JobSpec
+from runner.store import JobRecord, JobStore
+
+STATUSES = {
+    constants.TRAINJOB_CREATED,
+    constants.TRAINJOB_RUNNING,
+    constants.TRAINJOB_COMPLETE,
+    constants.TRAINJOB_FAILED,
+}
+
+
+class LocalProcessBackendConfig(RunnerSettings):
+    """The SDK's `cleanup_venv`, plus every runner setting (`RUNNER_*` variables apply)."""
+
+    cleanup_venv: bool = True
+    """Remove the job's scratch directory when it ends. Cached envs stay: they are shared."""
+
+
+@dataclass(frozen=True)
+class LocalRuntime:
+    name: str
+    framework: str
+    packages: tuple[str, ...]
+
+    def to_sdk(self) -> types.Runtime:
+        trainer = types.RuntimeTrainer(
+            trainer_type=types.TrainerType.CUSTOM_TRAINER,
+            framework=self.framework,
+            num_nodes=1,
+            device=common_constants.UNKNOWN,
+            device_count=common_constants.UNKNOWN,
+            image="local",
+        )
+        trainer.set_command(("torchrun",) if self.framework == "torch" else ("python",))
+        return types.Runtime(
+            name=self.name, trainer=trainer, kind=types.RuntimeKind.TRAINING_RUNTIME
+        )
+
+
+RUNTIMES = {
+    rt.name: rt for rt in [LocalRuntime(constants.DEFAULT_TRAINING_RUNTIME, "torch", ("torch",))]
+}
+
+
+def gpu_count() -> int:
+    """GPUs on this machine, as `nvidia-smi -L` lists them (0 without a driver)."""
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
+def ranks_per_node(resources: dict[str, Any] | None, gpus: int) -> int:
+    """Local ranks from `resources_per_node`: the GPU count where GPUs exist, else the CPUs."""
+    resources = resources or {}
+    if gpus and resources.get("gpu"):
+        wanted = int(resources["gpu"])
+        if wanted > gpus:
+            raise ValueError(f"resources_per_node asks for {wanted} GPUs; this machine has {gpus}")
+        return wanted
+    cpu = resources.get("cpu")
+    if cpu is None:
+        return 1
+    text = str(cpu)
+    count = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    return max(1, int(count))
+
+
+class LocalProcessBackend(RuntimeBackend):
+    """The SDK's RuntimeBackend, running jobs as sandboxed process trees in cached envs."""
+
+    def __init__(self, cfg: LocalProcessBackendConfig | None = None) -> None:
+        self.cfg = cfg or LocalProcessBackendConfig()
+        self.store = JobStore(self.cfg.state_dir)
+        self._threads: dict[str, threading.Thread] = {}
+
+    # -- runtimes ------------------------------------------------------------------
+
+    def list_runtimes(self) -> list[types.Runtime]:
+        return [rt.to_sdk() for rt in RUNTIMES.values()]
+
+    def get_runtime(self, name: str) -> types.Runtime:
+        if name not in RUNTIMES:
+            raise ValueError(f"Runtime '{name}' not found.")
+        return RUNTIMES[name].to_sdk()
+
+    def get_runtime_packages(self, runtime: types.Runtime) -> list[str]:
+        if runtime.name not in RUNTIMES:
+            raise ValueError(f"Runtime '{runtime.name}' not found.")
+        return list(RUNTIMES[runtime.name].packages)
+
+    # -- jobs ----------------------------------------------------------------------
+
+    def train(
+        self,
+        runtime: str | types.Runtime | None = None,
+        initializer: types.Initializer | None = None,
+        trainer: types.CustomTrainer
+        | types.CustomTrainerContainer
+        | types.BuiltinTrainer
+        | None = None,
+        options: list[Any] | None = None,
+    ) -> str:
+        """Validate everything, record the job, start it in a thread, return its name."""
+        if runtime is None:
+            raise ValueError("Runtime must be provided for LocalProcessBackend")
+        if isinstance(runtime, str):
+            runtime = self.get_runtime(runtime)
+        local = RUNTIMES.get(runtime.name)
+        if local is None:
+            raise ValueError(f"Runtime '{runtime.name}' not found.")
+        job_spec: dict[str, Any] = {}
+        for option in options or []:
+            option(job_spec, trainer, self)
+        if not isinstance(trainer, types.CustomTrainer):
+            raise ValueError("CustomTrainer must be set with LocalProcessBackend")
+        if initializer is not None:
+            raise ValueError("Initializers are not supported by LocalProcessBackend")
+        fields: dict[str, Any] = {
+            "entry": FunctionEntry.of(trainer.func, trainer.func_args),
+            "requirements": merge(
+                parse_all(local.packages), parse_all(trainer.packages_to_install or [])
+            ),
+            "index": IndexConfig.from_urls(trainer.pip_index_urls or []),
+            "env": dict(trainer.env or {}),
+            "framework": local.framework,
+            "nproc_per_node": ranks_per_node(trainer.resources_per_node, gpu_count()),
+            "num_nodes": trainer.num_nodes or runtime.trainer.num_nodes or 1,
+            "runtime": runtime.name,
+        }
+        name = job_spec.get("metadata", {}).get("name")
+        if name:
+            fields["name"] = name
+        spec = JobSpec.create(**fields)
+        self.store.create(spec, owner=jobs.this_process())
+        thread = threading.Thread(target=self._run, args=(spec.name,), name=f"job-{spec.name}")
+        self._threads[spec.name] = thread
+        thread.start()
+        return spec.name
+
+    def _run(self, name: str) -> None:
+        jobs.execute(self.store, name, self.cfg, cleanup=self.cfg.cleanup_venv)
+
+    def _record(self, name: str) -> JobRecord:
+        if not self.store.dir(name).exists():
+            raise ValueError(f"No TrainJob with name {name}")
+        return self.store.load(name, grace=self.cfg.cancel_grace)
+
+    def _trainjob(self, record: JobRecord) -> types.TrainJob:
+        spec = record.spec
+        # a job started from the CLI has no SDK runtime: describe it by what it runs
+        local = RUNTIMES.get(spec.runtime or "") or LocalRuntime("cli", spec.framework, ())
+        codes = {s.name: s.exit_code for s in record.steps}
+        steps = []
+        for node in range(spec.num_nodes):
+            step = f"{constants.NODE}-{node}"
+            status: str = record.status
+            if record.done and codes.get(step) is not None:
+                status = (
+                    constants.TRAINJOB_COMPLETE if codes[step] == 0 else constants.TRAINJOB_FAILED
+                )
+            steps.append(
+                types.Step(
+                    name=step,
+                    status=status,
+                    pod_name=step,
+                    device="cpu",
+                    device_count=str(spec.nproc_per_node),
+                )
+            )
+        return types.TrainJob(
+            name=record.name,
+            runtime=local.to_sdk(),
+            steps=steps,
+            num_nodes=spec.num_nodes,
+            creation_timestamp=record.created,
+            status=record.status,
+        )
+
+    def list_jobs(self, runtime: types.Runtime | None = None) -> list[types.TrainJob]:
+        return [
+            self._trainjob(r)
+            for r in self.store.jobs()
+            if runtime is None or r.spec.runtime == runtime.name
+        ]
+
+    def get_job(self, name: str) -> types.TrainJob:
+        return self._trainjob(self._record(name))
+
+    def get_job_logs(
+        self,
+        name: str,
+        follow: bool = False,
+        step: str = constants.NODE + "-0",
+    ) -> Iterator[str]:
+        """The step's lines as the job printed them; with `follow`, as they arrive."""
+        spec = self._record(name).spec
+        ranks = spec.nproc_per_node * spec.num_nodes > 1
+        for record in self.store.records(name, follow=follow):
+            if record["event"] == "output" and record.get("step") == step:
+                yield as_text(record, ranks)
+            elif record["level"] == "error":  # why the job could not run, in its own words
+                yield f"[runner] {record['event']}: {record.get('error', '')}"
+
+    def get_job_events(self, name: str) -> list[types.Event]:
+        """The runner's events for the job (env.hit, job.start, job.exit, ...)."""
+        self._record(name)
+        return [
+            types.Event(
+                involved_object_kind=constants.TRAINJOB_KIND,
+                involved_object_name=r.get("step", name),
+                message=", ".join(f"{k}={v}" for k, v in r.items() if k not in _EVENT_KEYS),
+                reason=r["event"],
+                event_time=r["timestamp"],
+            )
+            for r in self.store.records(name)
+            if r["event"] != "output"
+        ]
+
+    def wait_for_job_status(
+        self,
+        name: str,
+        status: set[str] = {constants.TRAINJOB_COMPLETE},  # noqa: B006 - the SDK's signature
+        timeout: int = 600,
+        polling_interval: int = 2,
+        callbacks: list[Callable[[types.TrainJob], None]] | None = None,
+    ) -> types.TrainJob:
+        if not status.issubset(STATUSES):
+            raise ValueError(f"Expected status {status} must be a subset of {STATUSES}")
+        if polling_interval <= 0:
+            raise ValueError(
+                "Polling interval must be a positive number, "
+                f"got polling_interval={polling_interval}"
+            )
+        if polling_interval >= timeout:
+            raise ValueError(
+                "Polling interval must be strictly less than timeout. "
+                f"Received polling_interval={polling_interval}, timeout={timeout}"
+            )
+        self._record(name)
+        for _ in range(round(timeout / polling_interval)):
+            trainjob = self.get_job(name)
+            for callback in callbacks or []:
+                callback(trainjob)
+            if constants.TRAINJOB_FAILED not in status and trainjob.status == "Failed":
+                raise RuntimeError(f"TrainJob {name} is Failed")
+            if trainjob.status in status:
+                return trainjob
+            time.sleep(polling_interval)
+        raise TimeoutError(f"Timeout waiting for TrainJob {name} to reach status: {status}")
+
+    def delete_job(self, name: str) -> None:
+        """Cancel the job (no process of it survives) and forget it."""
+        self._record(name)
+        jobs.cancel(self.store, name, self.cfg.cancel_grace)
+        thread = self._threads.pop(name, None)
+        if thread is not None:
+            thread.join()
+        self.store.delete(name)
+
+
+_EVENT_KEYS = {"timestamp", "level", "event", "job", "step"}
+
+
+def trainer_client(cfg: LocalProcessBackendConfig | None = None) -> TrainerClient:
+    """The SDK's own `TrainerClient`, with this backend behind every method."""
+    client = TrainerClient(backend_config=SdkLocalConfig())
+    client.backend = LocalProcessBackend(cfg)  # type: ignore[assignment] # the SDK's own plug
+    return client

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
+from structlog.typing import FilteringBoundLogger as Logger
 
 from envs.errors import BuildError
 from envs.lockfile import Lock
 from envs.spec import EnvSpec, IndexConfig
 
-log = structlog.get_logger("envs.builder")
+_log: Logger = structlog.get_logger("envs.builder")
 
 LOCKFILE = "pylock.toml"
 
@@ -65,10 +66,10 @@ class Uv:
         )
         return env
 
-    def run(self, args: Sequence[str], *, what: str, cwd: Path) -> None:
+    def run(self, args: Sequence[str], *, what: str, cwd: Path, log: Logger | None = None) -> None:
         """Run uv; on failure raise BuildError with uv's own words."""
         argv = [self.binary, *args]
-        log.debug("uv.run", argv=argv)
+        (log or _log).debug("uv.run", argv=argv)
         try:
             proc = subprocess.run(
                 argv, cwd=cwd, env=self.environ(), capture_output=True, text=True, check=False
@@ -85,7 +86,7 @@ class Uv:
             raise BuildError(f"{what} failed: {cause}\n(uv exit {proc.returncode})\n{detail}")
 
 
-def resolve(uv: Uv, spec: EnvSpec, workdir: Path) -> Lock:
+def resolve(uv: Uv, spec: EnvSpec, workdir: Path, log: Logger | None = None) -> Lock:
     """Solve the spec into an exact lock with hashes; nothing is installed."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "requirements.in").write_text("".join(f"{r}\n" for r in spec.requirements))
@@ -107,11 +108,12 @@ def resolve(uv: Uv, spec: EnvSpec, workdir: Path) -> Lock:
         ],
         what=f"resolving {', '.join(str(r) for r in spec.requirements) or 'an empty set'}",
         cwd=workdir,
+        log=log,
     )
     return Lock((workdir / "pylock.toml").read_text())
 
 
-def materialize(uv: Uv, lock: Lock, spec: EnvSpec, target: Path) -> None:
+def materialize(uv: Uv, lock: Lock, spec: EnvSpec, target: Path, log: Logger | None = None) -> None:
     """Create a relocatable venv at `target` holding exactly the lock, kept as `pylock.toml`.
 
     Relocatable, because the build happens in a temporary directory and is
@@ -121,6 +123,7 @@ def materialize(uv: Uv, lock: Lock, spec: EnvSpec, target: Path) -> None:
         ["venv", "--relocatable", "--quiet", "--python", spec.interpreter.executable, str(target)],
         what="creating the virtual environment",
         cwd=target.parent,
+        log=log,
     )
     (target / LOCKFILE).write_text(lock.text)
     uv.run(
@@ -138,4 +141,5 @@ def materialize(uv: Uv, lock: Lock, spec: EnvSpec, target: Path) -> None:
         ],
         what="installing the locked packages",
         cwd=target,
+        log=log,
     )

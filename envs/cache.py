@@ -195,7 +195,7 @@ class EnvCache:
         workdir = self._workdir("resolve", spec.key)
         log.info("env.resolve", spec=spec.key, requirements=[str(r) for r in spec.requirements])
         try:
-            lock = builder.resolve(self.uv, spec, workdir)
+            lock = builder.resolve(self.uv, spec, workdir, log)
         finally:
             remove_tree(workdir)
         log.info(
@@ -214,7 +214,7 @@ class EnvCache:
         workdir = self._workdir("build", env_key)
         log.info("env.build.start", env=env_key, spec=spec.key, packages=len(lock.packages))
         try:
-            builder.materialize(self.uv, lock, spec, workdir)
+            builder.materialize(self.uv, lock, spec, workdir, log)
             meta = EnvMeta(
                 key=env_key,
                 requirements=spec.canonical_requirements,

@@ -283,7 +283,8 @@ class LocalProcessBackend(RuntimeBackend):
             for callback in callbacks or []:
                 callback(trainjob)
             if constants.TRAINJOB_FAILED not in status and trainjob.status == "Failed":
-                raise RuntimeError(f"TrainJob {name} is Failed")
+                reason = self.store.load(name).reason
+                raise RuntimeError(f"TrainJob {name} is Failed: {reason}; see get_job_logs()")
             if trainjob.status in status:
                 return trainjob
             time.sleep(polling_interval)

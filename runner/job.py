@@ -9,7 +9,6 @@ record in the job's `log.jsonl`.
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,8 +36,6 @@ from runner.store import (
 )
 
 CANCELLED = "cancelled"
-_TEE = re.compile(r"^\[[A-Za-z_]*?(\d+)\]:(.*)$", re.DOTALL)
-"""torchrun --tee prefixes each worker line with [<role><local rank>]:"""
 
 
 def this_process() -> ProcessRef:
@@ -82,19 +79,17 @@ def execute(
                 (store.dir(name) / scratch).unlink(missing_ok=True)
 
 
-def _on_line(log: Logger, spec: JobSpec, node_rank: int) -> Callable[[str, str], None]:
+def _on_line(log: Logger, spec: JobSpec) -> Callable[[str, str], None]:
     """Turn each line a step prints into an `output` record, with its rank where known."""
     if spec.framework != "torch":
         return lambda stream, line: log.info("output", stream=stream, line=line)
-    first_rank = node_rank * spec.nproc_per_node
 
     def on_line(stream: str, line: str) -> None:
-        match = _TEE.match(line)
-        if match:
-            local = int(match[1])
-            log.info("output", stream=stream, rank=first_rank + local, line=match[2])
-        else:  # torchrun's own lines
-            log.info("output", stream=stream, line=line)
+        rank, text = launch.split_rank(line)
+        if rank is None:  # torchrun's own lines
+            log.info("output", stream=stream, line=text)
+        else:
+            log.info("output", stream=stream, rank=rank, line=text)
 
     return on_line
 
@@ -111,7 +106,7 @@ def _run_steps(
         bin_dir=bin_dir,
         workdir=store.workdir(spec.name),
         tmpdir=tmp,
-        job_env=spec.env,
+        job_env={**(launch.torch_environ() if spec.framework == "torch" else {}), **spec.env},
         torch=spec.framework == "torch",
     )
     started = time.monotonic()
@@ -124,7 +119,7 @@ def _run_steps(
                 step.argv,
                 env=environ,
                 cwd=store.workdir(spec.name),
-                on_line=_on_line(step_log, spec, step.node_rank),
+                on_line=_on_line(step_log, spec),
                 tag=job.tag,
             )
             running.append((step, proc))

@@ -8,6 +8,7 @@ and on a Kubeflow cluster.
 from __future__ import annotations
 
 import json
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,6 @@ class Step:
     """One process tree of a job: `node-0`, `node-1`, ..."""
 
     name: str
-    node_rank: int
     argv: tuple[str, ...]
 
 
@@ -63,32 +63,49 @@ def free_port() -> int:
         return port
 
 
+RANK_PREFIX = "[rank${rank}]:"
+"""torchrun's prefix for each worker line (`--tee`): the global rank, whatever the node."""
+
+_PREFIXED = re.compile(r"^\[rank(\d+)\]:(.*)$", re.DOTALL)
+
+
+def torch_environ() -> dict[str, str]:
+    """What torchrun needs in its environment to tag worker lines with their global rank."""
+    return {"TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE": RANK_PREFIX}
+
+
+def split_rank(line: str) -> tuple[int | None, str]:
+    """(global rank, the worker's own line) from a torchrun line; (None, line) for its own."""
+    match = _PREFIXED.match(line)
+    return (int(match[1]), match[2]) if match else (None, line)
+
+
 def steps(spec: JobSpec, bin_dir: Path, jobdir: Path) -> list[Step]:
     """The argv of every step. Torch jobs get one torchrun agent per local node.
 
-    The rendezvous is torchrun's static one on loopback (`--master-addr`), as a
-    Kubeflow cluster launches it: it honours `--node-rank`, so node `i` holds
-    global ranks `i * nproc_per_node + local_rank`. (The c10d rendezvous ignores
-    `--node-rank` and assigns nodes in join order, so ranks could not be told.)
+    The agents meet in a c10d rendezvous on loopback (a free port), hosted by
+    `node-0`. c10d hands out node ranks in join order and ignores `--node-rank`
+    (torchrun warns if it is given), so it is not passed; each worker line is
+    tagged with its true global rank through torchrun's prefix template instead.
     """
     prog = program(spec, jobdir)
     if spec.framework != "torch":
-        return [Step("node-0", 0, (str(bin_dir / "python"), *prog))]
-    port = free_port()
+        return [Step("node-0", (str(bin_dir / "python"), *prog))]
+    endpoint = f"127.0.0.1:{free_port()}"
     return [
         Step(
-            f"node-{rank}",
-            rank,
+            f"node-{node}",
             (
                 str(bin_dir / "torchrun"),
                 f"--nnodes={spec.num_nodes}",
                 f"--nproc-per-node={spec.nproc_per_node}",
-                f"--node-rank={rank}",
-                "--master-addr=127.0.0.1",
-                f"--master-port={port}",
+                "--rdzv-backend=c10d",
+                f"--rdzv-endpoint={endpoint}",
+                f"--rdzv-id={spec.name}",
+                f"--rdzv-conf=is_host={int(node == 0)}",
                 "--tee=3",
                 *prog,
             ),
         )
-        for rank in range(spec.num_nodes)
+        for node in range(spec.num_nodes)
     ]

@@ -318,3 +318,20 @@ def test_cleanup_venv_removes_scratch_but_keeps_cache_and_logs(
         assert "RANK: 0" in list(backend.get_job_logs(job))
         env_key = backend.store.load(job).env_key
         assert (torch_cfg.cache_dir / "envs" / str(env_key) / "bin" / "torchrun").exists()
+
+
+@pytest.mark.torch
+def test_num_nodes_become_local_torchrun_agents_with_their_own_logs(
+    torch_cfg: LocalProcessBackendConfig,
+) -> None:
+    backend = LocalProcessBackend(torch_cfg)
+    job = backend.train(runtime="torch-distributed", trainer=trainer(all_reduce_sum, num_nodes=2))
+    done = backend.wait_for_job_status(job, polling_interval=0.2, timeout=300)
+    assert done.num_nodes == 2
+    assert [(s.name, s.status) for s in done.steps] == [
+        ("node-0", "Complete"),
+        ("node-1", "Complete"),
+    ]
+    node0, node1 = (list(backend.get_job_logs(job, step=f"node-{n}")) for n in (0, 1))
+    assert len(node0) == len(node1) == 1
+    assert {node0[0], node1[0]} == {"[rank 0] SUM: 1", "[rank 1] SUM: 1"}

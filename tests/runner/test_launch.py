@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runner.launch import steps
+from runner.launch import RANK_PREFIX, split_rank, steps
 from runner.spec import FunctionEntry, JobSpec, ScriptEntry
 
 
@@ -33,13 +33,22 @@ def test_torch_steps_one_agent_per_node_sharing_one_rendezvous(tmp_path: Path) -
     )
     made = steps(spec, Path("/env/bin"), tmp_path)
     assert [s.name for s in made] == ["node-0", "node-1", "node-2"]
-    for rank, step in enumerate(made):
+    for node, step in enumerate(made):
         assert step.argv[0] == "/env/bin/torchrun"
         assert "--nnodes=3" in step.argv and "--nproc-per-node=2" in step.argv
-        assert f"--node-rank={rank}" in step.argv
+        assert "--rdzv-backend=c10d" in step.argv and f"--rdzv-id={spec.name}" in step.argv
+        assert f"--rdzv-conf=is_host={int(node == 0)}" in step.argv  # node-0 hosts the store
         assert step.argv[-3:] == (str(script), "--lr", "1")
-    ports = {a for s in made for a in s.argv if a.startswith("--master-port=")}
-    assert len(ports) == 1 and "--master-addr=127.0.0.1" in made[0].argv
+    endpoints = {a for s in made for a in s.argv if a.startswith("--rdzv-endpoint=")}
+    assert len(endpoints) == 1 and endpoints.pop().startswith("--rdzv-endpoint=127.0.0.1:")
+
+
+def test_worker_lines_carry_their_global_rank() -> None:
+    assert RANK_PREFIX.replace("${rank}", "13") == "[rank13]:"
+    assert split_rank("[rank13]:loss 0.5") == (13, "loss 0.5")
+    assert split_rank("[rank2]:") == (2, "")
+    assert split_rank("W1124 torchrun's own warning") == (None, "W1124 torchrun's own warning")
+    assert split_rank("[default0]:not our prefix") == (None, "[default0]:not our prefix")
 
 
 def test_python_steps_and_modules(tmp_path: Path) -> None:

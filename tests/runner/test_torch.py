@@ -91,10 +91,27 @@ def test_a_failing_rank_fails_the_job_with_its_exit_code(run: Run) -> None:
 
 
 def test_two_local_nodes_each_run_a_torchrun_agent(run: Run) -> None:
-    run("train", "--name", "nodes", *WITH_TORCH, "--nnodes", "2", str(JOBS / "ddp_check.py"))
-    by_rank = {r["rank"]: (r["step"], r["line"]) for r in outputs(run, "nodes")}
-    assert by_rank[0] == ("node-0", "rank 0 of 2 sum 1")
-    assert by_rank[1] == ("node-1", "rank 1 of 2 sum 1")
+    run(
+        "train",
+        "--name",
+        "nodes",
+        *WITH_TORCH,
+        "--nnodes",
+        "2",
+        "--nproc-per-node",
+        "2",
+        str(JOBS / "ddp_check.py"),
+    )
+    lines = outputs(run, "nodes")
+    # c10d gives node ranks in join order: each agent holds two consecutive global ranks
+    by_step = {r["step"]: set() for r in lines}
+    for r in lines:
+        by_step[r["step"]].add(r["rank"])
+    assert sorted(by_step) == ["node-0", "node-1"]
+    assert sorted(map(sorted, by_step.values())) == [[0, 1], [2, 3]]
+    assert {(r["rank"], r["line"]) for r in lines} >= {
+        (rank, f"rank {rank} of 4 sum 6") for rank in range(4)
+    }
 
 
 def test_cancel_of_a_two_rank_job_leaves_no_process(run: Run, tmp_path: Path) -> None:

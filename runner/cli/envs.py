@@ -144,5 +144,12 @@ def envs_create(
     index = IndexConfig(
         index_url=index_url, extra_index_urls=extra_index_url, find_links=find_links
     )
-    env = open_cache(settings).ensure(env_spec(settings, reqs, index))
+    from runner.cli.progress import terminal_progress
+
+    progress = terminal_progress()
+    progress({"event": "env.resolve", "requirements": [str(r) for r in reqs]})
+    try:
+        env = open_cache(settings).ensure(env_spec(settings, reqs, index))
+    finally:
+        progress.stop()
     emit(_env_row(env), as_json, f"{env.key[:12]}  {env.path}")

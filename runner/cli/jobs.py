@@ -42,17 +42,21 @@ def _exit_code(record: JobRecord) -> int:
 
 def _echo(fmt: str, ranks: bool) -> Echo:
     """Print records as they come: JSON lines, or the job's own lines plus readable events."""
+    from runner.cli.progress import EnvProgress, terminal_progress
     from runner.logs import as_text
 
     lock = threading.Lock()
     console = fmt == "console" or (fmt == "auto" and sys.stdout.isatty())
     renderer: Any = None
+    progress = EnvProgress(None)
     if console:
         import structlog
 
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        progress = terminal_progress()
 
     def echo(record: dict[str, Any]) -> None:
+        progress(record)
         if not console:
             text, out = json.dumps(record, default=str, ensure_ascii=False), sys.stdout
         elif record["event"] == "output":

@@ -158,23 +158,20 @@ class EnvCache:
         """
         log = log or _log
         started = time.monotonic()
+
+        def hit(env: Env, waited: bool) -> Env:
+            self._touch(env.key)
+            seconds = time.monotonic() - started
+            log.info("env.hit", env=env.key, spec=spec.key, waited=waited, seconds=seconds)
+            return env
+
         env = self.lookup(spec)
         if env is not None:
-            self._touch(env.key)
-            log.info("env.hit", env=env.key, spec=spec.key, seconds=time.monotonic() - started)
-            return env
+            return hit(env, waited=False)
         with FileLock(self.locks_dir / f"spec-{spec.key}.lock"):
             env = self.lookup(spec)  # another process may have built it while we waited
             if env is not None:
-                self._touch(env.key)
-                log.info(
-                    "env.hit",
-                    env=env.key,
-                    spec=spec.key,
-                    waited=True,
-                    seconds=time.monotonic() - started,
-                )
-                return env
+                return hit(env, waited=True)
             lock = self._resolve(spec, log)
             env_key = lock.env_key(spec.interpreter)
             env = self._load(env_key)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from envs import Env
 
 from runner.cli.common import Group, duration_option, emit, json_option, settings_of, size_option
 from runner.units import format_size
@@ -16,7 +19,7 @@ def envs() -> None:
     """Inspect and clean the environment cache."""
 
 
-def _env_row(env: Any, specs: list[str] | None = None) -> dict[str, Any]:
+def _env_row(env: Env, specs: list[str] | None = None) -> dict[str, Any]:
     row = {
         "key": env.key,
         "path": str(env.path),

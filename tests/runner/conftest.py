@@ -52,25 +52,31 @@ def cli_environ(settings: RunnerSettings) -> dict[str, str]:
     }
 
 
-@pytest.fixture
-def runner_cli(cli_environ: dict[str, str], tmp_path: Path) -> RunCli:
-    def run(
-        *args: str, check: bool = True, timeout: float = 180
-    ) -> subprocess.CompletedProcess[str]:
+def cli_runner(
+    environ: dict[str, str], cwd: Path, *global_options: str, timeout: float = 600
+) -> RunCli:
+    """`runner ...` as a user types it: a real process, its output captured."""
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            [sys.executable, "-m", "runner.cli", *args],
+            [sys.executable, "-m", "runner.cli", *global_options, *args],
             capture_output=True,
             text=True,
             check=False,
-            env=cli_environ,
-            cwd=tmp_path,
+            env=environ,
+            cwd=cwd,
             timeout=timeout,
         )
         if check:
-            assert proc.returncode == 0, proc.stdout + proc.stderr
+            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         return proc
 
     return run
+
+
+@pytest.fixture
+def runner_cli(cli_environ: dict[str, str], tmp_path: Path) -> RunCli:
+    return cli_runner(cli_environ, tmp_path)
 
 
 def _local_torch_wheel() -> bool:

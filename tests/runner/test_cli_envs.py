@@ -3,38 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.runner.conftest import RunCli, cli_runner
+
 
 @pytest.fixture
-def run(tmp_path: Path, wheelhouse: Path):  # type: ignore[no-untyped-def]
-    env = {
-        **os.environ,
-        "RUNNER_CACHE_DIR": str(tmp_path / "cache"),
-        "RUNNER_STATE_DIR": str(tmp_path / "state"),
-        "RUNNER_NO_INDEX": "1",
-        "RUNNER_FIND_LINKS": str(wheelhouse),
-    }
-
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [sys.executable, "-m", "runner.cli", "--log-format", "json", *args],
-            capture_output=True,
-            text=True,
-            check=False,
-            env=env,
-            timeout=120,
-        )
-        if check:
-            assert proc.returncode == 0, proc.stderr
-        return proc
-
-    return run
+def run(cli_environ: dict[str, str], tmp_path: Path) -> RunCli:
+    return cli_runner(cli_environ, tmp_path, "--log-format", "json")
 
 
 def test_create_list_show_rm(run) -> None:

@@ -217,6 +217,17 @@ def test_jobs_run_concurrently_in_their_own_directories(
     assert first.started < second.finished and second.started < (first.finished or 0)
 
 
+def _foreground(environ: dict[str, str], cwd: Path, name: str) -> subprocess.Popen[bytes]:
+    """`runner train` in the foreground on a job that ignores SIGTERM."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner.cli", "train", "--name", name, str(JOBS / "ignore_term.py")],
+        env=environ,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 @contextlib.contextmanager
 def _reaped(proc: subprocess.Popen[bytes]) -> Iterator[None]:
     """Whatever happens in the test, the runner it started does not outlive it."""
@@ -271,13 +282,7 @@ def test_timeout_ends_the_job_as_failed(runner_cli: RunCli, store: JobStore) -> 
 def test_interrupting_the_foreground_runner_cancels_its_job(
     cli_environ: dict[str, str], store: JobStore, tmp_path: Path, sig: signal.Signals
 ) -> None:
-    runner = subprocess.Popen(
-        [sys.executable, "-m", "runner.cli", "train", "--name", "fg", str(JOBS / "ignore_term.py")],
-        env=cli_environ,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    runner = _foreground(cli_environ, tmp_path, "fg")
     with _reaped(runner):
         pids = _pids_from_logs(store, "fg")
         runner.send_signal(sig)
@@ -289,21 +294,7 @@ def test_interrupting_the_foreground_runner_cancels_its_job(
 def test_a_job_whose_runner_was_killed_is_failed_not_running_forever(
     cli_environ: dict[str, str], store: JobStore, tmp_path: Path
 ) -> None:
-    runner = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "runner.cli",
-            "train",
-            "--name",
-            "orphan",
-            str(JOBS / "ignore_term.py"),
-        ],
-        env=cli_environ,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    runner = _foreground(cli_environ, tmp_path, "orphan")
     with _reaped(runner):
         pids = _pids_from_logs(store, "orphan")
     runner.kill()

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +11,7 @@ import pytest
 
 from runner.process import tagged
 from runner.store import JobStore
-from tests.runner.conftest import JOBS, TORCH
+from tests.runner.conftest import JOBS, TORCH, RunCli, cli_runner
 from tests.runner.test_process import alive, wait_for
 
 pytestmark = pytest.mark.torch
@@ -22,7 +19,7 @@ pytestmark = pytest.mark.torch
 WITH_TORCH = [arg for req in TORCH for arg in ("--with", req)]
 
 
-Run = Callable[..., subprocess.CompletedProcess[str]]
+Run = RunCli
 
 
 @pytest.fixture
@@ -34,21 +31,7 @@ def run(torch_cache: Path, tmp_path: Path) -> Run:
         "RUNNER_CANCEL_GRACE": "1",
     }
 
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [sys.executable, "-m", "runner.cli", "--log-format", "json", *args],
-            capture_output=True,
-            text=True,
-            env=environ,
-            cwd=tmp_path,
-            timeout=600,
-            check=False,
-        )
-        if check:
-            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        return proc
-
-    return run
+    return cli_runner(environ, tmp_path, "--log-format", "json")
 
 
 def outputs(run: Run, name: str) -> list[dict[str, Any]]:

@@ -32,6 +32,7 @@ from envs import IndexConfig
 from envs.requirements import merge, parse_all
 from runner import job as jobs
 from runner.logs import as_text
+from runner.sandbox import check
 from runner.settings import RunnerSettings
 from runner.spec import FunctionEntry, JobSpec
 from runner.store import JobRecord, JobStore
@@ -167,11 +168,13 @@ class LocalProcessBackend(RuntimeBackend):
             "nproc_per_node": ranks_per_node(trainer.resources_per_node, gpu_count()),
             "num_nodes": trainer.num_nodes or runtime.trainer.num_nodes or 1,
             "runtime": runtime.name,
+            "sandbox": self.cfg.policy(),
         }
         name = job_spec.get("metadata", {}).get("name")
         if name:
             fields["name"] = name
         spec = JobSpec.create(**fields)
+        check(self.cfg.policy(), self.cfg.bwrap)  # strict mode refuses before anything runs
         self.store.create(spec, owner=jobs.this_process())
         thread = threading.Thread(target=self._run, args=(spec.name,), name=f"job-{spec.name}")
         self._threads[spec.name] = thread

@@ -8,7 +8,10 @@ record in the job's `log.jsonl`.
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,9 +23,9 @@ from envs.files import remove_tree
 from runner import launch
 from runner.logs import Echo, JobLog
 from runner.process import Process, end_tree, start_ticks
-from runner.sandbox import job_environ
+from runner.sandbox import INSTALL_BWRAP, SandboxPolicy, confine, job_environ
 from runner.settings import RunnerSettings
-from runner.spec import JobSpec, env_spec, open_cache
+from runner.spec import JobSpec, ScriptEntry, env_spec, open_cache
 from runner.store import (
     COMPLETE,
     FAILED,
@@ -34,6 +37,7 @@ from runner.store import (
     StepRecord,
     now,
 )
+from runner.units import format_size
 
 CANCELLED = "cancelled"
 
@@ -65,7 +69,7 @@ def execute(
                 env_spec(settings, spec.requirements, spec.index), log
             ) as env:
                 store.update(name, status=RUNNING, started=now(), env_key=env.key)
-                return _run_steps(store, record, env.bin_dir, log, settings.cancel_grace)
+                return _run_steps(store, record, env.path, log, settings)
         except EnvError as exc:
             log.error("env.failed", error=str(exc))
             first = str(exc).splitlines()[0]
@@ -79,12 +83,26 @@ def execute(
                 (store.dir(name) / scratch).unlink(missing_ok=True)
 
 
-def _on_line(log: Logger, spec: JobSpec) -> Callable[[str, str], None]:
+def _limit_hit(policy: SandboxPolicy, code: int | None, memory_error: bool) -> str:
+    """Name the limit that most likely ended the job, so the reason says so."""
+    if policy.memory and (memory_error or code in (-signal.SIGKILL, 128 + signal.SIGKILL)):
+        return f": memory limit of {format_size(policy.memory)} exceeded"
+    if policy.cpu_seconds and code in (-signal.SIGXCPU, 128 + signal.SIGXCPU, -signal.SIGKILL):
+        return f": CPU time limit of {policy.cpu_seconds} s exceeded"
+    return ""
+
+
+def _on_line(
+    log: Logger, spec: JobSpec, memory_error: threading.Event
+) -> Callable[[str, str], None]:
     """Turn each line a step prints into an `output` record, with its rank where known."""
-    if spec.framework != "torch":
-        return lambda stream, line: log.info("output", stream=stream, line=line)
 
     def on_line(stream: str, line: str) -> None:
+        if "MemoryError" in line:
+            memory_error.set()
+        if spec.framework != "torch":
+            log.info("output", stream=stream, line=line)
+            return
         rank, text = launch.split_rank(line)
         if rank is None:  # torchrun's own lines
             log.info("output", stream=stream, line=text)
@@ -94,36 +112,97 @@ def _on_line(log: Logger, spec: JobSpec) -> Callable[[str, str], None]:
     return on_line
 
 
-def _run_steps(
-    store: JobStore, job: JobRecord, bin_dir: Path, log: Logger, grace: float
-) -> JobRecord:
-    spec = job.spec
-    jobdir = store.dir(spec.name)
+def _start_steps(
+    store: JobStore,
+    job: JobRecord,
+    env_dir: Path,
+    log: Logger,
+    settings: RunnerSettings,
+    running: list[tuple[launch.Step, Process]],
+    memory_error: threading.Event,
+) -> None:
+    """Spawn every step inside its sandbox; all nodes of a job share one network namespace."""
+    spec, jobdir, workdir = job.spec, store.dir(job.name), store.workdir(job.name)
+    policy = spec.sandbox or settings.policy()
     tmp = jobdir / "tmp"
     tmp.mkdir(exist_ok=True)
     environ = job_environ(
         os.environ,
-        bin_dir=bin_dir,
-        workdir=store.workdir(spec.name),
+        bin_dir=env_dir / "bin",
+        workdir=workdir,
         tmpdir=tmp,
         job_env={**(launch.torch_environ() if spec.framework == "torch" else {}), **spec.env},
         torch=spec.framework == "torch",
     )
+    readable = [env_dir, Path(os.path.realpath(env_dir / "bin" / "python")).parents[1]]
+    if isinstance(spec.entry, ScriptEntry) and spec.entry.kind == "script":
+        readable.append(Path(spec.entry.target))
+    steps = launch.steps(spec, env_dir / "bin", jobdir)
+    namespaces: int | None = None  # node-0's sandbox, which later nodes join
+    for index, step in enumerate(steps):
+        report = os.pipe() if len(steps) > 1 and not policy.network and index == 0 else None
+        confinement = confine(
+            policy,
+            bwrap=settings.bwrap,
+            jobdir=jobdir,
+            workdir=workdir,
+            readable=tuple(readable),
+            join=namespaces,
+            report_fd=report[1] if report else None,
+            pid_namespace=len(steps) == 1,
+        )
+        if index == 0 and confinement.not_enforced:
+            log.warning(
+                "sandbox.degraded", not_enforced=list(confinement.not_enforced), fix=INSTALL_BWRAP
+            )
+        step_log = log.bind(step=step.name)
+        argv = (*confinement.prefix, *step.argv)
+        try:
+            proc = Process(
+                argv,
+                env=environ,
+                cwd=workdir,
+                on_line=_on_line(step_log, spec, memory_error),
+                tag=job.tag,
+                pass_fds=(report[1],) if report else (),
+            )
+        finally:
+            if report:
+                os.close(report[1])
+        running.append((step, proc))
+        step_log.info("job.start", argv=list(argv), pid=proc.pid)
+        if report and confinement.reports_namespaces:
+            namespaces = _namespace_pid(report[0])
+        elif report:
+            os.close(report[0])
+
+
+def _namespace_pid(fd: int) -> int:
+    """bubblewrap's report of the first node's sandbox: the pid that holds its namespaces."""
+    data = b""
+    with os.fdopen(fd, "rb") as fh:
+        while chunk := fh.read1(4096):  # a JSON object, maybe over several lines
+            data += chunk
+            try:
+                pid: int = json.loads(data)["child-pid"]
+            except ValueError:
+                continue
+            return pid
+    raise OSError(f"the sandbox of node-0 did not start (bubblewrap said {data!r})")
+
+
+def _run_steps(
+    store: JobStore, job: JobRecord, env_dir: Path, log: Logger, settings: RunnerSettings
+) -> JobRecord:
+    spec = job.spec
+    grace = settings.cancel_grace
+    policy = spec.sandbox or settings.policy()
     started = time.monotonic()
     running: list[tuple[launch.Step, Process]] = []
+    memory_error = threading.Event()
     reason: str | None = None
     try:
-        for step in launch.steps(spec, bin_dir, jobdir):
-            step_log = log.bind(step=step.name)
-            proc = Process(
-                step.argv,
-                env=environ,
-                cwd=store.workdir(spec.name),
-                on_line=_on_line(step_log, spec),
-                tag=job.tag,
-            )
-            running.append((step, proc))
-            step_log.info("job.start", argv=list(step.argv), pid=proc.pid)
+        _start_steps(store, job, env_dir, log, settings, running, memory_error)
         store.update(
             spec.name,
             steps=[
@@ -137,7 +216,7 @@ def _run_steps(
         log.warning("job.cancel", by="interrupt")
         raise
     except OSError as exc:
-        reason = f"cannot start {exc.filename or 'the job'}: {exc.strerror}"
+        reason = f"cannot start {exc.filename or 'the job'}: {exc.strerror or exc}"
         log.error("job.spawn_failed", error=str(exc))
     finally:
         for _step, proc in running:
@@ -154,7 +233,9 @@ def _run_steps(
         bad = sorted((s for s in steps if s.exit_code), key=lambda s: (s.exit_code or 0) < 0)
         failed = bad[0].exit_code if bad else (0 if steps else None)
         if reason is None and bad:
-            reason = f"{bad[0].name} exited with code {failed}"
+            reason = f"{bad[0].name} exited with code {failed}" + _limit_hit(
+                policy, failed, memory_error.is_set()
+            )
         status: Status = COMPLETE if reason is None else FAILED
         record = _finish(store, spec.name, log, status, failed, reason, steps)
     return record

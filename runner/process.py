@@ -98,6 +98,7 @@ class Process:
         cwd: Path,
         on_line: OnLine,
         tag: str,
+        pass_fds: Sequence[int] = (),
     ) -> None:
         self.tag = tag
         self._proc = subprocess.Popen(
@@ -108,6 +109,7 @@ class Process:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            pass_fds=tuple(pass_fds),
         )
         self.pid = self._proc.pid
         self.pgid = self.pid  # a new session's leader leads its own group

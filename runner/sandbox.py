@@ -1,16 +1,65 @@
-"""Isolation policy -> the job's environment (and, later, an argv prefix and rlimits).
+"""Isolation policy -> the job's environment, and an argv prefix that confines it.
 
-The job's environment is built from scratch: a short allowlist from the
-caller, then the runner's own variables, then the job's. Secrets in the
-caller's environment (tokens, cloud keys) never reach a job by accident.
+Layers, each on by default where the machine supports it:
+
+- environment: an allowlist from the caller plus the job's own variables
+  (always on: secrets in the caller's environment never reach a job);
+- filesystem: everything read-only (the cached env and the cache included)
+  except the job's own directory, with a private /tmp (bubblewrap);
+- network (`network: false`): a private network namespace with loopback only,
+  shared by all the nodes of a job so that torchrun can still meet (bubblewrap);
+- limits: address space, CPU time, open files, processes (rlimits, `prlimit`);
+- lifetime: the job dies with the runner (bubblewrap's `--die-with-parent`
+  and a private pid namespace; without bubblewrap, `setpriv --pdeathsig`
+  on the job's first process only).
+
+Where bubblewrap is missing, `auto` runs with what works and logs one
+`sandbox.degraded` record naming what is not enforced; `strict` refuses.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from runner.errors import RunnerError
 
 ALLOWED_FROM_CALLER = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TERM", "TZ")
+
+INSTALL_BWRAP = "install bubblewrap (Debian/Ubuntu: apt-get install -y bubblewrap)"
+
+
+class SandboxUnavailableError(RunnerError):
+    """`strict` was asked for and a layer cannot be enforced on this machine."""
+
+
+class SandboxPolicy(BaseModel):
+    """What to enforce around a job. Settings give the defaults; a job may override."""
+
+    model_config = ConfigDict(frozen=True)
+
+    mode: Literal["auto", "strict", "off"] = "auto"
+    filesystem: bool = True
+    network: bool = True
+    memory: int | None = Field(default=None, gt=0, description="Address space, bytes.")
+    cpu_seconds: int | None = Field(default=None, gt=0)
+    open_files: int | None = Field(default=None, gt=0)
+    processes: int | None = Field(default=None, gt=0)
+
+
+@dataclass(frozen=True)
+class Confinement:
+    """How to start one step: an argv prefix, and what is not enforced."""
+
+    prefix: tuple[str, ...]
+    not_enforced: tuple[str, ...]
+    reports_namespaces: bool = False
+    """bubblewrap writes the pid holding its namespaces to the report fd."""
 
 
 def job_environ(
@@ -22,7 +71,7 @@ def job_environ(
     job_env: Mapping[str, str],
     torch: bool,
 ) -> dict[str, str]:
-    """The complete environment of a job's processes."""
+    """The complete environment of a job's processes, built from scratch."""
     env = {k: caller[k] for k in ALLOWED_FROM_CALLER if k in caller}
     env["PATH"] = f"{bin_dir}:{env.get('PATH', '/usr/bin:/bin')}"
     env["VIRTUAL_ENV"] = str(bin_dir.parent)
@@ -34,3 +83,84 @@ def job_environ(
         env["OMP_NUM_THREADS"] = "1"  # torchrun's default; set so it does not warn about it
     env.update(job_env)
     return env
+
+
+def _limits(policy: SandboxPolicy) -> list[str]:
+    limits = {
+        "--as": policy.memory,
+        "--cpu": policy.cpu_seconds,
+        "--nofile": policy.open_files,
+        "--nproc": policy.processes,
+    }
+    return [f"{flag}={value}" for flag, value in limits.items() if value is not None]
+
+
+def check(policy: SandboxPolicy, bwrap: str | None) -> tuple[str, ...]:
+    """The layers this machine cannot enforce; in strict mode, refuse instead."""
+    if policy.mode == "off":
+        return ()
+    missing: list[str] = []
+    if bwrap is None or shutil.which(bwrap) is None:
+        missing += ["filesystem (read-only env and cache, private /tmp)"] * policy.filesystem
+        missing += ["network isolation"] * (not policy.network)
+        missing.append("dying with the runner (only the first process is tied to it)")
+    if _limits(policy) and shutil.which("prlimit") is None:
+        missing.append("resource limits (prlimit not found)")
+    if missing and policy.mode == "strict":
+        raise SandboxUnavailableError(
+            f"sandbox is strict but cannot enforce: {'; '.join(missing)}; "
+            f"{INSTALL_BWRAP}, or run with sandbox 'auto' to accept a weaker sandbox"
+        )
+    return tuple(missing)
+
+
+def confine(
+    policy: SandboxPolicy,
+    *,
+    bwrap: str | None,
+    jobdir: Path,
+    workdir: Path,
+    readable: tuple[Path, ...] = (),
+    join: int | None = None,
+    report_fd: int | None = None,
+    pid_namespace: bool = True,
+) -> Confinement:
+    """The argv prefix of one step.
+
+    `readable`: paths the job reads that may live under /tmp (its env, its
+    script), bound read-only again on top of the private /tmp.
+    `report_fd`: bubblewrap writes its namespaces there (the first node of a
+    job with several and no network). `join`: that node's pid; later nodes
+    enter its network namespace (one loopback for the job). `pid_namespace`:
+    False for jobs of several nodes: c10d tells nodes apart by pid, and a
+    namespace shared with node-0 would die (killing the others) when it ends.
+    """
+    not_enforced = check(policy, bwrap)
+    if policy.mode == "off":
+        return Confinement((), ())
+    prefix: list[str] = []
+    if _limits(policy) and shutil.which("prlimit"):
+        prefix += ["prlimit", *_limits(policy), "--"]
+    if bwrap is None or shutil.which(bwrap) is None:
+        if shutil.which("setpriv"):
+            prefix += ["setpriv", "--pdeathsig", "KILL", "--"]
+        return Confinement(tuple(prefix), not_enforced)
+    if join is not None:
+        prefix += ["nsenter", f"--net=/proc/{join}/ns/net", "--"]
+    prefix += [bwrap]
+    if policy.filesystem:
+        prefix += ["--ro-bind", "/", "/", "--tmpfs", "/tmp"]
+        for path in readable:
+            prefix += ["--ro-bind", str(path), str(path)]
+        prefix += ["--bind", str(jobdir), str(jobdir)]
+    else:
+        prefix += ["--bind", "/", "/"]
+    prefix += ["--dev", "/dev", "--proc", "/proc", "--die-with-parent"]
+    if pid_namespace:
+        prefix.append("--unshare-pid")
+    if join is None and not policy.network:
+        prefix.append("--unshare-net")
+    if report_fd is not None:
+        prefix += ["--info-fd", str(report_fd)]
+    prefix += ["--chdir", str(workdir), "--"]
+    return Confinement(tuple(prefix), not_enforced, reports_namespaces=report_fd is not None)

@@ -7,6 +7,7 @@ deeper in the code reads the environment for configuration.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
@@ -16,6 +17,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from envs import IndexConfig
+from runner.sandbox import SandboxPolicy
+from runner.units import parse_size
 
 LogFormat = Literal["auto", "json", "console"]
 
@@ -50,6 +53,22 @@ class RunnerSettings(BaseSettings):
         default=None, description="Interpreter for new environments (default: the runner's own)."
     )
     uv: str | None = Field(default=None, description="uv binary (default: the bundled one).")
+    sandbox: Literal["auto", "strict", "off"] = Field(
+        default="auto",
+        description="auto: every layer this machine supports; strict: refuse if one is "
+        "missing; off: environment allowlist only.",
+    )
+    sandbox_filesystem: bool = Field(
+        default=True, description="Read-only env, cache and system; writable job dir only."
+    )
+    network: bool = Field(default=True, description="False: loopback only, no other network.")
+    memory_limit: str | None = Field(default=None, description="Address space per process, 4G.")
+    cpu_time_limit: int | None = Field(default=None, gt=0, description="CPU seconds.")
+    open_files_limit: int | None = Field(default=None, gt=0)
+    processes_limit: int | None = Field(default=None, gt=0)
+    bwrap: str | None = Field(
+        default_factory=lambda: shutil.which("bwrap"), description="bubblewrap binary."
+    )
     cancel_grace: float = Field(
         default=5.0, gt=0, description="Seconds between TERM and KILL when a job is ended."
     )
@@ -57,6 +76,24 @@ class RunnerSettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     _split_lists = field_validator("extra_index_urls", "find_links", mode="before")(_split)
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _size(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_size(value)  # refuse a bad size when settings are read, not at job start
+        return value
+
+    def policy(self) -> SandboxPolicy:
+        return SandboxPolicy(
+            mode=self.sandbox,
+            filesystem=self.sandbox_filesystem,
+            network=self.network,
+            memory=parse_size(self.memory_limit) if self.memory_limit else None,
+            cpu_seconds=self.cpu_time_limit,
+            open_files=self.open_files_limit,
+            processes=self.processes_limit,
+        )
 
     def index(self, environ: Mapping[str, str] | None = None) -> IndexConfig:
         """The settings' index layer over the user's pip variables."""

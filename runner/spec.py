@@ -34,6 +34,7 @@ from envs import EnvCache, EnvSpec, IndexConfig, Interpreter
 from envs.errors import EnvError
 from envs.requirements import check_unique, name_of, parse
 from runner.errors import InvalidJobError
+from runner.sandbox import SandboxPolicy
 from runner.settings import RunnerSettings
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -124,6 +125,8 @@ class JobSpec(BaseModel):
     num_nodes: int = Field(default=1, ge=1, le=64)
     timeout: float | None = Field(default=None, gt=0)
     runtime: str | None = None
+    sandbox: SandboxPolicy | None = None
+    """None: the runner's settings decide."""
 
     @field_validator("name")
     @classmethod

@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from runner.cli.common import emit, json_option, settings_of
+from runner.cli.common import emit, json_option, settings_of, size_option
 
 if TYPE_CHECKING:
     from runner.logs import Echo
+    from runner.sandbox import SandboxPolicy
+    from runner.settings import RunnerSettings
     from runner.store import JobRecord, JobStore
 
 
@@ -96,6 +98,15 @@ def _interrupt_on_sigterm() -> None:
 @click.option("--name", help="Job name (default: a fresh one).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds.")
 @click.option("--detach", is_flag=True, help="Start the job and return; see `runner logs -f`.")
+@click.option(
+    "--sandbox", type=click.Choice(["auto", "strict", "off"]), help="Sandbox mode (settings)."
+)
+@click.option("--network/--no-network", default=None, help="Allow network (loopback only if not).")
+@click.option("--sandbox-fs/--no-sandbox-fs", default=None, help="Read-only env and system.")
+@click.option("--memory", callback=size_option, help="Address-space limit per process (4G).")
+@click.option("--cpu-time", type=click.IntRange(min=1), help="CPU seconds per process.")
+@click.option("--open-files", type=click.IntRange(min=1), help="Open files per process.")
+@click.option("--processes", type=click.IntRange(min=1), help="Processes (not for root).")
 @click.option("--log-format", type=click.Choice(["auto", "json", "console"]), help="Output format.")
 @click.pass_context
 def train(
@@ -115,6 +126,13 @@ def train(
     name: str | None,
     timeout: float | None,
     detach: bool,
+    sandbox: str | None,
+    network: bool | None,
+    sandbox_fs: bool | None,
+    memory: int | None,
+    cpu_time: int | None,
+    open_files: int | None,
+    processes: int | None,
     log_format: str | None,
 ) -> None:
     """Run SCRIPT (or -m MODULE) with ARGS in a cached environment.
@@ -126,6 +144,7 @@ def train(
     from envs.requirements import parse_all, read_file
     from runner.errors import InvalidJobError
     from runner.job import execute
+    from runner.sandbox import check
     from runner.spec import JobSpec
 
     settings = settings_of(ctx)
@@ -158,10 +177,22 @@ def train(
         "nproc_per_node": nproc_per_node,
         "num_nodes": nnodes,
         "timeout": timeout,
+        "sandbox": _policy(
+            settings,
+            mode=sandbox,
+            network=network,
+            filesystem=sandbox_fs,
+            memory=memory,
+            cpu_seconds=cpu_time,
+            open_files=open_files,
+            processes=processes,
+        ),
     }
     if name:
         fields["name"] = name
     spec = JobSpec.create(**fields)
+    assert spec.sandbox is not None
+    check(spec.sandbox, settings.bwrap)  # strict mode refuses before anything is built
     store = _store(ctx)
     store.create(spec)
     if detach:
@@ -179,6 +210,13 @@ def train(
     if record.status != "Complete":
         click.echo(f"job {record.name} {record.status}: {record.reason}", err=True)
     sys.exit(_exit_code(record))
+
+
+def _policy(settings: RunnerSettings, **flags: Any) -> SandboxPolicy:
+    """The settings' sandbox with what the command line changed."""
+    return settings.policy().model_copy(
+        update={key: value for key, value in flags.items() if value is not None}
+    )
 
 
 def _detach(store: JobStore, name: str) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from runner.process import tagged
 from runner.settings import RunnerSettings
 from runner.store import JobStore
 from tests.conftest import UvSpy
@@ -240,18 +241,22 @@ def _reaped(proc: subprocess.Popen[bytes]) -> Iterator[None]:
 
 
 def _pids_from_logs(store: JobStore, name: str) -> list[int]:
-    found: list[int] = []
+    """Host pids of every process of the job, once it says it is up.
 
-    def seen() -> bool:
+    Found by the job's tag, as the runner finds them: inside the sandbox's pid
+    namespace the job's own `os.getpid()` means nothing on the host.
+    """
+
+    def up() -> bool:
         if not store.log_path(name).exists():
             return False  # the runner has not created the job yet
-        for r in store.records(name):
-            if r["event"] == "output" and r["line"].startswith("pids "):
-                found.extend(int(p) for p in r["line"].split()[1:])
-                return True
-        return False
+        return any(
+            r["event"] == "output" and r["line"].startswith("pids ") for r in store.records(name)
+        )
 
-    wait_for(seen, timeout=60)
+    wait_for(up, timeout=60)
+    found = tagged(store.load(name).tag)
+    assert len(found) >= 2, found  # the job and its child, at least
     return found
 
 
@@ -274,8 +279,7 @@ def test_timeout_ends_the_job_as_failed(runner_cli: RunCli, store: JobStore) -> 
     assert proc.returncode == 124
     record = store.load("slow")
     assert record.status == "Failed" and record.reason == "timed out after 1 s"
-    pids = [int(p) for line in output(list(store.records("slow"))) for p in line.split()[1:]]
-    wait_for(lambda: not any(alive(p) for p in pids))
+    wait_for(lambda: tagged(record.tag) == [])
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

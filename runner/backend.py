@@ -32,10 +32,11 @@ from envs import IndexConfig
 from envs.requirements import merge, parse_all
 from runner import job as jobs
 from runner.logs import as_text
-from runner.sandbox import check
+from runner.sandbox import SandboxPolicy, check
 from runner.settings import RunnerSettings
 from runner.spec import FunctionEntry, JobSpec
 from runner.store import JobRecord, JobStore
+from runner.units import parse_size
 
 STATUSES = {
     constants.TRAINJOB_CREATED,
@@ -107,6 +108,20 @@ def ranks_per_node(resources: dict[str, Any] | None, gpus: int) -> int:
     return max(1, int(count))
 
 
+def sandbox_policy(cfg: RunnerSettings, resources: dict[str, Any] | None) -> SandboxPolicy:
+    """The settings' sandbox, with `resources_per_node["memory"]` (`"4Gi"`) as its memory limit."""
+    policy = cfg.policy()
+    memory = (resources or {}).get("memory")
+    if memory is None:
+        return policy
+    try:
+        return SandboxPolicy.model_validate(
+            {**policy.model_dump(), "memory": parse_size(str(memory))}
+        )
+    except ValueError as exc:
+        raise ValueError(f"resources_per_node memory {memory!r} is invalid: {exc}") from None
+
+
 class LocalProcessBackend(RuntimeBackend):
     """The SDK's RuntimeBackend, running jobs as sandboxed process trees in cached envs."""
 
@@ -168,13 +183,13 @@ class LocalProcessBackend(RuntimeBackend):
             "nproc_per_node": ranks_per_node(trainer.resources_per_node, gpu_count()),
             "num_nodes": trainer.num_nodes or runtime.trainer.num_nodes or 1,
             "runtime": runtime.name,
-            "sandbox": self.cfg.policy(),
+            "sandbox": sandbox_policy(self.cfg, trainer.resources_per_node),
         }
         name = job_spec.get("metadata", {}).get("name")
         if name:
             fields["name"] = name
         spec = JobSpec.create(**fields)
-        check(self.cfg.policy(), self.cfg.bwrap)  # strict mode refuses before anything runs
+        check(fields["sandbox"], self.cfg.bwrap)  # strict mode refuses before anything runs
         self.store.create(spec, owner=jobs.this_process())
         thread = threading.Thread(target=self._run, args=(spec.name,), name=f"job-{spec.name}")
         self._threads[spec.name] = thread

@@ -21,9 +21,10 @@ from structlog.typing import FilteringBoundLogger as Logger
 from envs import EnvError
 from envs.files import remove_tree
 from runner import launch
+from runner.cgroup import JobCgroup
 from runner.logs import Echo, JobLog
 from runner.process import Process, end_tree, start_ticks
-from runner.sandbox import INSTALL_BWRAP, SandboxPolicy, confine, job_environ
+from runner.sandbox import INSTALL_BWRAP, SandboxPolicy, bwrap_problem, confine, job_environ
 from runner.settings import RunnerSettings
 from runner.spec import JobSpec, ScriptEntry, env_spec, open_cache
 from runner.store import (
@@ -83,10 +84,16 @@ def execute(
                 (store.dir(name) / scratch).unlink(missing_ok=True)
 
 
-def _limit_hit(policy: SandboxPolicy, code: int | None, memory_error: bool) -> str:
+def _limit_hit(
+    policy: SandboxPolicy, code: int | None, memory_error: bool, cgroups: list[JobCgroup]
+) -> str:
     """Name the limit that most likely ended the job, so the reason says so."""
+    if policy.memory and any(c.memory_exceeded() for c in cgroups):
+        return f": memory limit of {format_size(policy.memory)} exceeded (killed by the kernel)"
     if policy.memory and (memory_error or code in (-signal.SIGKILL, 128 + signal.SIGKILL)):
         return f": memory limit of {format_size(policy.memory)} exceeded"
+    if policy.processes and any(c.processes_exceeded() for c in cgroups):
+        return f": process limit of {policy.processes} reached"
     if policy.cpu_seconds and code in (-signal.SIGXCPU, 128 + signal.SIGXCPU, -signal.SIGKILL):
         return f": CPU time limit of {policy.cpu_seconds} s exceeded"
     return ""
@@ -120,6 +127,7 @@ def _start_steps(
     settings: RunnerSettings,
     running: list[tuple[launch.Step, Process]],
     memory_error: threading.Event,
+    cgroups: list[JobCgroup],
 ) -> None:
     """Spawn every step inside its sandbox; all nodes of a job share one network namespace."""
     spec, jobdir, workdir = job.spec, store.dir(job.name), store.workdir(job.name)
@@ -141,6 +149,12 @@ def _start_steps(
     namespaces: int | None = None  # node-0's sandbox, which later nodes join
     for index, step in enumerate(steps):
         report = os.pipe() if len(steps) > 1 and not policy.network and index == 0 else None
+        cgroup = None
+        if policy.mode != "off" and (policy.memory or policy.processes):
+            cgroup = JobCgroup.make(
+                f"{job.tag}-{index}", memory=policy.memory, processes=policy.processes
+            )
+            cgroups.append(cgroup)
         confinement = confine(
             policy,
             bwrap=settings.bwrap,
@@ -149,11 +163,20 @@ def _start_steps(
             readable=tuple(readable),
             join=namespaces,
             report_fd=report[1] if report else None,
-            pid_namespace=len(steps) == 1,
+            cgroup=cgroup,
         )
+        if index == 0 and cgroup:
+            log.info(
+                "sandbox.limits",
+                memory="cgroup" if cgroup.memory else "rlimit (address space per process)",
+                processes="cgroup" if cgroup.pids else "rlimit (per user; not for root)",
+            )
         if index == 0 and confinement.not_enforced:
             log.warning(
-                "sandbox.degraded", not_enforced=list(confinement.not_enforced), fix=INSTALL_BWRAP
+                "sandbox.degraded",
+                not_enforced=list(confinement.not_enforced),
+                cause=bwrap_problem(settings.bwrap),
+                fix=INSTALL_BWRAP,
             )
         step_log = log.bind(step=step.name)
         argv = (*confinement.prefix, *step.argv)
@@ -200,9 +223,10 @@ def _run_steps(
     started = time.monotonic()
     running: list[tuple[launch.Step, Process]] = []
     memory_error = threading.Event()
+    cgroups: list[JobCgroup] = []
     reason: str | None = None
     try:
-        _start_steps(store, job, env_dir, log, settings, running, memory_error)
+        _start_steps(store, job, env_dir, log, settings, running, memory_error, cgroups)
         store.update(
             spec.name,
             steps=[
@@ -234,8 +258,10 @@ def _run_steps(
         failed = bad[0].exit_code if bad else (0 if steps else None)
         if reason is None and bad:
             reason = f"{bad[0].name} exited with code {failed}" + _limit_hit(
-                policy, failed, memory_error.is_set()
+                policy, failed, memory_error.is_set(), cgroups
             )
+        for cgroup in cgroups:
+            cgroup.remove()
         status: Status = COMPLETE if reason is None else FAILED
         record = _finish(store, spec.name, log, status, failed, reason, steps)
     return record

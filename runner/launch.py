@@ -87,6 +87,9 @@ def steps(spec: JobSpec, bin_dir: Path, jobdir: Path) -> list[Step]:
     `node-0`. c10d hands out node ranks in join order and ignores `--node-rank`
     (torchrun warns if it is given), so it is not passed; each worker line is
     tagged with its true global rank through torchrun's prefix template instead.
+    Each agent gives its own loopback address (127.0.0.N, all of 127/8 is
+    loopback): c10d tells nodes apart by address and pid, and each node runs in
+    a pid namespace of its own, where every agent may have the same pid.
     """
     prog = program(spec, jobdir)
     if spec.framework != "torch":
@@ -103,6 +106,7 @@ def steps(spec: JobSpec, bin_dir: Path, jobdir: Path) -> list[Step]:
                 f"--rdzv-endpoint={endpoint}",
                 f"--rdzv-id={spec.name}",
                 f"--rdzv-conf=is_host={int(node == 0)}",
+                f"--local-addr=127.0.0.{node + 1}",
                 "--tee=3",
                 *prog,
             ),

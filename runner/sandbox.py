@@ -8,7 +8,9 @@ Layers, each on by default where the machine supports it:
   except the job's own directory, with a private /tmp (bubblewrap);
 - network (`network: false`): a private network namespace with loopback only,
   shared by all the nodes of a job so that torchrun can still meet (bubblewrap);
-- limits: address space, CPU time, open files, processes (rlimits, `prlimit`);
+- limits: memory and processes in a cgroup per node where one can be made
+  (`cgroup.py`), else as rlimits (address space per process, RLIMIT_NPROC);
+  CPU time and open files as rlimits (`prlimit`);
 - lifetime: the job dies with the runner (bubblewrap's `--die-with-parent`
   and a private pid namespace; without bubblewrap, `setpriv --pdeathsig`
   on the job's first process only).
@@ -19,7 +21,9 @@ Where bubblewrap is missing, `auto` runs with what works and logs one
 
 from __future__ import annotations
 
+import functools
 import shutil
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +31,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from runner.cgroup import JobCgroup
 from runner.errors import RunnerError
 
 ALLOWED_FROM_CALLER = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TERM", "TZ")
@@ -85,14 +90,33 @@ def job_environ(
     return env
 
 
-def _limits(policy: SandboxPolicy) -> list[str]:
+def _limits(policy: SandboxPolicy, cgroup: JobCgroup | None = None) -> list[str]:
+    """prlimit's flags: the limits no cgroup holds."""
     limits = {
-        "--as": policy.memory,
+        "--as": None if cgroup and cgroup.memory else policy.memory,
         "--cpu": policy.cpu_seconds,
         "--nofile": policy.open_files,
-        "--nproc": policy.processes,
+        "--nproc": None if cgroup and cgroup.pids else policy.processes,
     }
     return [f"{flag}={value}" for flag, value in limits.items() if value is not None]
+
+
+@functools.cache
+def bwrap_problem(bwrap: str | None) -> str | None:
+    """Why bubblewrap cannot confine a job here (None: it can), tried once per process.
+
+    Present is not enough: where unprivileged user namespaces are disabled
+    (a sysctl, or an AppArmor policy), bwrap exists and fails at once.
+    """
+    if bwrap is None or shutil.which(bwrap) is None:
+        return f"bubblewrap not found ({bwrap or 'bwrap'})"
+    probe = [bwrap, "--ro-bind", "/", "/", "--unshare-pid", "--unshare-net", "--die-with-parent"]
+    try:
+        subprocess.run([*probe, "true"], capture_output=True, check=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as exc:
+        said = getattr(exc, "stderr", b"") or b""
+        return f"bubblewrap cannot run here: {said.decode(errors='replace').strip() or exc}"
+    return None
 
 
 def check(policy: SandboxPolicy, bwrap: str | None) -> tuple[str, ...]:
@@ -100,7 +124,8 @@ def check(policy: SandboxPolicy, bwrap: str | None) -> tuple[str, ...]:
     if policy.mode == "off":
         return ()
     missing: list[str] = []
-    if bwrap is None or shutil.which(bwrap) is None:
+    problem = bwrap_problem(bwrap)
+    if problem:
         missing += ["filesystem (read-only env and cache, private /tmp)"] * policy.filesystem
         missing += ["network isolation"] * (not policy.network)
         missing.append("dying with the runner (only the first process is tied to it)")
@@ -108,7 +133,8 @@ def check(policy: SandboxPolicy, bwrap: str | None) -> tuple[str, ...]:
         missing.append("resource limits (prlimit not found)")
     if missing and policy.mode == "strict":
         raise SandboxUnavailableError(
-            f"sandbox is strict but cannot enforce: {'; '.join(missing)}; "
+            f"sandbox is strict but cannot enforce: {'; '.join(missing)}"
+            f"{f' ({problem})' if problem else ''}; "
             f"{INSTALL_BWRAP}, or run with sandbox 'auto' to accept a weaker sandbox"
         )
     return tuple(missing)
@@ -123,7 +149,7 @@ def confine(
     readable: tuple[Path, ...] = (),
     join: int | None = None,
     report_fd: int | None = None,
-    pid_namespace: bool = True,
+    cgroup: JobCgroup | None = None,
 ) -> Confinement:
     """The argv prefix of one step.
 
@@ -131,17 +157,17 @@ def confine(
     script), bound read-only again on top of the private /tmp.
     `report_fd`: bubblewrap writes its namespaces there (the first node of a
     job with several and no network). `join`: that node's pid; later nodes
-    enter its network namespace (one loopback for the job). `pid_namespace`:
-    False for jobs of several nodes: c10d tells nodes apart by pid, and a
-    namespace shared with node-0 would die (killing the others) when it ends.
+    enter its network namespace (one loopback for the job); each node keeps a
+    pid namespace of its own, so it dies whole with the runner.
+    `cgroup`: the node's cgroups; the limits they hold are not set as rlimits.
     """
     not_enforced = check(policy, bwrap)
     if policy.mode == "off":
         return Confinement((), ())
-    prefix: list[str] = []
-    if _limits(policy) and shutil.which("prlimit"):
-        prefix += ["prlimit", *_limits(policy), "--"]
-    if bwrap is None or shutil.which(bwrap) is None:
+    prefix: list[str] = list(cgroup.enter()) if cgroup else []
+    if _limits(policy, cgroup) and shutil.which("prlimit"):
+        prefix += ["prlimit", *_limits(policy, cgroup), "--"]
+    if bwrap is None or bwrap_problem(bwrap):
         if shutil.which("setpriv"):
             prefix += ["setpriv", "--pdeathsig", "KILL", "--"]
         return Confinement(tuple(prefix), not_enforced)
@@ -155,9 +181,7 @@ def confine(
         prefix += ["--bind", str(jobdir), str(jobdir)]
     else:
         prefix += ["--bind", "/", "/"]
-    prefix += ["--dev", "/dev", "--proc", "/proc", "--die-with-parent"]
-    if pid_namespace:
-        prefix.append("--unshare-pid")
+    prefix += ["--dev", "/dev", "--proc", "/proc", "--die-with-parent", "--unshare-pid"]
     if join is None and not policy.network:
         prefix.append("--unshare-net")
     if report_fd is not None:

@@ -62,10 +62,16 @@ class RunnerSettings(BaseSettings):
         default=True, description="Read-only env, cache and system; writable job dir only."
     )
     network: bool = Field(default=True, description="False: loopback only, no other network.")
-    memory_limit: str | None = Field(default=None, description="Address space per process, 4G.")
+    memory_limit: str | None = Field(
+        default=None,
+        description="Memory per node, 4G: a cgroup where one can be made, else address space "
+        "per process.",
+    )
     cpu_time_limit: int | None = Field(default=None, gt=0, description="CPU seconds.")
     open_files_limit: int | None = Field(default=None, gt=0)
-    processes_limit: int | None = Field(default=None, gt=0)
+    processes_limit: int | None = Field(
+        default=None, gt=0, description="Processes per node: a cgroup, else RLIMIT_NPROC."
+    )
     bwrap: str | None = Field(
         default_factory=lambda: shutil.which("bwrap"), description="bubblewrap binary."
     )

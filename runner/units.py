@@ -5,14 +5,14 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(ib?|b)?\s*$", re.IGNORECASE)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_size(text: str) -> int:
-    """Bytes from `123`, `500M`, `1.5GiB`, `10GB` (powers of 1024)."""
+    """Bytes from `123`, `500M`, `1.5GiB`, `10GB`, Kubernetes' `4Gi` (powers of 1024)."""
     match = _SIZE.match(text)
     if not match:
         raise ValueError(f"invalid size {text!r}: use a number with K, M, G or T, such as 10G")

@@ -103,10 +103,18 @@ def _interrupt_on_sigterm() -> None:
 )
 @click.option("--network/--no-network", default=None, help="Allow network (loopback only if not).")
 @click.option("--sandbox-fs/--no-sandbox-fs", default=None, help="Read-only env and system.")
-@click.option("--memory", callback=size_option, help="Address-space limit per process (4G).")
+@click.option(
+    "--memory",
+    callback=size_option,
+    help="Memory per node, 4G (a cgroup; else address space per process).",
+)
 @click.option("--cpu-time", type=click.IntRange(min=1), help="CPU seconds per process.")
 @click.option("--open-files", type=click.IntRange(min=1), help="Open files per process.")
-@click.option("--processes", type=click.IntRange(min=1), help="Processes (not for root).")
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    help="Processes per node (a cgroup; else per user, not for root).",
+)
 @click.option("--log-format", type=click.Choice(["auto", "json", "console"]), help="Output format.")
 @click.pass_context
 def train(

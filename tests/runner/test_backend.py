@@ -76,6 +76,11 @@ def sleeper() -> None:
     time.sleep(600)
 
 
+def hog() -> None:
+    held = [bytearray(1 << 20) for _ in range(3000)]  # 3 GiB, a mebibyte at a time
+    print(f"held {len(held)} MiB")
+
+
 # -- fixtures ---------------------------------------------------------------------
 
 
@@ -263,6 +268,26 @@ def test_wait_times_out_and_a_failed_job_raises(torch_cfg: LocalProcessBackendCo
     assert any(
         "missing 2 required positional arguments" in line for line in backend.get_job_logs(failing)
     )
+
+
+@pytest.mark.torch
+def test_memory_in_resources_per_node_is_the_jobs_memory_limit(
+    torch_cfg: LocalProcessBackendConfig,
+) -> None:
+    backend = LocalProcessBackend(torch_cfg)
+    with pytest.raises(ValueError, match="resources_per_node memory 'lots' is invalid"):
+        backend.train(
+            runtime="torch-distributed", trainer=trainer(hog, resources_per_node={"memory": "lots"})
+        )
+    assert backend.list_jobs() == []
+    job = backend.train(
+        runtime="torch-distributed", trainer=trainer(hog, resources_per_node={"memory": "1Gi"})
+    )
+    with pytest.raises(RuntimeError, match=f"TrainJob {job} is Failed"):
+        backend.wait_for_job_status(job, polling_interval=0.2, timeout=300)
+    reason = backend.store.load(job).reason or ""
+    assert "memory limit of 1.0 GiB exceeded" in reason, reason
+    assert not any("held" in line for line in backend.get_job_logs(job))
 
 
 @pytest.mark.torch

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +138,63 @@ def _pgid(pid: int) -> int | None:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[2])
     except OSError:
         return None
+
+
+@pytest.mark.parametrize("nodes", ["1", "2"])
+def test_without_network_ranks_and_nodes_still_meet_on_loopback(run: Run, nodes: str) -> None:
+    name = f"offline-{nodes}"
+    run(
+        "train",
+        "--name",
+        name,
+        "--no-network",
+        *WITH_TORCH,
+        "--nnodes",
+        nodes,
+        "--nproc-per-node",
+        "2",
+        str(JOBS / "ddp_check.py"),
+    )
+    world = 2 * int(nodes)
+    total = sum(range(world))
+    assert {(r["rank"], r["line"]) for r in outputs(run, name)} >= {
+        (rank, f"rank {rank} of {world} sum {total}") for rank in range(world)
+    }
+
+
+@pytest.mark.parametrize("nodes", ["1", "2"])
+def test_killing_the_runner_ends_every_rank(
+    run: Run, torch_cache: Path, tmp_path: Path, nodes: str
+) -> None:
+    environ = {
+        **os.environ,
+        "RUNNER_CACHE_DIR": str(torch_cache),
+        "RUNNER_STATE_DIR": str(tmp_path / "state"),
+    }
+    name = f"orphans-{nodes}"
+    argv = ["train", "--name", name, *WITH_TORCH, "--nnodes", nodes, "--nproc-per-node", "2"]
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "runner.cli", *argv, str(JOBS / "torch_sleeper.py")],
+        env=environ,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    store = JobStore(tmp_path / "state")
+
+    def all_ranks_up() -> bool:
+        if not (store.dir(name) / "log.jsonl").exists():
+            return False
+        lines = [r for r in store.records(name) if r.get("line", "").startswith("pids ")]
+        return len(lines) == 2 * int(nodes)
+
+    try:
+        wait_for(all_ranks_up, timeout=300)
+        tag = store.load(name).tag
+        everyone = tagged(tag)
+        runner.send_signal(signal.SIGKILL)
+        runner.wait()
+        wait_for(lambda: not any(alive(p) for p in everyone), timeout=15)
+        assert tagged(tag) == []
+    finally:
+        runner.kill()

@@ -51,7 +51,9 @@ class SandboxPolicy(BaseModel):
     mode: Literal["auto", "strict", "off"] = "auto"
     filesystem: bool = True
     network: bool = True
-    memory: int | None = Field(default=None, gt=0, description="Address space, bytes.")
+    memory: int | None = Field(
+        default=None, gt=0, description="Bytes per node (cgroup), else address space per process."
+    )
     cpu_seconds: int | None = Field(default=None, gt=0)
     open_files: int | None = Field(default=None, gt=0)
     processes: int | None = Field(default=None, gt=0)

@@ -5,6 +5,7 @@ This package knows nothing about jobs; `runner` builds on it, never the reverse.
 
 from __future__ import annotations
 
+from envs import formats
 from envs.cache import Env, EnvCache, EnvInUseError
 from envs.errors import (
     BuildError,
@@ -27,4 +28,5 @@ __all__ = [
     "IndexConfig",
     "Interpreter",
     "InvalidRequirementError",
+    "formats",
 ]

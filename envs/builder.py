@@ -22,7 +22,6 @@ from envs.spec import EnvSpec, IndexConfig
 
 _log: Logger = structlog.get_logger("envs.builder")
 
-LOCKFILE = "pylock.toml"
 
 _KEEP_FROM_CALLER = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR")
 _PROXY = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
@@ -79,10 +78,13 @@ class Uv:
         if proc.returncode != 0:
             detail = (proc.stderr or proc.stdout).strip()
             lines = detail.splitlines() or ["no output"]
-            cause = next(
-                (ln.removeprefix("error:").strip() for ln in lines if ln.startswith("error:")),
-                lines[0],
-            )
+            # "error: Failed to download X" + "  cause: Hash mismatch for X": one line
+            causes = [
+                ln.strip().partition(":")[2].strip()
+                for ln in lines
+                if ln.startswith("error:") or ln.strip().startswith(("cause:", "Caused by:"))
+            ]
+            cause = ": ".join(causes) or lines[0]
             raise BuildError(f"{what} failed: {cause}\n(uv exit {proc.returncode})\n{detail}")
 
 
@@ -114,7 +116,9 @@ def resolve(uv: Uv, spec: EnvSpec, workdir: Path, log: Logger | None = None) -> 
 
 
 def materialize(uv: Uv, lock: Lock, spec: EnvSpec, target: Path, log: Logger | None = None) -> None:
-    """Create a relocatable venv at `target` holding exactly the lock, kept as `pylock.toml`.
+    """Create a relocatable venv at `target` holding exactly the lock, kept beside it.
+
+    uv checks every file's hash and resolves nothing.
 
     Relocatable, because the build happens in a temporary directory and is
     published by renaming it: entry points such as `torchrun` must survive that.
@@ -125,19 +129,18 @@ def materialize(uv: Uv, lock: Lock, spec: EnvSpec, target: Path, log: Logger | N
         cwd=target.parent,
         log=log,
     )
-    (target / LOCKFILE).write_text(lock.text)
+    (target / lock.filename).write_text(lock.text)
     uv.run(
         [
             "pip",
             "sync",
-            "--preview-features",
-            "pylock",
+            *(["--preview-features", "pylock"] if lock.kind == "pylock" else ["--require-hashes"]),
             "--quiet",
             "--compile-bytecode",
             "--python",
             str(target / "bin" / "python"),
             *index_args(spec.index),
-            LOCKFILE,
+            lock.filename,
         ],
         what="installing the locked packages",
         cwd=target,

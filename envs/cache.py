@@ -2,7 +2,7 @@
 
 Layout under the cache root::
 
-    envs/<env-key>/        ready environments (a relocatable venv + runner-env.json + pylock.toml)
+    envs/<env-key>/        ready environments (a relocatable venv + runner-env.json + its lock)
     specs/<spec-key>.json  spec key -> env key; a hit reads this and the env's metadata, no uv
     locks/                 one build lock per spec key and per env key (they outlive the env)
     leases/<env-key>       shared OS locks held by jobs; the file's mtime is "last used"
@@ -22,7 +22,7 @@ import fcntl
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,7 +36,7 @@ from structlog.typing import FilteringBoundLogger as Logger
 from envs import builder
 from envs.errors import BuildError, EnvError, EnvNotFoundError
 from envs.files import atomic_write_text, remove_tree, tree_size
-from envs.lockfile import Lock
+from envs.lockfile import FILENAMES, Lock
 from envs.spec import EnvSpec
 
 _log: Logger = structlog.get_logger("envs.cache")
@@ -76,7 +76,10 @@ class Env:
 
     @property
     def lock(self) -> Lock:
-        return Lock((self.path / builder.LOCKFILE).read_text())
+        for kind, name in FILENAMES.items():
+            if (self.path / name).exists():
+                return Lock((self.path / name).read_text(), kind)
+        raise EnvNotFoundError(f"environment {self.key} holds no lock")
 
 
 class EnvInUseError(EnvError):
@@ -151,10 +154,12 @@ class EnvCache:
     def _touch(self, env_key: str) -> None:
         (self.leases_dir / env_key).touch()
 
-    def ensure(self, spec: EnvSpec, log: Logger | None = None) -> Env:
+    def ensure(self, spec: EnvSpec, log: Logger | None = None, lock: Lock | None = None) -> Env:
         """Return the ready env for `spec`, building it at most once across processes.
 
-        Events go to `log` (a job's log, say) or to this module's logger.
+        With `lock`, the env holds exactly that lock: nothing is resolved, and the
+        lock's content is the key. Events go to `log` (a job's log, say) or to
+        this module's logger.
         """
         log = log or _log
         started = time.monotonic()
@@ -165,6 +170,8 @@ class EnvCache:
             log.info("env.hit", env=env.key, spec=spec.key, waited=waited, seconds=seconds)
             return env
 
+        if lock is not None:
+            return self._ensure_locked(spec, lock, log, hit)
         env = self.lookup(spec)
         if env is not None:
             return hit(env, waited=False)
@@ -183,6 +190,29 @@ class EnvCache:
             atomic_write_text(self.specs_dir / f"{spec.key}.json", env_key + "\n")
             self._touch(env_key)
             return env
+
+    def _ensure_locked(
+        self, spec: EnvSpec, lock: Lock, log: Logger, hit: Callable[[Env, bool], Env]
+    ) -> Env:
+        env_key = lock.env_key(spec.interpreter)
+        env = self._load(env_key)
+        if env is not None:
+            return hit(env, False)
+        with FileLock(self.locks_dir / f"env-{env_key}.lock"):
+            env = self._load(env_key)
+            if env is not None:
+                return hit(env, True)
+            env = self._build(spec, lock, env_key, log)
+            self._touch(env_key)
+            return env
+
+    def resolve(self, spec: EnvSpec, log: Logger | None = None) -> Lock:
+        """The lock for `spec`: the cached env's where there is one, else a fresh resolution."""
+        env = self.lookup(spec)
+        if env is not None:
+            return env.lock
+        with FileLock(self.locks_dir / f"spec-{spec.key}.lock"):
+            return self._resolve(spec, log or _log)
 
     def _workdir(self, kind: str, key: str) -> Path:
         return self.tmp_dir / f"{kind}-{key}-{os.getpid()}-{secrets.token_hex(4)}"
@@ -243,13 +273,15 @@ class EnvCache:
     # -- leases and removal -----------------------------------------------------
 
     @contextlib.contextmanager
-    def lease(self, spec: EnvSpec, log: Logger | None = None) -> Iterator[Env]:
+    def lease(
+        self, spec: EnvSpec, log: Logger | None = None, lock: Lock | None = None
+    ) -> Iterator[Env]:
         """Ensure the env and hold a shared lock on it: no eviction while it is held.
 
         The lock is an OS lock, so a process that dies releases it by dying.
         """
         for _attempt in range(3):
-            env = self.ensure(spec, log)
+            env = self.ensure(spec, log, lock)
             fd = os.open(self.leases_dir / env.key, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH)

@@ -1,44 +1,213 @@
-"""The resolved lock: exact pins that uv chose, in PEP 751 `pylock.toml` form.
+"""Locks: the exact set of files an environment holds, and the formats users keep them in.
 
-Two specs that resolve to the same lock on the same interpreter share one
-environment, so the lock's identity is computed from its parsed packages,
-never from its bytes (uv's header and spacing are not part of the meaning).
+A `Lock` is what uv installs, in one of two forms uv reads natively:
+
+- `pylock`: PEP 751 `pylock.toml` (file URLs, sizes, hashes), what the runner's
+  own resolutions produce;
+- `requirements`: a hashed requirements file (`name==version --hash=...`, or
+  `name @ URL --hash=...`), which is also how a `conda-lock.yml`'s pip
+  packages are installed.
+
+Installing either checks every hash, and nothing is re-resolved. The
+environment made from a lock is identified by the lock's parsed content,
+never by its bytes (headers and spacing are not part of the meaning).
+`formats.py` reads and writes the files users keep.
 """
 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
+
+from packaging.markers import Marker
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.tags import sys_tags
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 from envs.errors import EnvError
 from envs.spec import Interpreter, digest
 
+Kind = Literal["pylock", "requirements"]
+FILENAMES: dict[Kind, str] = {"pylock": "pylock.toml", "requirements": "requirements.txt"}
+
+
+class LockError(EnvError):
+    """A lock that cannot be read, or that is for another interpreter or platform."""
+
+
+@dataclass(frozen=True)
+class LockedFile:
+    """One installable file of a package: where it is, and its sha256."""
+
+    url: str | None
+    sha256: str | None
+
+    @property
+    def filename(self) -> str:
+        return (self.url or "").rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class LockedPackage:
+    name: str
+    version: str
+    files: tuple[LockedFile, ...]
+    marker: str | None = None
+
+
+def _requirement_entries(text: str) -> list[tuple[int, str, list[str]]]:
+    """(line number, requirement, hashes) for each entry of a requirements file."""
+    entries = []
+    logical, start = "", 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.split(" #", 1)[0].strip() if not raw.lstrip().startswith("#") else ""
+        if not logical:
+            start = number
+        if line.endswith("\\"):
+            logical += line[:-1] + " "
+            continue
+        logical += line
+        if logical.strip():
+            words = logical.split()
+            hashes = [w.removeprefix("--hash=") for w in words if w.startswith("--hash=")]
+            options = [w for w in words if w.startswith("-") and not w.startswith("--hash=")]
+            if options:
+                raise LockError(f"line {start}: option {options[0]!r} is not allowed in a lock")
+            req = " ".join(w for w in words if not w.startswith("--hash="))
+            entries.append((start, req, hashes))
+        logical = ""
+    return entries
+
+
+def _version_from_url(url: str) -> str:
+    filename = url.rsplit("/", 1)[-1]
+    try:
+        return str(parse_wheel_filename(filename)[1])
+    except InvalidWheelFilename:
+        return filename.rsplit("-", 1)[-1].removesuffix(".tar.gz").removesuffix(".zip")
+
 
 @dataclass(frozen=True)
 class Lock:
-    """A parsed `pylock.toml`."""
+    """A lock as uv reads it: `text` in the form named by `kind`."""
 
     text: str
+    kind: Kind = "pylock"
+
+    @property
+    def filename(self) -> str:
+        return FILENAMES[self.kind]
 
     @cached_property
     def data(self) -> dict[str, Any]:
+        """The parsed `pylock.toml` ({} for a requirements lock)."""
+        if self.kind != "pylock":
+            return {}
         try:
             return tomllib.loads(self.text)
         except tomllib.TOMLDecodeError as exc:
-            raise EnvError(f"invalid pylock.toml: {exc}") from None
+            raise LockError(f"invalid pylock.toml: {exc}") from None
 
-    @property
-    def packages(self) -> list[dict[str, Any]]:
-        packages: list[dict[str, Any]] = self.data.get("packages", [])
+    @cached_property
+    def packages(self) -> tuple[LockedPackage, ...]:
+        """Every locked package, sorted by name; a lock that is not exact is refused."""
+        packages = self._pylock() if self.kind == "pylock" else self._requirements()
+        return tuple(sorted(packages, key=lambda p: (p.name, p.version)))
+
+    def _pylock(self) -> list[LockedPackage]:
+        if "lock-version" not in self.data:
+            raise LockError("invalid pylock.toml: no lock-version (is this a PEP 751 lock?)")
+        packages = []
+        for entry in self.data.get("packages", []):
+            files = [*entry.get("wheels", []), *([entry["sdist"]] if "sdist" in entry else [])]
+            locked = tuple(
+                LockedFile(f.get("url") or f.get("path"), f.get("hashes", {}).get("sha256"))
+                for f in files
+            )
+            if not locked or any(f.sha256 is None for f in locked):
+                raise LockError(
+                    f"pylock.toml: package {entry.get('name')!r} has a file without a "
+                    "sha256 hash; a lock must pin every file"
+                )
+            packages.append(
+                LockedPackage(
+                    canonicalize_name(entry["name"]),
+                    str(entry.get("version", "")),
+                    locked,
+                    entry.get("marker"),
+                )
+            )
+        return packages
+
+    def _requirements(self) -> list[LockedPackage]:
+        packages = []
+        for number, text, hashes in _requirement_entries(self.text):
+            try:
+                req = Requirement(text)
+            except InvalidRequirement as exc:
+                raise LockError(f"line {number}: {text!r} is not a requirement: {exc}") from None
+            pins = [s.version for s in req.specifier if s.operator in ("==", "===")]
+            if not hashes or not (req.url or pins):
+                raise LockError(
+                    f"line {number}: {text!r} is not locked: a lock pins every package "
+                    "with == (or a URL) and --hash"
+                )
+            bad = [h for h in hashes if not h.startswith("sha256:")]
+            if bad:
+                raise LockError(f"line {number}: hash {bad[0]!r} is not sha256")
+            version = pins[0] if pins else _version_from_url(req.url or "")
+            files = tuple(LockedFile(req.url, h.removeprefix("sha256:")) for h in hashes)
+            marker = str(req.marker) if req.marker else None
+            packages.append(LockedPackage(canonicalize_name(req.name), version, files, marker))
         return packages
 
     def pins(self) -> list[str]:
         """`name==version` for each locked package, sorted: what a human wants to read."""
-        return sorted(f"{p['name']}=={p.get('version', '?')}" for p in self.packages)
+        return [f"{p.name}=={p.version}" for p in self.packages]
 
     def env_key(self, interpreter: Interpreter) -> str:
         """The environment's identity: the locked packages on this interpreter."""
-        packages = sorted(self.packages, key=lambda p: (p["name"], p.get("version", "")))
-        return digest({"packages": packages, "interpreter": interpreter.identity()})
+        if self.kind == "pylock":  # as it always was: the parsed package tables
+            packages = sorted(
+                self.data.get("packages", []), key=lambda p: (p["name"], p.get("version", ""))
+            )
+            return digest({"packages": packages, "interpreter": interpreter.identity()})
+        packages = [asdict(p) for p in self.packages]
+        return digest({"requirements": packages, "interpreter": interpreter.identity()})
+
+    def check_for(self, interpreter: Interpreter) -> None:
+        """Refuse a lock made for another Python or platform, naming both."""
+        here = (
+            f"this interpreter is {interpreter.implementation} {interpreter.version} "
+            f"on {interpreter.platform}"
+        )
+        try:
+            needs = SpecifierSet(self.data.get("requires-python", ""))
+        except InvalidSpecifier:
+            needs = SpecifierSet()
+        if interpreter.version not in needs:
+            raise LockError(f"the lock is for Python {needs}; {here}")
+        if interpreter != Interpreter.current():
+            return  # the tags of another interpreter are not known here; uv will check them
+        supported = set(sys_tags())
+        for package in self.packages:
+            if package.marker and not Marker(package.marker).evaluate():
+                continue  # not installed here
+            wheels = [f for f in package.files if f.filename.endswith(".whl")]
+            if len(wheels) < len(package.files) or not wheels:
+                continue  # an sdist can be built anywhere
+            tags: set[Any] = set()
+            for wheel in wheels:
+                try:
+                    tags |= set(parse_wheel_filename(wheel.filename)[3])
+                except InvalidWheelFilename:
+                    tags = supported  # not a name to judge by: let uv decide
+            if not tags & supported:
+                names = ", ".join(sorted(w.filename for w in wheels))
+                raise LockError(
+                    f"the lock's {package.name} {package.version} is for another platform "
+                    f"({names}); {here}"
+                )

@@ -28,13 +28,13 @@ from kubeflow.trainer.backends.base import RuntimeBackend
 from kubeflow.trainer.constants import constants
 from kubeflow.trainer.types import types
 
-from envs import IndexConfig
+from envs import EnvError, IndexConfig, Interpreter
 from envs.requirements import merge, parse_all
 from runner import job as jobs
 from runner.logs import as_text
 from runner.sandbox import SandboxPolicy, check
 from runner.settings import RunnerSettings
-from runner.spec import FunctionEntry, JobSpec
+from runner.spec import FunctionEntry, JobSpec, LockedSet
 from runner.store import JobRecord, JobStore
 from runner.units import parse_size
 
@@ -108,6 +108,28 @@ def ranks_per_node(resources: dict[str, Any] | None, gpus: int) -> int:
     return max(1, int(count))
 
 
+LOCKFILE_KEY = "sandbox_runner_lockfile"
+
+
+@dataclass
+class Lockfile:
+    """A train() option: run the job in exactly this lock, as `runner train --lockfile`.
+
+    `client.train(runtime=..., trainer=CustomTrainer(func=...), options=[Lockfile("pylock.toml")])`
+    The file (pylock.toml, conda-lock.yml or a hashed requirements file) is read
+    and checked when train() is called; packages_to_install must then be empty.
+    """
+
+    path: str
+
+    def __call__(self, job_spec: dict[str, Any], trainer: Any, backend: Any) -> None:
+        cfg = backend.cfg if isinstance(backend, LocalProcessBackend) else RunnerSettings()
+        try:
+            job_spec[LOCKFILE_KEY] = LockedSet.read(self.path, Interpreter.at(cfg.python))
+        except EnvError as exc:
+            raise ValueError(str(exc)) from None
+
+
 def sandbox_policy(cfg: RunnerSettings, resources: dict[str, Any] | None) -> SandboxPolicy:
     """The settings' sandbox, with `resources_per_node["memory"]` (`"4Gi"`) as its memory limit."""
     policy = cfg.policy()
@@ -172,11 +194,13 @@ class LocalProcessBackend(RuntimeBackend):
             raise ValueError("CustomTrainer must be set with LocalProcessBackend")
         if initializer is not None:
             raise ValueError("Initializers are not supported by LocalProcessBackend")
+        locked: LockedSet | None = job_spec.get(LOCKFILE_KEY)
+        wanted = parse_all(trainer.packages_to_install or [])
         fields: dict[str, Any] = {
             "entry": FunctionEntry.of(trainer.func, trainer.func_args),
-            "requirements": merge(
-                parse_all(local.packages), parse_all(trainer.packages_to_install or [])
-            ),
+            # a lockfile is the whole env (the runtime's packages included): nothing to merge
+            "requirements": wanted if locked else merge(parse_all(local.packages), wanted),
+            "lockfile": locked,
             "index": IndexConfig.from_urls(trainer.pip_index_urls or []),
             "env": dict(trainer.env or {}),
             "framework": local.framework,

@@ -67,7 +67,9 @@ def execute(
         spec = record.spec
         try:
             with open_cache(settings).lease(
-                env_spec(settings, spec.requirements, spec.index), log
+                env_spec(settings, spec.packages, spec.index),
+                log,
+                spec.lockfile.lock if spec.lockfile else None,
             ) as env:
                 store.update(name, status=RUNNING, started=now(), env_key=env.key)
                 return _run_steps(store, record, env.path, log, settings)

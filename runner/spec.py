@@ -30,8 +30,9 @@ from pydantic import (
     model_validator,
 )
 
-from envs import EnvCache, EnvSpec, IndexConfig, Interpreter
+from envs import EnvCache, EnvSpec, IndexConfig, Interpreter, formats
 from envs.errors import EnvError
+from envs.lockfile import Lock
 from envs.requirements import check_unique, name_of, parse
 from runner.errors import InvalidJobError
 from runner.sandbox import SandboxPolicy
@@ -110,6 +111,26 @@ class ScriptEntry(BaseModel):
         return self
 
 
+class LockedSet(BaseModel):
+    """A lockfile the job runs in exactly, kept in the job's record: nothing is re-resolved."""
+
+    model_config = ConfigDict(frozen=True)
+    kind: Literal["pylock", "requirements"]
+    text: str
+    source: str
+    """The file it was read from, for people."""
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str], interpreter: Interpreter) -> LockedSet:
+        """Read any lockfile format; one for another Python or platform is refused."""
+        lock = formats.read(Path(path), interpreter)
+        return cls(kind=lock.kind, text=lock.text, source=str(path))
+
+    @property
+    def lock(self) -> Lock:
+        return Lock(self.text, self.kind)
+
+
 class JobSpec(BaseModel):
     """One job, complete: nothing later re-reads the user's raw input."""
 
@@ -127,6 +148,8 @@ class JobSpec(BaseModel):
     runtime: str | None = None
     sandbox: SandboxPolicy | None = None
     """None: the runner's settings decide."""
+    lockfile: LockedSet | None = None
+    """Run in exactly this lock instead of resolving `requirements`."""
 
     @field_validator("name")
     @classmethod
@@ -162,12 +185,28 @@ class JobSpec(BaseModel):
                 "several processes per node or several nodes need torchrun: "
                 "use framework 'torch' (and a torch requirement)"
             )
-        if self.framework == "torch" and "torch" not in {name_of(r) for r in self.requirements}:
+        if self.lockfile and self.requirements:
+            raise ValueError(
+                "give packages or a lockfile, not both: the lockfile is the whole environment"
+            )
+        if self.framework == "torch" and "torch" not in {name_of(r) for r in self.packages}:
+            if self.lockfile:
+                raise ValueError(
+                    f"torch jobs run under torchrun, which comes with torch, and the lockfile "
+                    f"{self.lockfile.source!r} does not lock torch"
+                )
             raise ValueError(
                 "torch jobs run under torchrun, which comes with torch: add a torch "
                 "requirement (on these machines `torch==2.13.0`, the local CPU build)"
             )
         return self
+
+    @property
+    def packages(self) -> tuple[Requirement, ...]:
+        """What the job's env holds: its requirements, or its lockfile's pins."""
+        if self.lockfile:
+            return tuple(parse(pin) for pin in self.lockfile.lock.pins())
+        return self.requirements
 
     @classmethod
     def create(cls, **fields: Any) -> JobSpec:

@@ -11,6 +11,7 @@ import click
 from runner.cli.common import Group
 from runner.cli.envs import envs
 from runner.cli.jobs import cancel, jobs, logs, rm, status, supervise, train
+from runner.cli.locks import lock
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -39,7 +40,7 @@ def cli(ctx: click.Context, log_format: str | None) -> None:
     ctx.obj = settings
 
 
-for command in (train, jobs, status, logs, cancel, rm, supervise, envs):
+for command in (train, jobs, status, logs, cancel, rm, supervise, envs, lock):
     cli.add_command(command)
 
 

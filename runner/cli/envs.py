@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from envs import Env
 
 from runner.cli.common import Group, duration_option, emit, json_option, settings_of, size_option
+from runner.cli.locks import format_option, output_option, write_lock
 from runner.units import format_size
 
 
@@ -156,3 +157,15 @@ def envs_create(
     finally:
         progress.stop()
     emit(_env_row(env), as_json, f"{env.key[:12]}  {env.path}")
+
+
+@envs.command("export")
+@click.argument("key")
+@output_option
+@format_option
+@click.pass_context
+def envs_export(ctx: click.Context, key: str, output: str | None, fmt: str | None) -> None:
+    """Write the lock of the cached environment KEY (a prefix will do)."""
+    from runner.spec import open_cache
+
+    write_lock(ctx, open_cache(settings_of(ctx)).get(key).lock, output, fmt)

@@ -92,6 +92,11 @@ def _interrupt_on_sigterm() -> None:
 @click.option("--nnodes", type=click.IntRange(min=1), default=1, help="Local torchrun nodes.")
 @click.option("--torchrun", is_flag=True, help="Run under torchrun even with one process.")
 @click.option("--env", "env_vars", multiple=True, metavar="KEY=VALUE", help="Job variable.")
+@click.option(
+    "--lockfile",
+    type=click.Path(),
+    help="Run in exactly this lock (pylock.toml, conda-lock.yml, hashed requirements).",
+)
 @click.option("--index-url", help="Package index (default: settings, PIP_INDEX_URL, PyPI).")
 @click.option("--extra-index-url", multiple=True, help="Extra package index (repeatable).")
 @click.option("--find-links", multiple=True, help="Folder or page of wheels (repeatable).")
@@ -128,6 +133,7 @@ def train(
     nnodes: int,
     torchrun: bool,
     env_vars: tuple[str, ...],
+    lockfile: str | None,
     index_url: str | None,
     extra_index_url: tuple[str, ...],
     find_links: tuple[str, ...],
@@ -148,12 +154,12 @@ def train(
     \b
     runner train --with torch==2.13.0 --nproc-per-node 2 examples/train_ddp.py --epochs 3
     """
-    from envs import IndexConfig
+    from envs import IndexConfig, Interpreter
     from envs.requirements import parse_all, read_file
     from runner.errors import InvalidJobError
     from runner.job import execute
     from runner.sandbox import check
-    from runner.spec import JobSpec
+    from runner.spec import JobSpec, LockedSet
 
     settings = settings_of(ctx)
     if module is None and script is None:
@@ -198,6 +204,8 @@ def train(
     }
     if name:
         fields["name"] = name
+    if lockfile:
+        fields["lockfile"] = LockedSet.read(lockfile, Interpreter.at(settings.python))
     spec = JobSpec.create(**fields)
     assert spec.sandbox is not None
     check(spec.sandbox, settings.bwrap)  # strict mode refuses before anything is built

@@ -10,13 +10,17 @@ from kubeflow.trainer import BuiltinTrainer, CustomTrainer, TorchTuneConfig, Tra
 from kubeflow.trainer.constants import constants
 from kubeflow.trainer.options import Name
 
+from envs import Interpreter, formats
+from envs.requirements import parse
 from runner.backend import (
     LocalProcessBackend,
     LocalProcessBackendConfig,
+    Lockfile,
     ranks_per_node,
     trainer_client,
 )
 from runner.process import tagged
+from runner.spec import env_spec, open_cache
 from tests.conftest import UvSpy
 from tests.runner.conftest import TORCH
 from tests.runner.test_process import alive, wait_for
@@ -268,6 +272,39 @@ def test_wait_times_out_and_a_failed_job_raises(torch_cfg: LocalProcessBackendCo
     assert any(
         "missing 2 required positional arguments" in line for line in backend.get_job_logs(failing)
     )
+
+
+@pytest.mark.torch
+def test_a_lockfile_option_runs_the_job_in_exactly_that_lock(
+    torch_cfg: LocalProcessBackendConfig, tmp_path: Path, uv_spy: UvSpy
+) -> None:
+    backend = LocalProcessBackend(torch_cfg)
+    lock = open_cache(torch_cfg).resolve(env_spec(torch_cfg, [parse(r) for r in TORCH]))
+    path = tmp_path / "locked.txt"
+    path.write_text(formats.write(lock, "requirements", Interpreter.current()))
+    with pytest.raises(ValueError, match="cannot read lockfile"):
+        backend.train(
+            runtime="torch-distributed",
+            trainer=trainer(all_reduce_sum),
+            options=[Lockfile("nope.toml")],
+        )
+    with pytest.raises(ValueError, match="give packages or a lockfile, not both"):
+        backend.train(
+            runtime="torch-distributed",
+            trainer=trainer(all_reduce_sum),
+            options=[Lockfile(str(path))],
+        )
+    resolutions = len(uv_spy.calls("pip compile"))
+    job = backend.train(
+        runtime="torch-distributed",
+        trainer=CustomTrainer(func=all_reduce_sum, resources_per_node={"cpu": 2}),
+        options=[Lockfile(str(path))],
+    )
+    backend.wait_for_job_status(job, polling_interval=0.2, timeout=300)
+    assert "[rank 1] SUM: 1" in list(backend.get_job_logs(job))
+    record = backend.store.load(job)
+    assert record.spec.lockfile is not None and record.spec.lockfile.source == str(path)
+    assert len(uv_spy.calls("pip compile")) == resolutions
 
 
 @pytest.mark.torch

@@ -1,0 +1,184 @@
+"""The lockfiles users keep: PEP 751 `pylock.toml`, `conda-lock.yml`, hashed requirements.
+
+`read` turns any of them into a `Lock` uv can install (refusing one made for
+another interpreter or platform); `write` renders a `Lock` in any of them.
+Output is deterministic: the same lock gives the same bytes (no timestamps,
+packages and hashes sorted). `conda-lock.yml` is read and written with
+conda-lock's own models (the `conda` extra); its pip packages are installed,
+conda packages are refused.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from envs.lockfile import Lock, LockedPackage, LockError
+from envs.spec import Interpreter, digest
+
+Format = Literal["pylock", "conda-lock", "requirements"]
+FORMATS: tuple[str, ...] = get_args(Format)
+
+_HEADER = "# sandbox-runner lock for {implementation} {version} on {platform}\n"
+_HEADER_RE = re.compile(r"^# sandbox-runner lock for (\S+) (\S+) on (\S+)$", re.MULTILINE)
+_CONDA_PLATFORMS = {
+    ("linux", "x86_64"): "linux-64",
+    ("linux", "aarch64"): "linux-aarch64",
+    ("linux", "ppc64le"): "linux-ppc64le",
+    ("macosx", "arm64"): "osx-arm64",
+    ("macosx", "x86_64"): "osx-64",
+    ("win", "amd64"): "win-64",
+}
+INSTALL_CONDA_LOCK = "install the conda extra: pip install 'sandbox-runner[conda]'"
+
+
+def format_of(path: Path) -> Format:
+    """The format a name suggests: `*.toml` pylock, `*.yml` conda-lock, else requirements."""
+    if path.suffix == ".toml":
+        return "pylock"
+    if path.suffix in (".yml", ".yaml"):
+        return "conda-lock"
+    return "requirements"
+
+
+def conda_platform(interpreter: Interpreter) -> str:
+    """conda's name for the interpreter's platform (`linux-x86_64` -> `linux-64`)."""
+    parts = interpreter.platform.split("-")
+    return _CONDA_PLATFORMS.get((parts[0], parts[-1]), interpreter.platform)
+
+
+def _here(interpreter: Interpreter) -> str:
+    return f"{interpreter.implementation} {interpreter.version} on {interpreter.platform}"
+
+
+def read(path: Path, interpreter: Interpreter) -> Lock:
+    """The lock in a file of any of the three formats, checked against `interpreter`."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise LockError(f"cannot read lockfile {str(path)!r}: {exc.strerror or exc}") from None
+    kind = format_of(path)
+    if kind == "conda-lock":
+        lock = _from_conda_lock(path, interpreter)
+    elif kind == "pylock":
+        lock = Lock(text, "pylock")
+    else:
+        header = _HEADER_RE.search(text)
+        if header and (header[1], header[3]) != (interpreter.implementation, interpreter.platform):
+            raise LockError(
+                f"the lock is for {header[1]} {header[2]} on {header[3]}; "
+                f"this interpreter is {_here(interpreter)}"
+            )
+        lock = Lock(text, "requirements")
+    if not lock.packages:
+        raise LockError(f"lockfile {str(path)!r} locks no packages")
+    lock.check_for(interpreter)
+    return lock
+
+
+def _conda_lock() -> Any:
+    try:
+        import conda_lock.lockfile as module  # optional, and slow to import
+    except ImportError:
+        raise LockError(f"conda-lock.yml files need conda-lock: {INSTALL_CONDA_LOCK}") from None
+    return module
+
+
+def _from_conda_lock(path: Path, interpreter: Interpreter) -> Lock:
+    module = _conda_lock()
+    try:
+        lockfile = module.parse_conda_lock_file(path)
+    except Exception as exc:  # yaml, pydantic and conda-lock errors
+        raise LockError(f"invalid conda-lock file {str(path)!r}: {exc}") from None
+    platform = conda_platform(interpreter)
+    if platform not in lockfile.metadata.platforms:
+        raise LockError(
+            f"the lock is for {', '.join(lockfile.metadata.platforms)}; "
+            f"this interpreter is {_here(interpreter)} ({platform})"
+        )
+    deps = [d for d in lockfile.package if d.platform == platform]
+    conda = sorted(d.name for d in deps if d.manager == "conda")
+    if conda:
+        raise LockError(
+            f"the lock holds conda packages ({', '.join(conda)}); the runner installs "
+            "pip packages only"
+        )
+    lines = []
+    for dep in deps:
+        if not dep.hash.sha256:
+            raise LockError(f"conda-lock package {dep.name} has no sha256 hash")
+        lines.append(f"{dep.name} @ {dep.url} --hash=sha256:{dep.hash.sha256}\n")
+    return Lock("".join(sorted(lines)), "requirements")
+
+
+def write(lock: Lock, fmt: Format, interpreter: Interpreter) -> str:
+    """The lock as the text of a `fmt` file."""
+    if fmt == "pylock":
+        if lock.kind != "pylock":
+            raise LockError(
+                "this lock came from a requirements or conda-lock file and has no pylock "
+                "tables; export it as requirements or conda-lock"
+            )
+        return lock.text if lock.text.endswith("\n") else lock.text + "\n"
+    if fmt == "requirements":
+        return _HEADER.format(**interpreter.identity()) + "".join(
+            _requirement(p, by_url=lock.kind == "requirements") for p in lock.packages
+        )
+    return _to_conda_lock(lock, interpreter)
+
+
+def _requirement(package: LockedPackage, *, by_url: bool) -> str:
+    urls = {f.url for f in package.files}
+    url = next(iter(urls)) if len(urls) == 1 else None
+    head = f"{package.name} @ {url}" if by_url and url else f"{package.name}=={package.version}"
+    if package.marker:
+        head += f" ; {package.marker}"
+    hashes = sorted({f"--hash=sha256:{f.sha256}" for f in package.files})
+    return " \\\n    ".join([head, *hashes]) + "\n"
+
+
+def _to_conda_lock(lock: Lock, interpreter: Interpreter) -> str:
+    module = _conda_lock()
+    from conda_lock.lockfile.v2prelim.models import (
+        HashModel,
+        LockedDependency,
+        Lockfile,
+        LockMeta,
+    )
+
+    platform = conda_platform(interpreter)
+    package = []
+    for pkg in lock.packages:
+        wheels = [f for f in pkg.files if f.filename.endswith(".whl")]
+        chosen = (wheels or list(pkg.files))[0]
+        if not chosen.url:
+            raise LockError(
+                f"{pkg.name} is locked by hash only (no file URL), which conda-lock cannot "
+                "hold; export it as requirements"
+            )
+        url = chosen.url if "://" in chosen.url else Path(chosen.url).resolve().as_uri()
+        package.append(
+            LockedDependency(
+                name=pkg.name,
+                version=pkg.version,
+                manager="pip",
+                platform=platform,
+                dependencies={},
+                url=url,
+                hash=HashModel(sha256=chosen.sha256),
+                categories={"main"},
+            )
+        )
+    content = digest([p.model_dump(mode="json") for p in package])
+    lockfile = Lockfile(
+        package=package,
+        metadata=LockMeta(
+            content_hash={platform: content}, channels=[], platforms=[platform], sources=[]
+        ),
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "conda-lock.yml"
+        module.write_conda_lock_file(lockfile, out, metadata_choices=None)
+        return out.read_text()

@@ -1,0 +1,77 @@
+"""`runner lock` and `runner envs export`: the exact set behind an env, as a file to keep."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from runner.cli.common import settings_of
+
+if TYPE_CHECKING:
+    from envs.lockfile import Lock
+
+FORMAT_CHOICE = click.Choice(["pylock", "conda-lock", "requirements"])
+
+
+def write_lock(ctx: click.Context, lock: Lock, output: str | None, fmt: str | None) -> None:
+    """Render `lock` to a file or stdout; the format: --format, else the name, else pylock."""
+    from envs import Interpreter, formats
+    from envs.files import atomic_write_text
+
+    if fmt is None:
+        fmt = formats.format_of(Path(output)) if output and output != "-" else "pylock"
+    interpreter = Interpreter.at(settings_of(ctx).python)
+    text = formats.write(lock, fmt, interpreter)  # type: ignore[arg-type]
+    if output is None or output == "-":
+        click.echo(text, nl=False)
+    else:
+        atomic_write_text(Path(output), text)
+        click.echo(f"wrote {output} ({fmt}, {len(lock.packages)} packages)", err=True)
+
+
+output_option = click.option(
+    "-o",
+    "--output",
+    metavar="FILE",
+    help="Write here (default: stdout); the name picks the format.",
+)
+format_option = click.option("--format", "fmt", type=FORMAT_CHOICE, help="Lockfile format.")
+
+
+@click.command("lock")
+@click.option("--with", "with_", multiple=True, metavar="REQ", help="A requirement (repeatable).")
+@click.option("-r", "--requirements", "req_files", multiple=True, type=click.Path(), help="File.")
+@output_option
+@format_option
+@click.pass_context
+def lock(
+    ctx: click.Context,
+    with_: tuple[str, ...],
+    req_files: tuple[str, ...],
+    output: str | None,
+    fmt: str | None,
+) -> None:
+    """Resolve a package set (through the cache) and write its lock.
+
+    \b
+    runner lock --with torch==2.13.0 --with numpy -o pylock.toml
+    runner lock -r requirements.in -o conda-lock.yml
+    runner train --lockfile pylock.toml examples/train_ddp.py
+    """
+    from envs.requirements import parse_all, read_file
+    from runner.cli.progress import terminal_progress
+    from runner.spec import env_spec, open_cache
+
+    settings = settings_of(ctx)
+    reqs = parse_all(with_) + [r for f in req_files for r in read_file(f)]
+    if not reqs:
+        raise click.UsageError("give the packages to lock: --with REQ or -r FILE")
+    progress = terminal_progress()
+    progress({"event": "env.resolve", "requirements": [str(r) for r in reqs]})
+    try:
+        resolved = open_cache(settings).resolve(env_spec(settings, reqs))
+    finally:
+        progress.stop()
+    write_lock(ctx, resolved, output, fmt)

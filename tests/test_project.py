@@ -37,6 +37,10 @@ def test_every_pixi_task_command_exists() -> None:
             for word in args:
                 if word.endswith(".py"):
                     assert (ROOT / word).is_file(), f"pixi task {name!r}: {word} is missing"
+            if program == "python" and "-m" in args:
+                module = args[args.index("-m") + 1].split(".")[0]
+                mine = (ROOT / module / "__main__.py").is_file()
+                assert mine or module in provided, f"pixi task {name!r}: no module {module!r}"
 
 
 def test_ci_runs_the_readme_test_command() -> None:

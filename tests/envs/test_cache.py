@@ -48,8 +48,8 @@ def test_metadata_and_lock_are_published_with_the_env(cache: EnvCache, make_spec
     assert env.meta.requirements == ["tiny-pkg"]
     assert env.meta.packages == ["dep-a==2.0", "tiny-pkg==1.0"]
     assert env.meta.size_bytes > 0
-    assert {p["name"] for p in env.lock.packages} == {"dep-a", "tiny-pkg"}
-    assert all(w["hashes"]["sha256"] for p in env.lock.packages for w in p["wheels"])
+    assert {p.name for p in env.lock.packages} == {"dep-a", "tiny-pkg"}
+    assert all(f.sha256 and f.url for p in env.lock.packages for f in p.files)
     assert [e.key for e in cache.ready()] == [env.key]
 
 

@@ -1,0 +1,1 @@
+"""The runner beside the original approach, measured in one run: `python -m benchmarks`."""

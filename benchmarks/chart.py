@@ -1,0 +1,101 @@
+"""The report as one PNG: four panels of medians (min-max as error bars), log scales."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _bars(ax: Any, title: str, rows: list[tuple[str, dict[str, Any]]], unit: str = "s") -> None:
+    labels = [label for label, _ in rows]
+    medians = [r["median"] for _, r in rows]
+    low = [r["median"] - r["min"] for _, r in rows]
+    high = [r["max"] - r["median"] for _, r in rows]
+    colors = [
+        "#b0b0b0" if "original" in label or "direct" in label else "#2b7bb9" for label in labels
+    ]
+    ax.barh(labels, medians, xerr=[low, high], color=colors, capsize=3)
+    ax.set_xscale("log")
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(unit)
+    for y, value in enumerate(medians):
+        ax.text(value, y, f" {value:.3g}", va="center", fontsize=8)
+
+
+def draw(report: dict[str, Any], path: Path) -> Path | None:
+    """Write the chart; None where matplotlib is missing (the JSON report still stands)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    results = report["results"]
+    if "overhead" not in results:  # a --quick run: only the numpy cold build
+        return None
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8))
+    cold, torch = results["cold_numpy"], results["cold_torch_numpy"]
+    _bars(
+        axes[0][0],
+        "Cold env (fresh set)",
+        [
+            ("numpy: original", cold["original"]),
+            ("numpy: runner, empty uv cache", cold["runner_uv_cache_empty"]),
+            ("numpy: runner, warm uv cache", cold["runner_uv_cache_warm"]),
+            ("torch+numpy: original", torch["original"]),
+            ("torch+numpy: runner, empty uv cache", torch["runner_uv_cache_empty"]),
+            ("torch+numpy: runner, warm uv cache", torch["runner_uv_cache_warm"]),
+        ],
+    )
+    warm = results["warm_reuse"]
+    _bars(
+        axes[0][1],
+        "Second job, same set (torch+numpy): env set-up",
+        [
+            ("original (rebuilds)", warm["original_rebuild"]),
+            ("uv run --with", warm["uv_run_with"]),
+            ("runner cache hit", warm["runner_hit_in_process"]),
+        ],
+    )
+    over = results["overhead"]
+    _bars(
+        axes[1][0],
+        "Job wall time in a warm env",
+        [
+            ("python job: direct", over["python_direct"]),
+            ("python job: runner", over["python_runner"]),
+            ("1-rank torchrun: direct", over["torch_1_direct"]),
+            ("1-rank torchrun: SDK backend", over["torch_1_sdk"]),
+            ("2-rank torchrun: direct", over["torch_2_direct"]),
+            ("2-rank torchrun: SDK backend", over["torch_2_sdk"]),
+        ],
+    )
+    shared = results["shared_torch"]
+    gib = 2**30
+    ax = axes[1][1]
+    labels = [
+        "one torch env",
+        f"{shared['sets']} envs sharing torch",
+        f"{shared['sets']} separate envs",
+    ]
+    values = [
+        shared["one_torch_env_bytes"] / gib,
+        shared["all_envs_bytes"] / gib,
+        shared["sum_of_separate_envs_bytes"] / gib,
+    ]
+    ax.barh(labels, values, color=["#b0b0b0", "#2b7bb9", "#b0b0b0"])
+    ax.set_title("Disk (each inode once)", fontsize=10)
+    ax.set_xlabel("GiB")
+    for y, value in enumerate(values):
+        ax.text(value, y, f" {value:.2f}", va="center", fontsize=8)
+    machine = report["machine"]
+    fig.suptitle(
+        f"sandbox-runner vs the original (venv + ensurepip + pip) - {machine['cpus']} CPUs, "
+        f"Python {machine['python']}, {report['date']}",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

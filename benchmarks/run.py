@@ -287,6 +287,67 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def markdown(report: dict[str, Any]) -> str:
+    """The README table: each comparison as medians (min-max) and the ratio, then the targets."""
+    res = report["results"]
+
+    def fig(r: dict[str, Any], scale: float = 1.0, unit: str = "s") -> str:
+        return f"{r['median'] * scale:.3g} {unit} ({r['min'] * scale:.3g}-{r['max'] * scale:.3g})"
+
+    rows = []
+    for key, label in (("cold_numpy", "{numpy}"), ("cold_torch_numpy", "{torch, numpy}")):
+        c = res[key]
+        rows.append(
+            f"| cold env {label} | {fig(c['original'])} | {fig(c['runner_uv_cache_empty'])} "
+            f"empty uv cache; {fig(c['runner_uv_cache_warm'])} warm | "
+            f"{c['speedup_empty']:.1f}x; {c['speedup_warm']:.1f}x |"
+        )
+    w = res["warm_reuse"]
+    rows.append(
+        f"| second job, same set respelled {{torch, numpy}}: env set-up | "
+        f"{fig(w['original_rebuild'])} (rebuilds) | {fig(w['runner_hit_in_process'], 1000, 'ms')} "
+        f"(cache hit); `uv run --with`: {fig(w['uv_run_with'])} | "
+        f"{w['speedup_vs_original']:,.0f}x vs original; {w['speedup_vs_uv_run']:,.0f}x vs uv run |"
+    )
+    o = res["overhead"]
+    for key, mine, label in (
+        ("python", "python_runner", "trivial python job (direct: env's python)"),
+        ("torch_1", "torch_1_sdk", "1-rank torchrun job via the SDK (direct: torchrun)"),
+        ("torch_2", "torch_2_sdk", "2-rank torchrun job via the SDK (direct: torchrun)"),
+    ):
+        rows.append(
+            f"| {label} | {fig(o[key + '_direct'])} | {fig(o[mine])} | "
+            f"{o[key + '_ratio']:.2f}x the direct run |"
+        )
+    for count, c in res["concurrent"].items():
+        rows.append(
+            f"| {count} concurrent jobs, one new set | - | {c['wall_seconds']:.1f} s for all, "
+            f"{c['builds']} build(s), {c['failed']} failed | - |"
+        )
+    d = res["shared_torch"]
+    gib = 2**30
+    rows.append(
+        f"| disk: {d['sets']} sets sharing torch | {d['sum_of_separate_envs_bytes'] / gib:.2f} GiB "
+        f"as separate envs | {d['all_envs_bytes'] / gib:.2f} GiB (one torch env: "
+        f"{d['one_torch_env_bytes'] / gib:.2f} GiB) | {d['ratio_to_one_env']:.2f}x one env |"
+    )
+    rows.append(f"| `runner --help` | - | {fig(res['cli_startup'], 1000, 'ms')} | - |")
+    met = {True: "yes", False: "**no**"}
+    table = [
+        "| measure | original / direct | sandbox-runner | ratio |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+        "| target | this run | wanted | met |",
+        "|---|---|---|---|",
+        *(
+            f"| {t['target']} | {t['value']:g} | {t['wanted']} | {met[t['met']]} |"
+            for t in report["targets"]
+        ),
+    ]
+    return "\n".join(table) + "\n"
+
+
 def machine() -> dict[str, Any]:
     return {
         "cpus": os.cpu_count(),
@@ -304,9 +365,15 @@ def main(argv: list[str] | None = None) -> None:
         "--out", type=Path, default=Path(__file__).parent / "results", help="report folder"
     )
     parser.add_argument("--quick", action="store_true", help="numpy only: a smoke run, no torch")
+    parser.add_argument(
+        "--summary", type=Path, metavar="REPORT", help="print the README table of a report.json"
+    )
     args = parser.parse_args(argv)
     if args.reps < 1:
         parser.error("--reps must be at least 1")
+    if args.summary:
+        print(markdown(json.loads(args.summary.read_text())), end="")
+        return
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="runner-bench-") as scratch:
         bench = Bench(Path(scratch), args.reps)
@@ -326,9 +393,10 @@ def main(argv: list[str] | None = None) -> None:
         "results": results,
         "total_seconds": round(time.perf_counter() - started, 1),
     }
+    args.out.mkdir(parents=True, exist_ok=True)
     if not args.quick:
         report["targets"] = targets(report)
-    args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "summary.md").write_text(markdown(report))
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     from benchmarks.chart import draw
 

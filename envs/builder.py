@@ -16,12 +16,16 @@ from pathlib import Path
 import structlog
 from structlog.typing import FilteringBoundLogger as Logger
 
+from envs import bytecode
 from envs.errors import BuildError
 from envs.lockfile import Lock
 from envs.spec import EnvSpec, IndexConfig
 
 _log: Logger = structlog.get_logger("envs.builder")
 
+
+INSTALL_FILE = "install-requirements.txt"
+"""What uv installs from, beside the lock while the env is built (see Lock.installable)."""
 
 _KEEP_FROM_CALLER = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR")
 _PROXY = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
@@ -115,10 +119,13 @@ def resolve(uv: Uv, spec: EnvSpec, workdir: Path, log: Logger | None = None) -> 
     return Lock((workdir / "pylock.toml").read_text())
 
 
-def materialize(uv: Uv, lock: Lock, spec: EnvSpec, target: Path, log: Logger | None = None) -> None:
+def materialize(
+    uv: Uv, lock: Lock, spec: EnvSpec, target: Path, objects: Path, log: Logger | None = None
+) -> None:
     """Create a relocatable venv at `target` holding exactly the lock, kept beside it.
 
-    uv checks every file's hash and resolves nothing.
+    uv checks every file's hash and resolves nothing. Bytecode is compiled once
+    per content and shared through `objects` (see `bytecode.py`).
 
     Relocatable, because the build happens in a temporary directory and is
     published by renaming it: entry points such as `torchrun` must survive that.
@@ -130,19 +137,24 @@ def materialize(uv: Uv, lock: Lock, spec: EnvSpec, target: Path, log: Logger | N
         log=log,
     )
     (target / lock.filename).write_text(lock.text)
+    install = target / INSTALL_FILE
+    install.write_text(lock.installable())
     uv.run(
         [
             "pip",
             "sync",
-            *(["--preview-features", "pylock"] if lock.kind == "pylock" else ["--require-hashes"]),
+            "--require-hashes",
             "--quiet",
-            "--compile-bytecode",
             "--python",
             str(target / "bin" / "python"),
             *index_args(spec.index),
-            lock.filename,
+            INSTALL_FILE,
         ],
         what="installing the locked packages",
         cwd=target,
         log=log,
     )
+    install.unlink()
+    tag = f"{spec.interpreter.implementation}-{''.join(spec.interpreter.version.split('.')[:2])}"
+    linked = bytecode.compile_tree(target / "bin" / "python", target, objects, tag)
+    (log or _log).debug("env.bytecode", shared_modules=linked)

@@ -6,6 +6,7 @@ Layout under the cache root::
     specs/<spec-key>.json  spec key -> env key; a hit reads this and the env's metadata, no uv
     locks/                 one build lock per spec key and per env key (they outlive the env)
     leases/<env-key>       shared OS locks held by jobs; the file's mtime is "last used"
+    objects/               compiled bytecode: one copy per content, hardlinked into envs
     tmp/                   resolves and builds in progress, named with their builder's pid
     uv/                    uv's cache, on the same filesystem so installs are hardlinks
 
@@ -33,7 +34,7 @@ from filelock import FileLock
 from pydantic import BaseModel
 from structlog.typing import FilteringBoundLogger as Logger
 
-from envs import builder
+from envs import builder, bytecode
 from envs.errors import BuildError, EnvError, EnvNotFoundError
 from envs.files import atomic_write_text, remove_tree, tree_size
 from envs.lockfile import FILENAMES, Lock
@@ -96,6 +97,7 @@ class EnvCache:
         self.locks_dir = self.root / "locks"
         self.leases_dir = self.root / "leases"
         self.tmp_dir = self.root / "tmp"
+        self.objects_dir = self.root / "objects"
         for d in (self.envs_dir, self.specs_dir, self.locks_dir, self.leases_dir, self.tmp_dir):
             d.mkdir(parents=True, exist_ok=True)
         self.uv = builder.Uv(uv_binary or builder.default_uv(), self.root / "uv")
@@ -241,7 +243,7 @@ class EnvCache:
         workdir = self._workdir("build", env_key)
         log.info("env.build.start", env=env_key, spec=spec.key, packages=len(lock.packages))
         try:
-            builder.materialize(self.uv, lock, spec, workdir, log)
+            builder.materialize(self.uv, lock, spec, workdir, self.objects_dir, log)
             meta = EnvMeta(
                 key=env_key,
                 requirements=spec.canonical_requirements,
@@ -311,6 +313,7 @@ class EnvCache:
             for spec_key in self.spec_keys(env_key):
                 (self.specs_dir / f"{spec_key}.json").unlink(missing_ok=True)
             remove_tree(trash)
+            bytecode.prune(self.objects_dir)
         finally:
             os.close(fd)
         _log.info("env.remove", env=env_key, size_bytes=env.meta.size_bytes)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import asdict, dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any, Literal
 
 from packaging.markers import Marker
@@ -88,6 +89,13 @@ def _version_from_url(url: str) -> str:
         return str(parse_wheel_filename(filename)[1])
     except InvalidWheelFilename:
         return filename.rsplit("-", 1)[-1].removesuffix(".tar.gz").removesuffix(".zip")
+
+
+def _wheel_tags(filename: str) -> set[Any]:
+    try:
+        return set(parse_wheel_filename(filename)[3])
+    except InvalidWheelFilename:
+        return set()
 
 
 @dataclass(frozen=True)
@@ -178,6 +186,29 @@ class Lock:
         packages = [asdict(p) for p in self.packages]
         return digest({"requirements": packages, "interpreter": interpreter.identity()})
 
+    def installable(self) -> str:
+        """The lock as the hashed requirements file uv installs it from.
+
+        A `pylock` becomes one `name @ URL --hash=...` line per package (the
+        wheel for this machine): uv installs a pylock.toml directly too, but then
+        downloads and unpacks every remote file again on each install, where
+        hashed URL requirements come from its cache as hardlinks.
+        """
+        if self.kind == "requirements":
+            return self.text
+        supported = set(sys_tags())
+        lines = []
+        for package in self.packages:
+            wheels = [f for f in package.files if f.filename.endswith(".whl")]
+            fitting = [w for w in wheels if _wheel_tags(w.filename) & supported]
+            chosen = (fitting or wheels or list(package.files))[0]
+            url = chosen.url or ""
+            if "://" not in url:
+                url = Path(url).resolve().as_uri()
+            marker = f" ; {package.marker}" if package.marker else ""
+            lines.append(f"{package.name} @ {url}{marker} --hash=sha256:{chosen.sha256}\n")
+        return "".join(lines)
+
     def check_for(self, interpreter: Interpreter) -> None:
         """Refuse a lock made for another Python or platform, naming both."""
         here = (
@@ -199,13 +230,8 @@ class Lock:
             wheels = [f for f in package.files if f.filename.endswith(".whl")]
             if len(wheels) < len(package.files) or not wheels:
                 continue  # an sdist can be built anywhere
-            tags: set[Any] = set()
-            for wheel in wheels:
-                try:
-                    tags |= set(parse_wheel_filename(wheel.filename)[3])
-                except InvalidWheelFilename:
-                    tags = supported  # not a name to judge by: let uv decide
-            if not tags & supported:
+            tags = set().union(*(_wheel_tags(w.filename) for w in wheels))
+            if tags and not tags & supported:
                 names = ", ".join(sorted(w.filename for w in wheels))
                 raise LockError(
                     f"the lock's {package.name} {package.version} is for another platform "

@@ -124,6 +124,14 @@ class Process:
     def poll(self) -> int | None:
         return self._proc.poll()
 
+    def exited(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the leader to exit (its output may still flow)."""
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
     def wait(self, timeout: float | None = None) -> int | None:
         """The exit code once the process ended and its output is drained; None on timeout."""
         try:

@@ -1,0 +1,102 @@
+"""Bytecode compiled once per source file, and shared by every env that holds that file.
+
+uv hardlinks each installed file from its cache, so ten envs with torch hold
+torch's sources once; but bytecode is compiled per env, and compiling is not
+even reproducible (marshal output varies run to run), so no two envs' `.pyc`
+files would match. Instead each compiled `.pyc` is kept in the cache's
+`objects/` store under the identity of its source file (the inode uv's
+hardlinks share, with its size and mtime, its path in the env and the
+interpreter's tag), and every later env holding that same source file links
+the stored `.pyc` instead of compiling again. Modules are compiled with one
+stable recorded path (Python puts the real path back when it loads them).
+Python never writes a `.pyc` in place (it renames a new file over it), so a
+shared copy is never changed through another env.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+from envs.errors import BuildError
+
+RECORDED_PREFIX = "/sandbox-runner-env"
+"""The directory every compiled module records instead of its env's (build) path."""
+
+
+def _key(source: Path, relative: str, tag: str) -> str:
+    st = source.stat()
+    identity = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{relative}:{tag}"
+    return hashlib.sha256(identity.encode()).hexdigest()
+
+
+def _sources(env: Path, tag: str) -> list[tuple[Path, Path, Path]]:
+    """(source, its .pyc, the store path) for every module of the env's site-packages."""
+    (site,) = env.glob("lib/python*/site-packages")
+    found = []
+    for folder, dirs, files in os.walk(site):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in files:
+            if name.endswith(".py"):
+                source = Path(folder) / name
+                pyc = source.parent / "__pycache__" / f"{name[:-3]}.{tag}.pyc"
+                key = _key(source, str(source.relative_to(env)), tag)
+                found.append((source, pyc, Path(key[:2]) / key))
+    return found
+
+
+def compile_tree(python: Path, env: Path, objects: Path, tag: str) -> int:
+    """Give every module of the env its bytecode, linking what the store has; returns links made."""
+    modules = _sources(env, tag)
+    linked = 0
+    for _source, pyc, key in modules:
+        stored = objects / key
+        if stored.exists():
+            pyc.parent.mkdir(exist_ok=True)
+            os.link(stored, pyc)
+            linked += 1
+    (site,) = env.glob("lib/python*/site-packages")
+    proc = subprocess.run(  # compiles only the modules without up-to-date bytecode
+        [
+            str(python),
+            "-m",
+            "compileall",
+            "-q",
+            "-q",  # files that do not compile (test data, other Pythons) are skipped, as pip does
+            "-j",
+            "0",
+            "-s",
+            str(env),
+            "-p",
+            RECORDED_PREFIX,
+            str(site),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode not in (0, 1):  # 1: some file did not compile
+        raise BuildError(f"compiling bytecode failed: {proc.stderr.strip() or proc.returncode}")
+    for _source, pyc, key in modules:
+        stored = objects / key
+        if pyc.exists() and pyc.stat().st_nlink == 1:
+            stored.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):  # another build stored it meanwhile
+                os.link(pyc, stored)
+    return linked
+
+
+def prune(objects: Path) -> int:
+    """Remove stored copies no env links to any more; returns the bytes freed."""
+    freed = 0
+    if not objects.is_dir():
+        return 0
+    for stored in objects.glob("*/*"):
+        st = stored.stat()
+        if st.st_nlink == 1:
+            stored.unlink()
+            freed += st.st_size
+    return freed

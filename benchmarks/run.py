@@ -47,7 +47,8 @@ class Bench:
     def __init__(self, root: Path, reps: int) -> None:
         self.root = root
         self.reps = reps
-        os.environ["RUNNER_STATE_DIR"] = str(root / "state")
+        os.environ["RUNNER_STATE_DIR"] = str(root / "state")  # for the `runner` processes too
+        os.environ["RUNNER_CACHE_DIR"] = str(root / "cache")
         from runner.settings import RunnerSettings
 
         self.settings = RunnerSettings(cache_dir=root / "cache", state_dir=root / "state")

@@ -34,7 +34,7 @@ from filelock import FileLock
 from pydantic import BaseModel
 from structlog.typing import FilteringBoundLogger as Logger
 
-from envs import builder, bytecode
+from envs import builder
 from envs.errors import BuildError, EnvError, EnvNotFoundError
 from envs.files import atomic_write_text, remove_tree, tree_size
 from envs.lockfile import FILENAMES, Lock
@@ -313,7 +313,6 @@ class EnvCache:
             for spec_key in self.spec_keys(env_key):
                 (self.specs_dir / f"{spec_key}.json").unlink(missing_ok=True)
             remove_tree(trash)
-            bytecode.prune(self.objects_dir)
         finally:
             os.close(fd)
         _log.info("env.remove", env=env_key, size_bytes=env.meta.size_bytes)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
+from envs import bytecode
 from envs.cache import EnvCache, EnvInUseError
 from envs.errors import EnvNotFoundError
 from envs.files import pid_alive, remove_tree
@@ -58,6 +59,7 @@ def collect(
         result.freed_bytes += freed
         total -= freed
     result.kept_bytes = total
+    result.freed_bytes += bytecode.prune(cache.objects_dir)  # what no env links any more
     _clean_tmp(cache)
     return result
 

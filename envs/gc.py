@@ -59,7 +59,7 @@ def collect(
         result.freed_bytes += freed
         total -= freed
     result.kept_bytes = total
-    result.freed_bytes += bytecode.prune(cache.objects_dir)  # what no env links any more
+    bytecode.prune(cache.objects_dir)  # compiled modules no env links any more
     _clean_tmp(cache)
     return result
 

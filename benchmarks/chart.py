@@ -42,10 +42,10 @@ def draw(report: dict[str, Any], path: Path) -> Path | None:
         [
             ("numpy: original", cold["original"]),
             ("numpy: runner, empty uv cache", cold["runner_uv_cache_empty"]),
-            ("numpy: runner, warm uv cache", cold["runner_uv_cache_warm"]),
+            ("numpy: runner, warm caches", cold["runner_uv_cache_warm"]),
             ("torch+numpy: original", torch["original"]),
             ("torch+numpy: runner, empty uv cache", torch["runner_uv_cache_empty"]),
-            ("torch+numpy: runner, warm uv cache", torch["runner_uv_cache_warm"]),
+            ("torch+numpy: runner, warm caches", torch["runner_uv_cache_warm"]),
         ],
     )
     warm = results["warm_reuse"]

@@ -268,7 +268,19 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     rows = [
         ("warm reuse vs original, {torch, numpy}", warm["speedup_vs_original"], ">= 100x", 100),
         ("cache hit in-process (ms)", hit_ms, "< 10 ms", 10),
-        ("cold {numpy} vs original", sections["cold_numpy"]["speedup_empty"], ">= 10x", 10),
+        # the original keeps pip's download cache between jobs: compare with the runner's caches
+        (
+            "cold {numpy} vs original, caches warm",
+            sections["cold_numpy"]["speedup_warm"],
+            ">= 10x",
+            10,
+        ),
+        (
+            "cold {numpy} vs original, uv cache empty",
+            sections["cold_numpy"]["speedup_empty"],
+            ">= 10x",
+            10,
+        ),
         ("trivial job overhead (runner / direct)", over["python_ratio"], "<= 1.2x", 1.2),
         ("16 concurrent identical jobs: builds", sections["concurrent"]["16"]["builds"], "== 1", 1),
         ("16 sets sharing torch / one torch env (disk)", disk, "< 1.5x", 1.5),
@@ -300,7 +312,7 @@ def markdown(report: dict[str, Any]) -> str:
         c = res[key]
         rows.append(
             f"| cold env {label} | {fig(c['original'])} | {fig(c['runner_uv_cache_empty'])} "
-            f"empty uv cache; {fig(c['runner_uv_cache_warm'])} warm | "
+            f"empty uv cache; {fig(c['runner_uv_cache_warm'])} warm caches | "
             f"{c['speedup_empty']:.1f}x; {c['speedup_warm']:.1f}x |"
         )
     w = res["warm_reuse"]
@@ -373,7 +385,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.reps < 1:
         parser.error("--reps must be at least 1")
     if args.summary:
-        print(markdown(json.loads(args.summary.read_text())), end="")
+        report = json.loads(args.summary.read_text())
+        report["targets"] = targets(report)
+        print(markdown(report), end="")
         return
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="runner-bench-") as scratch:

@@ -22,13 +22,18 @@ def write_lock(ctx: click.Context, lock: Lock, output: str | None, fmt: str | No
 
     if fmt is None:
         fmt = formats.format_of(Path(output)) if output and output != "-" else "pylock"
+    if output and output != "-" and not Path(output).parent.is_dir():
+        raise click.BadParameter(
+            f"folder {str(Path(output).parent)!r} does not exist", param_hint="--output"
+        )
     interpreter = Interpreter.at(settings_of(ctx).python)
     text = formats.write(lock, fmt, interpreter)  # type: ignore[arg-type]
     if output is None or output == "-":
         click.echo(text, nl=False)
     else:
         atomic_write_text(Path(output), text)
-        click.echo(f"wrote {output} ({fmt}, {len(lock.packages)} packages)", err=True)
+        count = len(lock.packages)
+        click.echo(f"wrote {output} ({fmt}, {count} package{'s' * (count != 1)})", err=True)
 
 
 output_option = click.option(

@@ -167,6 +167,7 @@ def test_bad_lockfile_input_is_refused_before_anything_runs(
         (["lock"], "give the packages to lock"),
         (["lock", "--with", "tiny-pkg", "--format", "xml"], "'xml' is not one of"),
         (["envs", "export", "nope"], "no cached environment with key 'nope'"),
+        (["lock", "--with", "tiny-pkg", "-o", "/no/such/dir/pylock.toml"], "does not exist"),
     ]
     for args, message in cases:
         proc = runner_cli(*args, check=False)

@@ -168,11 +168,13 @@ def _start_steps(
             cgroup=cgroup,
         )
         if index == 0 and cgroup:
-            log.info(
-                "sandbox.limits",
-                memory="cgroup" if cgroup.memory else "rlimit (address space per process)",
-                processes="cgroup" if cgroup.pids else "rlimit (per user; not for root)",
-            )
+            held = {
+                "memory": policy.memory
+                and ("cgroup" if cgroup.memory else "rlimit (address space per process)"),
+                "processes": policy.processes
+                and ("cgroup" if cgroup.pids else "rlimit (per user; not for root)"),
+            }
+            log.info("sandbox.limits", **{k: v for k, v in held.items() if v})
         if index == 0 and confinement.not_enforced:
             log.warning(
                 "sandbox.degraded",

@@ -9,6 +9,10 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from packaging.requirements import Requirement
+
     from runner.settings import RunnerSettings
 
 
@@ -55,3 +59,25 @@ def duration_option(
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def package_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--with REQ` and `-r FILE`, both repeatable: the package set of a command."""
+    command = click.option(
+        "-r",
+        "--requirements",
+        "req_files",
+        multiple=True,
+        type=click.Path(),
+        help="Requirements file (repeatable).",
+    )(command)
+    return click.option(
+        "--with", "with_", multiple=True, metavar="REQ", help="A requirement (repeatable)."
+    )(command)
+
+
+def packages_of(with_: tuple[str, ...], req_files: tuple[str, ...]) -> list[Requirement]:
+    """The requirements given by `package_options`, parsed: `--with` first, then each file."""
+    from envs.requirements import parse_all, read_file
+
+    return [*parse_all(with_), *(r for f in req_files for r in read_file(f))]

@@ -10,7 +10,16 @@ import click
 if TYPE_CHECKING:
     from envs import Env
 
-from runner.cli.common import Group, duration_option, emit, json_option, settings_of, size_option
+from runner.cli.common import (
+    Group,
+    duration_option,
+    emit,
+    json_option,
+    package_options,
+    packages_of,
+    settings_of,
+    size_option,
+)
 from runner.cli.locks import format_option, output_option, write_lock
 from runner.units import format_size
 
@@ -122,8 +131,7 @@ def envs_gc(
 
 
 @envs.command("create")
-@click.option("--with", "with_", multiple=True, metavar="REQ", help="A requirement (repeatable).")
-@click.option("-r", "--requirements", "req_files", multiple=True, type=click.Path(), help="File.")
+@package_options
 @click.option("--index-url", help="Package index (default: settings, PIP_INDEX_URL, PyPI).")
 @click.option("--extra-index-url", multiple=True, help="Extra package index (repeatable).")
 @click.option("--find-links", multiple=True, help="Folder or page of wheels (repeatable).")
@@ -140,22 +148,16 @@ def envs_create(
 ) -> None:
     """Build (or find) the environment for a package set ahead of any job."""
     from envs import IndexConfig
-    from envs.requirements import parse_all, read_file
+    from runner.cli.progress import resolving
     from runner.spec import env_spec, open_cache
 
     settings = settings_of(ctx)
-    reqs = parse_all(with_) + [r for f in req_files for r in read_file(f)]
+    reqs = packages_of(with_, req_files)
     index = IndexConfig(
         index_url=index_url, extra_index_urls=extra_index_url, find_links=find_links
     )
-    from runner.cli.progress import terminal_progress
-
-    progress = terminal_progress()
-    progress({"event": "env.resolve", "requirements": [str(r) for r in reqs]})
-    try:
+    with resolving(reqs):
         env = open_cache(settings).ensure(env_spec(settings, reqs, index))
-    finally:
-        progress.stop()
     emit(_env_row(env), as_json, f"{env.key[:12]}  {env.path}")
 
 

@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from runner.cli.common import emit, json_option, settings_of, size_option
+from runner.cli.common import (
+    emit,
+    json_option,
+    package_options,
+    packages_of,
+    settings_of,
+    size_option,
+)
 
 if TYPE_CHECKING:
     from runner.logs import Echo
@@ -84,10 +91,7 @@ def _interrupt_on_sigterm() -> None:
 @click.argument("script", required=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("-m", "module", help="Run a module (like python -m) instead of a script.")
-@click.option("--with", "with_", multiple=True, metavar="REQ", help="A requirement (repeatable).")
-@click.option(
-    "-r", "--requirements", "req_files", multiple=True, type=click.Path(), help="Requirements file."
-)
+@package_options
 @click.option("--nproc-per-node", type=click.IntRange(min=1), default=1, help="Local ranks.")
 @click.option("--nnodes", type=click.IntRange(min=1), default=1, help="Local torchrun nodes.")
 @click.option("--torchrun", is_flag=True, help="Run under torchrun even with one process.")
@@ -155,7 +159,6 @@ def train(
     runner train --with torch==2.13.0 --nproc-per-node 2 examples/train_ddp.py --epochs 3
     """
     from envs import IndexConfig, Interpreter
-    from envs.requirements import parse_all, read_file
     from runner.errors import InvalidJobError
     from runner.job import execute
     from runner.sandbox import check
@@ -182,7 +185,7 @@ def train(
         env[key] = value
     fields: dict[str, Any] = {
         "entry": entry,
-        "requirements": [*parse_all(with_), *(r for f in req_files for r in read_file(f))],
+        "requirements": packages_of(with_, req_files),
         "index": IndexConfig(
             index_url=index_url, extra_index_urls=extra_index_url, find_links=find_links
         ),

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from runner.cli.common import settings_of
+from runner.cli.common import package_options, packages_of, settings_of
 
 if TYPE_CHECKING:
     from envs.lockfile import Lock
@@ -46,8 +46,7 @@ format_option = click.option("--format", "fmt", type=FORMAT_CHOICE, help="Lockfi
 
 
 @click.command("lock")
-@click.option("--with", "with_", multiple=True, metavar="REQ", help="A requirement (repeatable).")
-@click.option("-r", "--requirements", "req_files", multiple=True, type=click.Path(), help="File.")
+@package_options
 @output_option
 @format_option
 @click.pass_context
@@ -65,18 +64,13 @@ def lock(
     runner lock -r requirements.in -o conda-lock.yml
     runner train --lockfile pylock.toml examples/train_ddp.py
     """
-    from envs.requirements import parse_all, read_file
-    from runner.cli.progress import terminal_progress
+    from runner.cli.progress import resolving
     from runner.spec import env_spec, open_cache
 
     settings = settings_of(ctx)
-    reqs = parse_all(with_) + [r for f in req_files for r in read_file(f)]
+    reqs = packages_of(with_, req_files)
     if not reqs:
         raise click.UsageError("give the packages to lock: --with REQ or -r FILE")
-    progress = terminal_progress()
-    progress({"event": "env.resolve", "requirements": [str(r) for r in reqs]})
-    try:
+    with resolving(reqs):
         resolved = open_cache(settings).resolve(env_spec(settings, reqs))
-    finally:
-        progress.stop()
     write_lock(ctx, resolved, output, fmt)

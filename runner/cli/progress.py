@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -49,3 +51,14 @@ def terminal_progress() -> EnvProgress:
     from rich.console import Console
 
     return EnvProgress(Console(stderr=True))
+
+
+@contextlib.contextmanager
+def resolving(requirements: Sequence[object]) -> Iterator[None]:
+    """A spinner naming the package set while the block resolves (and builds) it."""
+    progress = terminal_progress()
+    progress({"event": "env.resolve", "requirements": [str(r) for r in requirements]})
+    try:
+        yield
+    finally:
+        progress.stop()

@@ -155,6 +155,6 @@ def materialize(
         log=log,
     )
     install.unlink()
-    tag = f"{spec.interpreter.implementation}-{''.join(spec.interpreter.version.split('.')[:2])}"
+    tag = spec.interpreter.cache_tag
     linked = bytecode.compile_tree(target / "bin" / "python", target, objects, tag)
     (log or _log).debug("env.bytecode", shared_modules=linked)

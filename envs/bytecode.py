@@ -33,9 +33,8 @@ def _key(source: Path, relative: str, tag: str) -> str:
     return hashlib.sha256(identity.encode()).hexdigest()
 
 
-def _sources(env: Path, tag: str) -> list[tuple[Path, Path, Path]]:
-    """(source, its .pyc, the store path) for every module of the env's site-packages."""
-    (site,) = env.glob("lib/python*/site-packages")
+def _modules(env: Path, site: Path, tag: str) -> list[tuple[Path, Path]]:
+    """(its .pyc, its path in the store) for every module of the env's site-packages."""
     found = []
     for folder, dirs, files in os.walk(site):
         dirs[:] = [d for d in dirs if d != "__pycache__"]
@@ -44,21 +43,21 @@ def _sources(env: Path, tag: str) -> list[tuple[Path, Path, Path]]:
                 source = Path(folder) / name
                 pyc = source.parent / "__pycache__" / f"{name[:-3]}.{tag}.pyc"
                 key = _key(source, str(source.relative_to(env)), tag)
-                found.append((source, pyc, Path(key[:2]) / key))
+                found.append((pyc, Path(key[:2]) / key))
     return found
 
 
 def compile_tree(python: Path, env: Path, objects: Path, tag: str) -> int:
     """Give every module of the env its bytecode, linking what the store has; returns links made."""
-    modules = _sources(env, tag)
+    (site,) = env.glob("lib/python*/site-packages")
+    modules = _modules(env, site, tag)
     linked = 0
-    for _source, pyc, key in modules:
+    for pyc, key in modules:
         stored = objects / key
         if stored.exists():
             pyc.parent.mkdir(exist_ok=True)
             os.link(stored, pyc)
             linked += 1
-    (site,) = env.glob("lib/python*/site-packages")
     proc = subprocess.run(  # compiles only the modules without up-to-date bytecode
         [
             str(python),
@@ -80,7 +79,7 @@ def compile_tree(python: Path, env: Path, objects: Path, tag: str) -> int:
     )
     if proc.returncode not in (0, 1):  # 1: some file did not compile
         raise BuildError(f"compiling bytecode failed: {proc.stderr.strip() or proc.returncode}")
-    for _source, pyc, key in modules:
+    for pyc, key in modules:
         stored = objects / key
         if pyc.exists() and pyc.stat().st_nlink == 1:
             stored.parent.mkdir(parents=True, exist_ok=True)

@@ -151,14 +151,12 @@ def _to_conda_lock(lock: Lock, interpreter: Interpreter) -> str:
     platform = conda_platform(interpreter)
     package = []
     for pkg in lock.packages:
-        wheels = [f for f in pkg.files if f.filename.endswith(".whl")]
-        chosen = (wheels or list(pkg.files))[0]
+        chosen = pkg.file_here()
         if not chosen.url:
             raise LockError(
                 f"{pkg.name} is locked by hash only (no file URL), which conda-lock cannot "
                 "hold; export it as requirements"
             )
-        url = chosen.url if "://" in chosen.url else Path(chosen.url).resolve().as_uri()
         package.append(
             LockedDependency(
                 name=pkg.name,
@@ -166,7 +164,7 @@ def _to_conda_lock(lock: Lock, interpreter: Interpreter) -> str:
                 manager="pip",
                 platform=platform,
                 dependencies={},
-                url=url,
+                url=chosen.uri,
                 hash=HashModel(sha256=chosen.sha256),
                 categories={"main"},
             )

@@ -16,6 +16,7 @@ never by its bytes (headers and spacing are not part of the meaning).
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -50,6 +51,12 @@ class LockedFile:
     def filename(self) -> str:
         return (self.url or "").rsplit("/", 1)[-1]
 
+    @property
+    def uri(self) -> str:
+        """`url` as a URL: a pylock `path` becomes a `file://` URL."""
+        url = self.url or ""
+        return url if "://" in url else Path(url).resolve().as_uri()
+
 
 @dataclass(frozen=True)
 class LockedPackage:
@@ -57,6 +64,13 @@ class LockedPackage:
     version: str
     files: tuple[LockedFile, ...]
     marker: str | None = None
+
+    def file_here(self) -> LockedFile:
+        """What to install here: a wheel for this machine's tags, else any wheel, else the sdist."""
+        supported = _supported_tags()
+        wheels = [f for f in self.files if f.filename.endswith(".whl")]
+        fitting = [w for w in wheels if _wheel_tags(w.filename) & supported]
+        return (fitting or wheels or list(self.files))[0]
 
 
 def _requirement_entries(text: str) -> list[tuple[int, str, list[str]]]:
@@ -89,6 +103,12 @@ def _version_from_url(url: str) -> str:
         return str(parse_wheel_filename(filename)[1])
     except InvalidWheelFilename:
         return filename.rsplit("-", 1)[-1].removesuffix(".tar.gz").removesuffix(".zip")
+
+
+@functools.cache
+def _supported_tags() -> frozenset[Any]:
+    """The wheel tags this interpreter installs (computed once: it is not cheap)."""
+    return frozenset(sys_tags())
 
 
 def _wheel_tags(filename: str) -> set[Any]:
@@ -196,17 +216,11 @@ class Lock:
         """
         if self.kind == "requirements":
             return self.text
-        supported = set(sys_tags())
         lines = []
         for package in self.packages:
-            wheels = [f for f in package.files if f.filename.endswith(".whl")]
-            fitting = [w for w in wheels if _wheel_tags(w.filename) & supported]
-            chosen = (fitting or wheels or list(package.files))[0]
-            url = chosen.url or ""
-            if "://" not in url:
-                url = Path(url).resolve().as_uri()
+            chosen = package.file_here()
             marker = f" ; {package.marker}" if package.marker else ""
-            lines.append(f"{package.name} @ {url}{marker} --hash=sha256:{chosen.sha256}\n")
+            lines.append(f"{package.name} @ {chosen.uri}{marker} --hash=sha256:{chosen.sha256}\n")
         return "".join(lines)
 
     def check_for(self, interpreter: Interpreter) -> None:
@@ -223,7 +237,7 @@ class Lock:
             raise LockError(f"the lock is for Python {needs}; {here}")
         if interpreter != Interpreter.current():
             return  # the tags of another interpreter are not known here; uv will check them
-        supported = set(sys_tags())
+        supported = _supported_tags()
         for package in self.packages:
             if package.marker and not Marker(package.marker).evaluate():
                 continue  # not installed here

@@ -120,6 +120,12 @@ class Interpreter:
             return cls.current()
         return _probe(str(executable))
 
+    @property
+    def cache_tag(self) -> str:
+        """The tag in its bytecode file names (`cpython-311`)."""
+        major, minor = self.version.split(".")[:2]
+        return f"{self.implementation}-{major}{minor}"
+
     def identity(self) -> dict[str, str]:
         data = asdict(self)
         del data["executable"]

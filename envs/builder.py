@@ -8,7 +8,6 @@ are dropped so that nothing outside the spec can change what gets built.
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from structlog.typing import FilteringBoundLogger as Logger
 from envs import bytecode
 from envs.errors import BuildError
 from envs.lockfile import Lock
+from envs.proc import run as proc_run
 from envs.spec import EnvSpec, IndexConfig
 
 _log: Logger = structlog.get_logger("envs.builder")
@@ -74,7 +74,7 @@ class Uv:
         argv = [self.binary, *args]
         (log or _log).debug("uv.run", argv=argv)
         try:
-            proc = subprocess.run(
+            proc = proc_run(
                 argv, cwd=cwd, env=self.environ(), capture_output=True, text=True, check=False
             )
         except OSError as exc:
@@ -138,7 +138,7 @@ def materialize(
     )
     (target / lock.filename).write_text(lock.text)
     install = target / INSTALL_FILE
-    install.write_text(lock.installable())
+    install.write_text(lock.installable(spec.interpreter))
     uv.run(
         [
             "pip",

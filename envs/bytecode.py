@@ -4,8 +4,8 @@ uv hardlinks each installed file from its cache, so ten envs with torch hold
 torch's sources once; but bytecode is compiled per env, and compiling is not
 even reproducible (marshal output varies run to run), so no two envs' `.pyc`
 files would match. Instead each compiled `.pyc` is kept in the cache's
-`objects/` store under the identity of its source file (the inode uv's
-hardlinks share, with its size and mtime, its path in the env and the
+`objects/` store under the identity of its source file (its content, with
+the size and mtime a `.pyc` header checks, its path in the env and the
 interpreter's tag), and every later env holding that same source file links
 the stored `.pyc` instead of compiling again. Modules are compiled with one
 stable recorded path (Python puts the real path back when it loads them).
@@ -16,21 +16,52 @@ shared copy is never changed through another env.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
-import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 from envs.errors import BuildError
+from envs.proc import run as proc_run
 
 RECORDED_PREFIX = "/sandbox-runner-env"
 """The directory every compiled module records instead of its env's (build) path."""
 
 
+LOCK = ".lock"
+"""In `objects/`: builds hold it shared while they link and store, prune exclusively."""
+
+
 def _key(source: Path, relative: str, tag: str) -> str:
+    """The source's content, and what a `.pyc` header checks of it (mtime, size).
+
+    Content, not inode: an inode is reused once its file is gone, and a reused
+    inode with the same size and mtime would be served another file's bytecode.
+    The mtime is kept because the header records it: bytecode stored for the
+    same content with another mtime would be stale to Python.
+    """
+    data = source.read_bytes()
     st = source.stat()
-    identity = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{relative}:{tag}"
+    digest = hashlib.sha256(data).hexdigest()
+    identity = f"{digest}:{len(data)}:{st.st_mtime_ns}:{relative}:{tag}"
     return hashlib.sha256(identity.encode()).hexdigest()
+
+
+@contextlib.contextmanager
+def _locked(objects: Path, mode: int) -> Iterator[bool]:
+    """Hold the store's lock in `mode` (fcntl.LOCK_SH / LOCK_EX, maybe | LOCK_NB)."""
+    objects.mkdir(parents=True, exist_ok=True)
+    fd = os.open(objects / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, mode)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
 
 
 def _modules(env: Path, site: Path, tag: str) -> list[tuple[Path, Path]]:
@@ -49,6 +80,11 @@ def _modules(env: Path, site: Path, tag: str) -> list[tuple[Path, Path]]:
 
 def compile_tree(python: Path, env: Path, objects: Path, tag: str) -> int:
     """Give every module of the env its bytecode, linking what the store has; returns links made."""
+    with _locked(objects, fcntl.LOCK_SH):  # prune waits: nothing we link from vanishes
+        return _compile_tree(python, env, objects, tag)
+
+
+def _compile_tree(python: Path, env: Path, objects: Path, tag: str) -> int:
     (site,) = env.glob("lib/python*/site-packages")
     modules = _modules(env, site, tag)
     linked = 0
@@ -58,7 +94,7 @@ def compile_tree(python: Path, env: Path, objects: Path, tag: str) -> int:
             pyc.parent.mkdir(exist_ok=True)
             os.link(stored, pyc)
             linked += 1
-    proc = subprocess.run(  # compiles only the modules without up-to-date bytecode
+    proc = proc_run(  # compiles only the modules without up-to-date bytecode
         [
             str(python),
             "-m",
@@ -88,14 +124,21 @@ def compile_tree(python: Path, env: Path, objects: Path, tag: str) -> int:
     return linked
 
 
-def prune(objects: Path) -> int:
-    """Remove stored copies no env links to any more; returns the bytes freed."""
-    freed = 0
+def prune(objects: Path) -> int | None:
+    """Remove stored copies no env links to any more; returns the bytes freed.
+
+    None: a build is linking from the store right now, so nothing is pruned
+    (a copy with one link may be about to get its second).
+    """
     if not objects.is_dir():
         return 0
-    for stored in objects.glob("*/*"):
-        st = stored.stat()
-        if st.st_nlink == 1:
-            stored.unlink()
-            freed += st.st_size
+    freed = 0
+    with _locked(objects, fcntl.LOCK_EX | fcntl.LOCK_NB) as held:
+        if not held:
+            return None
+        for stored in objects.glob("*/*"):
+            st = stored.stat()
+            if st.st_nlink == 1:
+                stored.unlink()
+                freed += st.st_size
     return freed

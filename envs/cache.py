@@ -35,8 +35,8 @@ from pydantic import BaseModel
 from structlog.typing import FilteringBoundLogger as Logger
 
 from envs import builder
-from envs.errors import BuildError, EnvError, EnvNotFoundError
-from envs.files import atomic_write_text, remove_tree, tree_size
+from envs.errors import BuildError, CacheDirError, EnvError, EnvNotFoundError
+from envs.files import atomic_write_text, dir_problem, held, remove_tree, tree_size
 from envs.lockfile import FILENAMES, Lock
 from envs.spec import EnvSpec
 
@@ -99,8 +99,17 @@ class EnvCache:
         self.tmp_dir = self.root / "tmp"
         self.objects_dir = self.root / "objects"
         for d in (self.envs_dir, self.specs_dir, self.locks_dir, self.leases_dir, self.tmp_dir):
-            d.mkdir(parents=True, exist_ok=True)
+            problem = dir_problem(d, write=False)
+            if problem:
+                raise CacheDirError(f"cannot use the environment cache at {d}: {problem}")
         self.uv = builder.Uv(uv_binary or builder.default_uv(), self.root / "uv")
+
+    def check_writable(self) -> None:
+        """Refuse, naming the folder, a cache that builds and leases could not write."""
+        for d in (self.leases_dir, self.tmp_dir, self.locks_dir):
+            problem = dir_problem(d)
+            if problem:
+                raise CacheDirError(f"cannot use the environment cache at {d}: {problem}")
 
     # -- lookup ---------------------------------------------------------------
 
@@ -219,14 +228,50 @@ class EnvCache:
     def _workdir(self, kind: str, key: str) -> Path:
         return self.tmp_dir / f"{kind}-{key}-{os.getpid()}-{secrets.token_hex(4)}"
 
+    @contextlib.contextmanager
+    def _claimed(self, kind: str, key: str) -> Iterator[Path]:
+        """A fresh folder under tmp/ that is ours while we hold it, and gone after.
+
+        Its builder holds an OS lock on it for its whole life (made under a
+        hidden name, locked, then renamed), so `gc` tells a live build from a
+        dead one by the lock, not by a pid that means nothing in another pid
+        namespace. A folder still there when we are done is cleared out of
+        the way (see `discard`).
+        """
+        hidden = self.tmp_dir / f".new-{secrets.token_hex(8)}"
+        hidden.mkdir()
+        fd = os.open(hidden, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            path = self._workdir(kind, key)
+            hidden.rename(path)
+            try:
+                yield path
+            finally:
+                self.discard(path)
+        finally:
+            os.close(fd)
+
+    def discard(self, path: Path) -> None:
+        """Remove a folder; one that cannot be removed whole now is moved out of the way.
+
+        A process that still writes into it (the child of a killed build) makes
+        rmtree fail with "Directory not empty": renamed to `trash-*`, it is
+        left for gc, and the name is free for the next build at once.
+        """
+        try:
+            remove_tree(path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                path.rename(self._workdir("trash", path.name[:16]))
+
     def _resolve(self, spec: EnvSpec, log: Logger) -> Lock:
         started = time.monotonic()
-        workdir = self._workdir("resolve", spec.key)
         log.info("env.resolve", spec=spec.key, requirements=[str(r) for r in spec.requirements])
-        try:
+        for stale in self.tmp_dir.glob(f"resolve-{spec.key}-*"):
+            self._discard_if_dead(stale)  # left by a resolver that died
+        with self._claimed("resolve", spec.key) as workdir:
             lock = builder.resolve(self.uv, spec, workdir, log)
-        finally:
-            remove_tree(workdir)
         log.info(
             "env.resolved",
             spec=spec.key,
@@ -238,10 +283,19 @@ class EnvCache:
     def _build(self, spec: EnvSpec, lock: Lock, env_key: str, log: Logger) -> Env:
         """Materialize in tmp/, then publish with one rename. Caller holds the env lock."""
         for stale in self.tmp_dir.glob(f"build-{env_key}-*"):
-            remove_tree(stale)  # left by a builder that died; we hold the lock, so it is dead
+            self._discard_if_dead(stale)  # left by a builder that died
         started = time.monotonic()
-        workdir = self._workdir("build", env_key)
         log.info("env.build.start", env=env_key, spec=spec.key, packages=len(lock.packages))
+        with self._claimed("build", env_key) as workdir:
+            return self._publish(spec, lock, env_key, workdir, started, log)
+
+    def _discard_if_dead(self, path: Path) -> None:
+        if not held(path):
+            self.discard(path)
+
+    def _publish(
+        self, spec: EnvSpec, lock: Lock, env_key: str, workdir: Path, started: float, log: Logger
+    ) -> Env:
         try:
             builder.materialize(self.uv, lock, spec, workdir, self.objects_dir, log)
             meta = EnvMeta(
@@ -257,7 +311,6 @@ class EnvCache:
             (workdir / META).write_text(meta.model_dump_json(indent=2))
             workdir.rename(self.envs_dir / env_key)
         except BaseException as exc:
-            remove_tree(workdir)
             if isinstance(exc, BuildError):
                 log.error("env.build.failed", env=env_key, spec=spec.key, error=str(exc))
             raise

@@ -20,9 +20,17 @@ class DuplicateRequirementError(EnvError, ValueError):
     """The same distribution named twice in one package list."""
 
 
+class InvalidIndexError(EnvError, ValueError):
+    """An index URL that is not a URL."""
+
+
 class BuildError(EnvError):
     """uv could not resolve or install the package set; carries uv's own message."""
 
 
 class EnvNotFoundError(EnvError, LookupError):
     """No cached environment matches the key the user gave."""
+
+
+class CacheDirError(EnvError):
+    """The cache's folder cannot be used: not a directory, not writable."""

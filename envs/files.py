@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
@@ -47,11 +48,32 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def pid_alive(pid: int) -> bool:
+def held(path: Path) -> bool:
+    """Whether some process holds the OS lock on `path` (a folder being built); False if gone."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
         return False
-    except PermissionError:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
         return True
-    return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def dir_problem(path: Path, *, write: bool = True) -> str | None:
+    """Why `path` cannot serve as a directory the runner keeps (None: it can), made if missing."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        return "it (or a folder above it) is not a directory"
+    except OSError as exc:
+        return f"it cannot be created ({exc.strerror})"
+    if write:
+        try:  # access() knows nothing of read-only mounts: ask the file system itself
+            tempfile.TemporaryFile(dir=path).close()
+        except OSError as exc:
+            return f"it is not writable ({exc.strerror})"
+    return None

@@ -63,7 +63,7 @@ def read(path: Path, interpreter: Interpreter) -> Lock:
     if kind == "conda-lock":
         lock = _from_conda_lock(path, interpreter)
     elif kind == "pylock":
-        lock = Lock(text, "pylock")
+        lock = Lock(text, "pylock", base=str(path.resolve().parent))
     else:
         header = _HEADER_RE.search(text)
         if header and (header[1], header[3]) != (interpreter.implementation, interpreter.platform):
@@ -151,7 +151,7 @@ def _to_conda_lock(lock: Lock, interpreter: Interpreter) -> str:
     platform = conda_platform(interpreter)
     package = []
     for pkg in lock.packages:
-        chosen = pkg.file_here()
+        chosen = pkg.file_for(interpreter)
         if not chosen.url:
             raise LockError(
                 f"{pkg.name} is locked by hash only (no file URL), which conda-lock cannot "

@@ -15,7 +15,7 @@ import structlog
 from envs import bytecode
 from envs.cache import EnvCache, EnvInUseError
 from envs.errors import EnvNotFoundError
-from envs.files import pid_alive, remove_tree
+from envs.files import held
 
 log = structlog.get_logger("envs.gc")
 
@@ -59,16 +59,23 @@ def collect(
         result.freed_bytes += freed
         total -= freed
     result.kept_bytes = total
-    bytecode.prune(cache.objects_dir)  # compiled modules no env links any more
+    if bytecode.prune(cache.objects_dir) is None:  # compiled modules no env links any more
+        log.info("env.gc.bytecode_busy", cause="a build is linking from the store; pruned later")
     _clean_tmp(cache)
     return result
 
 
 def _clean_tmp(cache: EnvCache) -> None:
-    """Remove leftovers of builders that died: their pid is gone, or it is a day old."""
+    """Remove what builders that died left in tmp/: whatever no live builder holds locked.
+
+    A folder still being made (hidden, not yet locked) is left alone for a day.
+    """
     for entry in cache.tmp_dir.iterdir():
-        parts = entry.name.split("-")
-        pid = int(parts[2]) if len(parts) >= 4 and parts[2].isdigit() else None
-        age = time.time() - entry.stat().st_mtime
-        if (pid is not None and not pid_alive(pid)) or age > STALE_TMP_SECONDS:
-            remove_tree(entry)
+        try:
+            age = time.time() - entry.stat().st_mtime
+        except FileNotFoundError:  # finished (or removed) meanwhile
+            continue
+        if entry.name.startswith(".") and age < STALE_TMP_SECONDS:
+            continue
+        if not held(entry):
+            cache.discard(entry)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import tomllib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +26,7 @@ from typing import Any, Literal
 from packaging.markers import Marker
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.tags import sys_tags
+from packaging.tags import compatible_tags, cpython_tags, platform_tags, sys_tags
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 from envs.errors import EnvError
@@ -65,9 +65,9 @@ class LockedPackage:
     files: tuple[LockedFile, ...]
     marker: str | None = None
 
-    def file_here(self) -> LockedFile:
-        """What to install here: a wheel for this machine's tags, else any wheel, else the sdist."""
-        supported = _supported_tags()
+    def file_for(self, interpreter: Interpreter) -> LockedFile:
+        """What to install: a wheel for the interpreter's tags, else any wheel, else the sdist."""
+        supported = tags_for(interpreter)
         wheels = [f for f in self.files if f.filename.endswith(".whl")]
         fitting = [w for w in wheels if _wheel_tags(w.filename) & supported]
         return (fitting or wheels or list(self.files))[0]
@@ -105,10 +105,33 @@ def _version_from_url(url: str) -> str:
         return filename.rsplit("-", 1)[-1].removesuffix(".tar.gz").removesuffix(".zip")
 
 
+def tags_for(interpreter: Interpreter) -> frozenset[Any]:
+    """The wheel tags `interpreter` installs: the env's Python, not the runner's own."""
+    if interpreter == Interpreter.current():
+        return _supported_tags()
+    major, minor = (int(part) for part in interpreter.version.split(".")[:2])
+    return _tags_of(interpreter.implementation, (major, minor))
+
+
 @functools.cache
 def _supported_tags() -> frozenset[Any]:
     """The wheel tags this interpreter installs (computed once: it is not cheap)."""
     return frozenset(sys_tags())
+
+
+@functools.cache
+def _tags_of(implementation: str, version: tuple[int, int]) -> frozenset[Any]:
+    """Another CPython's tags on this machine: its version and ABI, this machine's platforms."""
+    if implementation != "cpython":
+        return frozenset()  # unknown: the caller falls back to any wheel, and uv checks
+    abi = f"cp{version[0]}{version[1]}"
+    platforms = list(platform_tags())
+    return frozenset(
+        [
+            *cpython_tags(version, abis=[abi], platforms=platforms),
+            *compatible_tags(version, interpreter=abi, platforms=platforms),
+        ]
+    )
 
 
 def _wheel_tags(filename: str) -> set[Any]:
@@ -124,6 +147,8 @@ class Lock:
 
     text: str
     kind: Kind = "pylock"
+    base: str | None = field(default=None, compare=False)
+    """The lockfile's folder: PEP 751 resolves a relative `path` against it."""
 
     @property
     def filename(self) -> str:
@@ -152,7 +177,9 @@ class Lock:
         for entry in self.data.get("packages", []):
             files = [*entry.get("wheels", []), *([entry["sdist"]] if "sdist" in entry else [])]
             locked = tuple(
-                LockedFile(f.get("url") or f.get("path"), f.get("hashes", {}).get("sha256"))
+                LockedFile(
+                    f.get("url") or self._path(f.get("path")), f.get("hashes", {}).get("sha256")
+                )
                 for f in files
             )
             if not locked or any(f.sha256 is None for f in locked):
@@ -169,6 +196,12 @@ class Lock:
                 )
             )
         return packages
+
+    def _path(self, path: str | None) -> str | None:
+        """A pylock `path`, absolute: a relative one is relative to the lockfile's folder."""
+        if path is None or self.base is None or Path(path).is_absolute():
+            return path
+        return str(Path(self.base) / path)
 
     def _requirements(self) -> list[LockedPackage]:
         packages = []
@@ -206,7 +239,7 @@ class Lock:
         packages = [asdict(p) for p in self.packages]
         return digest({"requirements": packages, "interpreter": interpreter.identity()})
 
-    def installable(self) -> str:
+    def installable(self, interpreter: Interpreter) -> str:
         """The lock as the hashed requirements file uv installs it from.
 
         A `pylock` becomes one `name @ URL --hash=...` line per package (the
@@ -218,7 +251,7 @@ class Lock:
             return self.text
         lines = []
         for package in self.packages:
-            chosen = package.file_here()
+            chosen = package.file_for(interpreter)
             marker = f" ; {package.marker}" if package.marker else ""
             lines.append(f"{package.name} @ {chosen.uri}{marker} --hash=sha256:{chosen.sha256}\n")
         return "".join(lines)
@@ -235,9 +268,9 @@ class Lock:
             needs = SpecifierSet()
         if interpreter.version not in needs:
             raise LockError(f"the lock is for Python {needs}; {here}")
-        if interpreter != Interpreter.current():
-            return  # the tags of another interpreter are not known here; uv will check them
-        supported = _supported_tags()
+        supported = tags_for(interpreter)
+        if not supported:
+            return  # the tags of this interpreter are not known here; uv will check them
         for package in self.packages:
             if package.marker and not Marker(package.marker).evaluate():
                 continue  # not installed here

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import sysconfig
@@ -23,7 +24,7 @@ from typing import Any
 
 from packaging.requirements import Requirement
 
-from envs.errors import EnvError
+from envs.errors import EnvError, InvalidIndexError
 from envs.requirements import canonical, check_unique
 
 KEY_VERSION = 1
@@ -31,6 +32,9 @@ KEY_VERSION = 1
 
 _TRUE = {"1", "true", "yes", "on"}
 PYPI = {"https://pypi.org/simple", "https://pypi.python.org/simple"}
+
+
+_INDEX_URL = re.compile(r"^(https?|file)://\S+$", re.IGNORECASE)
 
 
 def _is_url(text: str) -> bool:
@@ -53,8 +57,19 @@ class IndexConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "find_links", tuple(_absolute(f) for f in self.find_links))
+        for url in (self.index_url, *self.extra_index_urls):
+            if url is not None and not _INDEX_URL.match(url):
+                raise InvalidIndexError(
+                    f"index URL {url!r} is not a URL: give http(s)://HOST/PATH or file:///PATH "
+                    "(a folder of wheels goes to find-links)"
+                )
+
+    def identity(self) -> dict[str, Any]:
+        """What the key holds: naming PyPI, the default, is the same as naming no index."""
+        data = asdict(self)
         if self.index_url is not None and self.index_url.rstrip("/") in PYPI:
-            object.__setattr__(self, "index_url", None)  # naming the default changes nothing
+            data["index_url"] = None
+        return data
 
     @classmethod
     def from_urls(cls, urls: Sequence[str]) -> IndexConfig:
@@ -73,14 +88,19 @@ class IndexConfig:
 
     @classmethod
     def layered(cls, *layers: IndexConfig) -> IndexConfig:
-        """Each field from the first layer that sets it (job, then settings, then pip env)."""
+        """Each field from the first layer that sets it (job, then settings, then pip env).
+
+        The main index (`index_url`, or `no_index`) is one choice: the first layer
+        that makes it wins whole, so a job's explicit index undoes PIP_NO_INDEX.
+        """
+        main = next((la for la in layers if la.index_url or la.no_index), cls())
         return cls(
-            index_url=next((la.index_url for la in layers if la.index_url), None),
+            index_url=main.index_url,
             extra_index_urls=next(
                 (la.extra_index_urls for la in layers if la.extra_index_urls), ()
             ),
             find_links=next((la.find_links for la in layers if la.find_links), ()),
-            no_index=next((True for la in layers if la.no_index), False),
+            no_index=main.no_index,
         )
 
 
@@ -174,6 +194,6 @@ class EnvSpec:
                 "version": KEY_VERSION,
                 "requirements": self.canonical_requirements,
                 "interpreter": self.interpreter.identity(),
-                "index": asdict(self.index),
+                "index": self.index.identity(),
             }
         )

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from kubeflow.common import constants as common_constants
 from kubeflow.trainer import LocalProcessBackendConfig as SdkLocalConfig
 from kubeflow.trainer import TrainerClient
@@ -37,6 +38,8 @@ from runner.settings import RunnerSettings
 from runner.spec import FunctionEntry, JobSpec, LockedSet
 from runner.store import JobRecord, JobStore
 from runner.units import parse_size
+
+_log = structlog.get_logger("runner.backend")
 
 STATUSES = {
     constants.TRAINJOB_CREATED,
@@ -130,6 +133,17 @@ class Lockfile:
             raise ValueError(str(exc)) from None
 
 
+def _explicit_urls(urls: list[str] | None) -> list[str]:
+    """`pip_index_urls` as the user chose them: the SDK's default (PyPI) is no choice.
+
+    An explicit choice overrides the runner's settings and PIP_* variables; the
+    dataclass default must not, or every job would undo the user's mirror.
+    """
+    from kubeflow.trainer.constants.constants import DEFAULT_PIP_INDEX_URLS
+
+    return [] if not urls or list(urls) == list(DEFAULT_PIP_INDEX_URLS) else list(urls)
+
+
 def sandbox_policy(cfg: RunnerSettings, resources: dict[str, Any] | None) -> SandboxPolicy:
     """The settings' sandbox, with `resources_per_node["memory"]` (`"4Gi"`) as its memory limit."""
     policy = cfg.policy()
@@ -201,7 +215,7 @@ class LocalProcessBackend(RuntimeBackend):
             # a lockfile is the whole env (the runtime's packages included): nothing to merge
             "requirements": wanted if locked else merge(parse_all(local.packages), wanted),
             "lockfile": locked,
-            "index": IndexConfig.from_urls(trainer.pip_index_urls or []),
+            "index": IndexConfig.from_urls(_explicit_urls(trainer.pip_index_urls)),
             "env": dict(trainer.env or {}),
             "framework": local.framework,
             "nproc_per_node": ranks_per_node(trainer.resources_per_node, gpu_count()),
@@ -226,7 +240,7 @@ class LocalProcessBackend(RuntimeBackend):
     def _record(self, name: str) -> JobRecord:
         if not self.store.dir(name).exists():
             raise ValueError(f"No TrainJob with name {name}")
-        return self.store.load(name, grace=self.cfg.cancel_grace)
+        return self.store.load(name)
 
     def _trainjob(self, record: JobRecord) -> types.TrainJob:
         spec = record.spec
@@ -260,10 +274,11 @@ class LocalProcessBackend(RuntimeBackend):
         )
 
     def list_jobs(self, runtime: types.Runtime | None = None) -> list[types.TrainJob]:
+        records, broken = self.store.scan()
+        for problem in broken:  # the others are listed all the same
+            _log.warning("job.unreadable", error=str(problem))
         return [
-            self._trainjob(r)
-            for r in self.store.jobs()
-            if runtime is None or r.spec.runtime == runtime.name
+            self._trainjob(r) for r in records if runtime is None or r.spec.runtime == runtime.name
         ]
 
     def get_job(self, name: str) -> types.TrainJob:

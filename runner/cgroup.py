@@ -13,17 +13,29 @@ back to rlimits.
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from runner.process import is_same_process, start_ticks
 
 ROOT = Path("/sys/fs/cgroup")
 PREFIX = "sandbox-runner-"
 STALE_AFTER = 60.0
 """Seconds after which an empty job cgroup left by a killed runner is removed."""
 
-ENTER = 'for f in "$@"; do [ "$f" = -- ] && break; echo $$ > "$f"; shift; done; shift; exec "$@"'
-"""`sh -c ENTER sh PROCS... -- ARGV`: move this shell into each cgroup, then become ARGV."""
+ENTER_FAILED = 125
+ENTER = (
+    'for f in "$@"; do [ "$f" = -- ] && break; echo $$ > "$f" || {'
+    ' echo "sandbox-runner: cannot enter the cgroup $f: the limit would not apply" >&2;'
+    f' exit {ENTER_FAILED}; }}; shift; done; shift; exec "$@"'
+)
+"""`sh -c ENTER sh PROCS... -- ARGV`: move this shell into each cgroup, then become ARGV.
+
+A move that fails ends the node before ARGV runs: a limit asked for applies or
+the job does not run."""
 
 
 def _own_path(controller: str) -> Path | None:
@@ -52,11 +64,25 @@ def _read_counter(path: Path, key: str) -> int:
     return 0
 
 
+def _owner_tag() -> str:
+    """Names this runner in its cgroups' names: pid and start time."""
+    pid = os.getpid()
+    return f"{pid}.{start_ticks(pid)}"
+
+
 def _remove_stale(parent: Path) -> None:
-    """Empty job cgroups a killed runner left behind (rmdir refuses one with processes)."""
+    """Empty job cgroups whose runner died (rmdir refuses one with processes).
+
+    Only a dead runner's: a live one may still have to read the events of a
+    cgroup whose processes have all ended.
+    """
     with contextlib.suppress(OSError):
         for child in parent.glob(f"{PREFIX}*"):
-            if time.time() - child.stat().st_mtime > STALE_AFTER:
+            pid, _, ticks = child.name.removeprefix(PREFIX).partition("-")[0].partition(".")
+            owner_gone = not (
+                pid.isdigit() and ticks.isdigit() and is_same_process(int(pid), int(ticks))
+            )
+            if owner_gone and time.time() - child.stat().st_mtime > STALE_AFTER:
                 with contextlib.suppress(OSError):
                     child.rmdir()
 
@@ -73,7 +99,7 @@ def _make(controller: str, name: str, limits: dict[str, str]) -> Path | None:
         except OSError:
             return None
     _remove_stale(parent)
-    path = parent / f"{PREFIX}{name}"
+    path = parent / f"{PREFIX}{_owner_tag()}-{name}"
     try:
         path.mkdir()
         for file, value in limits.items():
@@ -84,6 +110,21 @@ def _make(controller: str, name: str, limits: dict[str, str]) -> Path | None:
             path.rmdir()
         return None
     return path
+
+
+def available(controller: str) -> bool:
+    """Whether this runner can make a cgroup with `controller` here (tried once per process)."""
+    return _available(ROOT, controller)
+
+
+@functools.cache
+def _available(_root: Path, controller: str) -> bool:
+    path = _make(controller, f"probe-{os.getpid()}", {})
+    if path is None:
+        return False
+    with contextlib.suppress(OSError):
+        path.rmdir()
+    return True
 
 
 @dataclass(frozen=True)

@@ -13,3 +13,15 @@ class InvalidJobError(RunnerError, ValueError):
 
 class JobNotFoundError(RunnerError, LookupError):
     """No job record with that name."""
+
+
+class CorruptRecordError(RunnerError):
+    """A job's record on disk cannot be read (truncated, edited by hand)."""
+
+
+class LogMissingError(RunnerError):
+    """A job's log file is gone."""
+
+
+class StateDirError(RunnerError):
+    """The state or cache directory cannot be used (not a directory, read-only, ...)."""

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from structlog.typing import FilteringBoundLogger as Logger
@@ -29,6 +31,7 @@ from runner.settings import RunnerSettings
 from runner.spec import JobSpec, ScriptEntry, env_spec, open_cache
 from runner.store import (
     COMPLETE,
+    CREATED,
     FAILED,
     RUNNING,
     JobRecord,
@@ -41,10 +44,24 @@ from runner.store import (
 from runner.units import format_size
 
 CANCELLED = "cancelled"
+_MEMORY_ERROR = re.compile(r"^MemoryError\b")
+"""The last line of Python's traceback when an allocation failed."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a job ended, before it is recorded: the one final state and its reason."""
+
+    status: Status
+    reason: str | None = None
+    exit_code: int | None = None
+    steps: tuple[StepRecord, ...] = ()
+    interrupted: bool = False
+    """Ended by Ctrl-C or SIGTERM of the owner, which is raised again once recorded."""
 
 
 def this_process() -> ProcessRef:
-    return ProcessRef(pid=os.getpid(), ticks=start_ticks(os.getpid()))
+    return ProcessRef.of(os.getpid(), start_ticks(os.getpid()))
 
 
 def execute(
@@ -57,26 +74,29 @@ def execute(
 ) -> JobRecord:
     """Run a Created job to its end in this process, which becomes its owner.
 
-    With `cleanup`, the job's scratch (working directory, entry script) is removed
-    when it ends; its record and log stay, and so does the shared cached env.
+    Every way out (success, a failed step, cancel, timeout, Ctrl-C, an error
+    in the runner itself) ends in exactly one final state with a reason,
+    recorded here and nowhere else. With `cleanup`, the job's scratch (working
+    directory, entry script) is removed when it ends; its record and log stay,
+    and so does the shared cached env.
     """
-    joblog = JobLog(store.log_path(name), echo)
+    joblog = JobLog(store.log_path(name), echo, level=settings.log_level)
     log: Logger = joblog.logger.bind(job=name)
+    outcome: Outcome | None = None
     try:
-        record = store.update(name, owner=this_process())
-        spec = record.spec
         try:
-            with open_cache(settings).lease(
-                env_spec(settings, spec.packages, spec.index),
-                log,
-                spec.lockfile.lock if spec.lockfile else None,
-            ) as env:
-                store.update(name, status=RUNNING, started=now(), env_key=env.key)
-                return _run_steps(store, record, env.path, log, settings)
+            outcome = _life(store, name, settings, log)
+        except KeyboardInterrupt:
+            log.warning("job.cancel", by="interrupt")
+            outcome = Outcome(FAILED, CANCELLED, interrupted=True)
         except EnvError as exc:
             log.error("env.failed", error=str(exc))
             first = str(exc).splitlines()[0]
-            return _finish(store, name, log, FAILED, None, f"environment not built: {first}", [])
+            outcome = Outcome(FAILED, f"environment not built: {first}")
+        except Exception as exc:  # a bug or an unforeseen fault: never a silent Complete
+            outcome = _runner_error(log, exc)
+        record = _finish(store, name, log, outcome)
+        joblog.check()
     finally:
         joblog.close()
         remove_tree(store.dir(name) / "tmp")
@@ -84,39 +104,67 @@ def execute(
             remove_tree(store.workdir(name))
             for scratch in (launch.ENTRY_FILE, launch.ARGS_FILE):
                 (store.dir(name) / scratch).unlink(missing_ok=True)
+    if outcome is not None and outcome.interrupted:
+        raise KeyboardInterrupt
+    return record
+
+
+def _runner_error(log: Logger, exc: BaseException) -> Outcome:
+    error = f"{type(exc).__name__}: {exc}"
+    log.error("job.error", error=error, exc_info=exc)
+    return Outcome(FAILED, f"runner error: {error}")
+
+
+def _life(store: JobStore, name: str, settings: RunnerSettings, log: Logger) -> Outcome | None:
+    """Created -> (env) -> Running -> the steps' outcome; None if the job was ended meanwhile."""
+    record = store.update(name, owner=this_process())
+    spec = record.spec
+    envspec = env_spec(settings, spec.packages, spec.index)
+    with open_cache(settings).lease(
+        envspec, log, spec.lockfile.lock if spec.lockfile else None
+    ) as env:
+        running = store.advance(
+            name, RUNNING, started=now(), env_key=env.key, index=asdict(envspec.index)
+        )
+        if running is None:  # cancelled (or reaped) while its env was being built
+            log.info("job.not_started", status=store.load(name).status)
+            return None
+        return _run_steps(store, running, env.path, log, settings)
 
 
 def _limit_hit(
     policy: SandboxPolicy, code: int | None, memory_error: bool, cgroups: list[JobCgroup]
 ) -> str:
-    """Name the limit that most likely ended the job, so the reason says so."""
+    """The limit that ended the job, only where the kernel's own accounting says so."""
     if policy.memory and any(c.memory_exceeded() for c in cgroups):
         return f": memory limit of {format_size(policy.memory)} exceeded (killed by the kernel)"
-    if policy.memory and (memory_error or code in (-signal.SIGKILL, 128 + signal.SIGKILL)):
-        return f": memory limit of {format_size(policy.memory)} exceeded"
+    if policy.memory and memory_error and not any(c.memory for c in cgroups):
+        return (
+            f": memory limit of {format_size(policy.memory)} exceeded "
+            "(MemoryError under the address-space rlimit)"
+        )
     if policy.processes and any(c.processes_exceeded() for c in cgroups):
         return f": process limit of {policy.processes} reached"
-    if policy.cpu_seconds and code in (-signal.SIGXCPU, 128 + signal.SIGXCPU, -signal.SIGKILL):
+    if policy.cpu_seconds and code in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
         return f": CPU time limit of {policy.cpu_seconds} s exceeded"
     return ""
 
 
 def _on_line(
     log: Logger, spec: JobSpec, memory_error: threading.Event
-) -> Callable[[str, str], None]:
+) -> Callable[[str, str, bool], None]:
     """Turn each line a step prints into an `output` record, with its rank where known."""
 
-    def on_line(stream: str, line: str) -> None:
-        if "MemoryError" in line:
+    def on_line(stream: str, line: str, partial: bool) -> None:
+        rank, text = launch.split_rank(line) if spec.framework == "torch" else (None, line)
+        if stream == "stderr" and _MEMORY_ERROR.match(text):
             memory_error.set()
-        if spec.framework != "torch":
-            log.info("output", stream=stream, line=line)
-            return
-        rank, text = launch.split_rank(line)
-        if rank is None:  # torchrun's own lines
-            log.info("output", stream=stream, line=text)
-        else:
-            log.info("output", stream=stream, rank=rank, line=text)
+        fields: dict[str, object] = {"stream": stream}
+        if rank is not None:  # torchrun's own lines carry none
+            fields["rank"] = rank
+        if partial:  # a piece of a longer line; the line goes on in the next record
+            fields["partial"] = True
+        log.info("output", **fields, line=text)
 
     return on_line
 
@@ -165,7 +213,8 @@ def _start_steps(
             readable=tuple(readable),
             join=namespaces,
             report_fd=report[1] if report else None,
-            cgroup=cgroup,
+            cgroups=cgroup,
+            torch=spec.framework == "torch",
         )
         if index == 0 and cgroup:
             held = {
@@ -179,8 +228,8 @@ def _start_steps(
             log.warning(
                 "sandbox.degraded",
                 not_enforced=list(confinement.not_enforced),
-                cause=bwrap_problem(settings.bwrap),
-                fix=INSTALL_BWRAP,
+                cause="sandbox off" if policy.mode == "off" else bwrap_problem(settings.bwrap),
+                fix=INSTALL_BWRAP if bwrap_problem(settings.bwrap) else None,
             )
         step_log = log.bind(step=step.name)
         argv = (*confinement.prefix, *step.argv)
@@ -220,36 +269,37 @@ def _namespace_pid(fd: int) -> int:
 
 def _run_steps(
     store: JobStore, job: JobRecord, env_dir: Path, log: Logger, settings: RunnerSettings
-) -> JobRecord:
+) -> Outcome:
+    """Start every step, supervise them, and end them all, whatever happens meanwhile."""
     spec = job.spec
-    grace = settings.cancel_grace
     policy = spec.sandbox or settings.policy()
     started = time.monotonic()
     running: list[tuple[launch.Step, Process]] = []
     memory_error = threading.Event()
     cgroups: list[JobCgroup] = []
     reason: str | None = None
+    interrupted = False
     try:
         _start_steps(store, job, env_dir, log, settings, running, memory_error, cgroups)
         store.update(
             spec.name,
             steps=[
-                StepRecord(name=s.name, process=ProcessRef(pid=p.pid, ticks=p.ticks))
-                for s, p in running
+                StepRecord(name=s.name, process=ProcessRef.of(p.pid, p.ticks)) for s, p in running
             ],
         )
-        reason = _supervise(store, spec, running, log, grace, started)
+        reason = _supervise(store, spec, running, log, settings.cancel_grace, started)
     except KeyboardInterrupt:
-        reason = CANCELLED
+        reason, interrupted = CANCELLED, True
         log.warning("job.cancel", by="interrupt")
-        raise
     except OSError as exc:
         reason = f"cannot start {exc.filename or 'the job'}: {exc.strerror or exc}"
         log.error("job.spawn_failed", error=str(exc))
+    except Exception as exc:
+        reason = _runner_error(log, exc).reason
     finally:
         for _step, proc in running:
             if proc.poll() is None:
-                proc.end(grace)
+                proc.end(settings.cancel_grace)
         steps = []
         for step, proc in running:
             code = proc.wait()
@@ -257,18 +307,19 @@ def _run_steps(
                 "job.exit", code=code, seconds=round(time.monotonic() - started, 3)
             )
             steps.append(StepRecord(name=step.name, process=None, exit_code=code))
-        # the step that failed on its own (code > 0) is the cause, not the ones ended after it
-        bad = sorted((s for s in steps if s.exit_code), key=lambda s: (s.exit_code or 0) < 0)
-        failed = bad[0].exit_code if bad else (0 if steps else None)
-        if reason is None and bad:
-            reason = f"{bad[0].name} exited with code {failed}" + _limit_hit(
-                policy, failed, memory_error.is_set(), cgroups
-            )
-        for cgroup in cgroups:
-            cgroup.remove()
-        status: Status = COMPLETE if reason is None else FAILED
-        record = _finish(store, spec.name, log, status, failed, reason, steps)
-    return record
+    # the step that failed on its own (code > 0) is the cause, not the ones ended after it
+    bad = sorted((s for s in steps if s.exit_code), key=lambda s: (s.exit_code or 0) < 0)
+    failed = bad[0].exit_code if bad else (0 if steps else None)
+    if reason is None and bad:
+        reason = f"{bad[0].name} exited with code {failed}" + _limit_hit(
+            policy, failed, memory_error.is_set(), cgroups
+        )
+    for cgroup in cgroups:  # read above: the kernel's counters go with them
+        cgroup.remove()
+    if reason is None and not steps:
+        reason = "no step was started"
+    status: Status = COMPLETE if reason is None else FAILED
+    return Outcome(status, reason, failed, tuple(steps), interrupted)
 
 
 def _supervise(
@@ -301,38 +352,52 @@ def _supervise(
         next(p for (_s, p), c in zip(running, codes, strict=True) if c is None).exited(0.05)
 
 
-def _finish(
-    store: JobStore,
-    name: str,
-    log: Logger,
-    status: Status,
-    exit_code: int | None,
-    reason: str | None,
-    steps: list[StepRecord],
-) -> JobRecord:
-    record = store.update(
-        name, status=status, exit_code=exit_code, reason=reason, finished=now(), steps=steps
+def _finish(store: JobStore, name: str, log: Logger, outcome: Outcome | None) -> JobRecord:
+    """Record the job's one final state; a job already final (cancelled meanwhile) stays so."""
+    record = None
+    if outcome is not None:
+        record = store.advance(
+            name,
+            outcome.status,
+            exit_code=outcome.exit_code,
+            reason=outcome.reason,
+            finished=now(),
+            steps=list(outcome.steps),
+        )
+    record = record or store.load(name)
+    log.info(
+        "job.end",
+        status=record.status,
+        exit_code=record.exit_code,
+        reason=record.reason,
+        seconds=record.duration,
     )
-    log.info("job.end", status=status, exit_code=exit_code, reason=reason, seconds=record.duration)
     return record
 
 
 def cancel(store: JobStore, name: str, grace: float) -> JobRecord:
-    """Cancel a job from any process: ask its owner, and end the trees if the owner is gone."""
-    record = store.load(name)
+    """Cancel a job from any process.
+
+    A job still in Created (its env building) is ended here at once and never
+    starts; a Running one is asked of its owner, which ends its processes
+    (TERM, then KILL after `grace`) and records the end. Where the owner is
+    gone or does not answer, its processes are ended here.
+    """
+    record = store.reap(name, grace)
     if record.done:
         return record
+    ended = store.advance(name, FAILED, expect=CREATED, reason=CANCELLED, finished=now())
+    if ended is not None:
+        return ended
     store.cancel_path(name).touch()
     deadline = time.monotonic() + grace + 5
     while time.monotonic() < deadline:
         record = store.load(name)
-        if record.done:
-            return record
-        if record.owner is None or not record.owner.alive():
+        if record.done or record.owner is None or record.owner.gone():
             break
         time.sleep(0.05)
-    # the owner is gone or unresponsive: end what it left
-    end_tree(record.tag, grace)
-    if not store.load(name).done:
-        store.update(name, status=FAILED, reason=CANCELLED, finished=now())
+    record = store.reap(name, grace)
+    if not record.done:  # the owner does not answer: end what it runs, and say so
+        end_tree(record.tag, grace)
+        record = store.advance(name, FAILED, reason=CANCELLED, finished=now()) or record
     return store.load(name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,9 +57,21 @@ def program(spec: JobSpec, jobdir: Path) -> list[str]:
     return [str(Path(entry.target).resolve()), *entry.argv]
 
 
-def free_port() -> int:
+def job_loopback() -> str:
+    """A loopback network of the job's own: `127.A.B.` (A, B random, A > 0), hosts 1.. its nodes.
+
+    All of 127/8 is loopback. Jobs that meet on different addresses cannot take
+    each other's rendezvous port, whatever port each one picks: starting
+    together, two jobs would otherwise both see a port free and both bind it.
+    """
+    a, b = secrets.randbelow(254) + 1, secrets.randbelow(256)
+    return f"127.{a}.{b}."
+
+
+def free_port(host: str) -> int:
+    """A port free on `host` now; nobody else binds `host`, so it stays free for the job."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
 
@@ -83,18 +96,20 @@ def split_rank(line: str) -> tuple[int | None, str]:
 def steps(spec: JobSpec, bin_dir: Path, jobdir: Path) -> list[Step]:
     """The argv of every step. Torch jobs get one torchrun agent per local node.
 
-    The agents meet in a c10d rendezvous on loopback (a free port), hosted by
-    `node-0`. c10d hands out node ranks in join order and ignores `--node-rank`
-    (torchrun warns if it is given), so it is not passed; each worker line is
+    The agents meet in a c10d rendezvous on a loopback address of the job's
+    own (`job_loopback`), hosted by `node-0`. c10d hands out node ranks in join
+    order and ignores `--node-rank` (torchrun warns if it is given), so it is
+    not passed; each worker line is
     tagged with its true global rank through torchrun's prefix template instead.
-    Each agent gives its own loopback address (127.0.0.N, all of 127/8 is
-    loopback): c10d tells nodes apart by address and pid, and each node runs in
-    a pid namespace of its own, where every agent may have the same pid.
+    Each agent gives its own address in that network (127.A.B.N+1): c10d tells
+    nodes apart by address and pid, and each node runs in a pid namespace of
+    its own, where every agent may have the same pid.
     """
     prog = program(spec, jobdir)
     if spec.framework != "torch":
         return [Step("node-0", (str(bin_dir / "python"), *prog))]
-    endpoint = f"127.0.0.1:{free_port()}"
+    net = job_loopback()
+    endpoint = f"{net}1:{free_port(f'{net}1')}"
     return [
         Step(
             f"node-{node}",
@@ -106,7 +121,7 @@ def steps(spec: JobSpec, bin_dir: Path, jobdir: Path) -> list[Step]:
                 f"--rdzv-endpoint={endpoint}",
                 f"--rdzv-id={spec.name}",
                 f"--rdzv-conf=is_host={int(node == 0)}",
-                f"--local-addr=127.0.0.{node + 1}",
+                f"--local-addr={net}{node + 1}",
                 "--tee=3",
                 *prog,
             ),

@@ -6,8 +6,10 @@ was bound (`job`, `step`, `rank`, ...) with structlog's contextvars.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import sys
 import threading
 from collections.abc import Callable, MutableMapping
@@ -15,6 +17,8 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 import structlog
+
+from envs.files import atomic_write_text
 
 LogFormat = Literal["auto", "json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -57,21 +61,34 @@ def configure(
 Echo = Callable[[dict[str, Any]], None]
 
 
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+
+
 class JobLog:
     """A job's log: every record appended to `log.jsonl` as one JSON line, as it happens.
 
     The file is line-buffered, so a reader in another process (`runner logs -f`,
     a second SDK backend) sees each record when it is written. `echo`, when
-    given, also receives each record (the CLI prints it; the SDK backend does not).
+    given, also receives each record at `level` or above, and every output line
+    (the CLI prints them; the SDK backend does not). An echo that fails (a
+    closed pipe) is dropped; the job and its log go on.
     """
 
-    def __init__(self, path: Path, echo: Echo | None = None) -> None:
-        self._fh = path.open("a", encoding="utf-8", buffering=1)
+    def __init__(self, path: Path, echo: Echo | None = None, level: str = "info") -> None:
+        self.path = path
+        self._fh = path.open("a+", encoding="utf-8", buffering=1)
+        self._inode = os.fstat(self._fh.fileno()).st_ino
         self._lock = threading.Lock()
         self._echo = echo
+        self._level = _LEVELS[level]
         self.logger: structlog.typing.FilteringBoundLogger = structlog.wrap_logger(
             None,
-            processors=[structlog.processors.add_log_level, _timestamp, self._write],
+            processors=[
+                structlog.processors.add_log_level,
+                _timestamp,
+                structlog.processors.format_exc_info,
+                self._write,
+            ],
             wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
             context_class=dict,
             cache_logger_on_first_use=False,
@@ -85,11 +102,33 @@ class JobLog:
             **event,
         }
         line = json.dumps(record, default=str, ensure_ascii=False)
-        with self._lock:
+        with self._lock:  # one order for the file and the echo
             self._fh.write(line + "\n")
-        if self._echo is not None:
-            self._echo(record)
+            shown = record["event"] == "output" or _LEVELS.get(record["level"], 0) >= self._level
+            if self._echo is not None and shown:
+                try:
+                    self._echo(record)
+                except Exception:
+                    self._echo = None
         raise structlog.DropEvent
+
+    def check(self) -> None:
+        """Put the log back where readers look if it was deleted or replaced meanwhile.
+
+        The runner kept writing to the file it opened, so nothing was lost; one
+        `log.restored` record says that it happened.
+        """
+        try:
+            if self.path.stat().st_ino == self._inode:
+                return
+        except FileNotFoundError:
+            pass
+        self.logger.warning("log.restored", path=str(self.path), cause="deleted or replaced")
+        with self._lock:
+            self._fh.seek(0)
+            text = self._fh.read()
+        with contextlib.suppress(OSError):  # the job's folder itself is gone
+            atomic_write_text(self.path, text)
 
     def close(self) -> None:
         with self._lock:

@@ -9,6 +9,7 @@ then KILL after a grace period, so no worker outlives its job.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -21,8 +22,10 @@ from typing import IO
 MAX_LINE = 64 * 1024
 """Longer lines are split into pieces of this many bytes."""
 
-OnLine = Callable[[str, str], None]
-"""Called with (stream, line) for every line, from the pump threads."""
+OnLine = Callable[[str, str, bool], None]
+"""Called with (stream, line, partial) for every line, from the pump threads.
+
+`partial`: the line was longer than MAX_LINE and goes on in the next call."""
 
 
 def start_ticks(pid: int) -> int | None:
@@ -32,6 +35,16 @@ def start_ticks(pid: int) -> int | None:
     except OSError:
         return None
     return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+@functools.cache
+def host_identity() -> str:
+    """This process's pid namespace and boot: where a recorded pid means this process's pid."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{Path('/proc/self/ns/pid').readlink()}@{boot}"
+    except OSError:
+        return "unknown"
 
 
 def is_same_process(pid: int, ticks: int | None) -> bool:
@@ -71,10 +84,24 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
+def _is_sandbox(pid: int) -> bool:
+    """bubblewrap itself, or the init of its pid namespace (also bwrap)."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() == "bwrap"
+    except OSError:
+        return False
+
+
 def end_tree(tag: str, grace: float, is_done: Callable[[], bool] | None = None) -> None:
-    """TERM every process of the job, wait up to `grace` seconds, then KILL what is left."""
+    """TERM every process of the job, wait up to `grace` seconds, then KILL what is left.
+
+    The sandbox's own processes are not sent TERM: the init of a pid namespace
+    that dies takes every process in it down at once, so the job's handlers
+    (saving a checkpoint) would get no grace at all. They end when the job does.
+    """
     for pid in tagged(tag):
-        _signal(pid, signal.SIGTERM)
+        if not _is_sandbox(pid):
+            _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and tagged(tag) and not (is_done and is_done()):
         time.sleep(0.05)
@@ -154,4 +181,5 @@ def _pump(stream: IO[bytes] | None, name: str, on_line: OnLine) -> None:
     assert stream is not None
     with stream:
         while chunk := stream.readline(MAX_LINE):
-            on_line(name, chunk.decode("utf-8", "replace").rstrip("\r\n"))
+            partial = not chunk.endswith(b"\n") and len(chunk) == MAX_LINE
+            on_line(name, chunk.decode("utf-8", "replace").rstrip("\r\n"), partial)

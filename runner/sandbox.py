@@ -12,8 +12,10 @@ Layers, each on by default where the machine supports it:
   (`cgroup.py`), else as rlimits (address space per process, RLIMIT_NPROC);
   CPU time and open files as rlimits (`prlimit`);
 - lifetime: the job dies with the runner (bubblewrap's `--die-with-parent`
-  and a private pid namespace; without bubblewrap, `setpriv --pdeathsig`
-  on the job's first process only).
+  and a private pid namespace; without bubblewrap, and with the sandbox off,
+  `setpriv --pdeathsig` on the job's first process: torchrun gets TERM and
+  ends its workers, a python job is killed, and what a python job started
+  itself is left to the next `runner jobs --reap`).
 
 Where bubblewrap is missing, `auto` runs with what works and logs one
 `sandbox.degraded` record naming what is not enforced; `strict` refuses.
@@ -31,6 +33,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from runner import cgroup
 from runner.cgroup import JobCgroup
 from runner.errors import RunnerError
 
@@ -92,13 +95,13 @@ def job_environ(
     return env
 
 
-def _limits(policy: SandboxPolicy, cgroup: JobCgroup | None = None) -> list[str]:
+def _limits(policy: SandboxPolicy, held: JobCgroup | None = None) -> list[str]:
     """prlimit's flags: the limits no cgroup holds."""
     limits = {
-        "--as": None if cgroup and cgroup.memory else policy.memory,
+        "--as": None if held and held.memory else policy.memory,
         "--cpu": policy.cpu_seconds,
         "--nofile": policy.open_files,
-        "--nproc": None if cgroup and cgroup.pids else policy.processes,
+        "--nproc": None if held and held.pids else policy.processes,
     }
     return [f"{flag}={value}" for flag, value in limits.items() if value is not None]
 
@@ -123,8 +126,10 @@ def bwrap_problem(bwrap: str | None) -> str | None:
 
 def check(policy: SandboxPolicy, bwrap: str | None) -> tuple[str, ...]:
     """The layers this machine cannot enforce; in strict mode, refuse instead."""
-    if policy.mode == "off":
-        return ()
+    if policy.mode == "off":  # a limit asked for is still named when it does not apply
+        asked = {"memory": policy.memory, "CPU time": policy.cpu_seconds}
+        asked |= {"open files": policy.open_files, "processes": policy.processes}
+        return tuple(f"{name} limit (sandbox off)" for name, value in asked.items() if value)
     missing: list[str] = []
     problem = bwrap_problem(bwrap)
     if problem:
@@ -133,6 +138,16 @@ def check(policy: SandboxPolicy, bwrap: str | None) -> tuple[str, ...]:
         missing.append("dying with the runner (only the first process is tied to it)")
     if _limits(policy) and shutil.which("prlimit") is None:
         missing.append("resource limits (prlimit not found)")
+    if policy.memory and not cgroup.available("memory"):
+        missing.append(
+            "memory limit of the whole node (no cgroup can be made here: "
+            "an address-space rlimit per process instead)"
+        )
+    if policy.processes and not cgroup.available("pids"):
+        missing.append(
+            "process limit of the whole node (no cgroup can be made here: "
+            "RLIMIT_NPROC per user instead, which never binds root)"
+        )
     if missing and policy.mode == "strict":
         raise SandboxUnavailableError(
             f"sandbox is strict but cannot enforce: {'; '.join(missing)}"
@@ -151,7 +166,8 @@ def confine(
     readable: tuple[Path, ...] = (),
     join: int | None = None,
     report_fd: int | None = None,
-    cgroup: JobCgroup | None = None,
+    cgroups: JobCgroup | None = None,
+    torch: bool = False,
 ) -> Confinement:
     """The argv prefix of one step.
 
@@ -161,18 +177,21 @@ def confine(
     job with several and no network). `join`: that node's pid; later nodes
     enter its network namespace (one loopback for the job); each node keeps a
     pid namespace of its own, so it dies whole with the runner.
-    `cgroup`: the node's cgroups; the limits they hold are not set as rlimits.
+    `cgroups`: the node's cgroups; the limits they hold are not set as rlimits.
+    `torch`: the step is a torchrun agent, which ends its workers on TERM.
     """
     not_enforced = check(policy, bwrap)
+    # without bubblewrap's pid namespace only the first process is tied to the runner: torchrun
+    # takes TERM as its cue to end its workers, a plain python dies at once
+    tie = ["setpriv", f"--pdeathsig={'TERM' if torch else 'KILL'}", "--"]
+    tie = tie if shutil.which("setpriv") else []
     if policy.mode == "off":
-        return Confinement((), ())
-    prefix: list[str] = list(cgroup.enter()) if cgroup else []
-    if _limits(policy, cgroup) and shutil.which("prlimit"):
-        prefix += ["prlimit", *_limits(policy, cgroup), "--"]
+        return Confinement(tuple(tie), not_enforced)
+    prefix: list[str] = list(cgroups.enter()) if cgroups else []
+    if _limits(policy, cgroups) and shutil.which("prlimit"):
+        prefix += ["prlimit", *_limits(policy, cgroups), "--"]
     if bwrap is None or bwrap_problem(bwrap):
-        if shutil.which("setpriv"):
-            prefix += ["setpriv", "--pdeathsig", "KILL", "--"]
-        return Confinement(tuple(prefix), not_enforced)
+        return Confinement((*prefix, *tie), not_enforced)
     if join is not None:
         prefix += ["nsenter", f"--net=/proc/{join}/ns/net", "--"]
     prefix += [bwrap]

@@ -124,11 +124,12 @@ class LockedSet(BaseModel):
     def read(cls, path: str | os.PathLike[str], interpreter: Interpreter) -> LockedSet:
         """Read any lockfile format; one for another Python or platform is refused."""
         lock = formats.read(Path(path), interpreter)
-        return cls(kind=lock.kind, text=lock.text, source=str(path))
+        return cls(kind=lock.kind, text=lock.text, source=str(Path(path).resolve()))
 
     @property
     def lock(self) -> Lock:
-        return Lock(self.text, self.kind)
+        """The lock; a relative file `path` in it is relative to the lockfile's folder."""
+        return Lock(self.text, self.kind, base=str(Path(self.source).parent))
 
 
 class JobSpec(BaseModel):

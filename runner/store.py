@@ -1,9 +1,19 @@
 """Jobs on disk: one folder per job with `job.json` (atomic) and `log.jsonl`.
 
-Any process can list jobs, read their logs and cancel them. Every running job
-has one owner process, recorded with its pid and start time; a reader that
-finds a job Running whose owner is gone marks it Failed ("runner exited"), so
-a status never stays Running forever.
+Any process can list jobs, read their logs and cancel them. Every status
+change goes through `JobStore.advance`, under the job's lock, along the one
+path a job may take (Created -> Running -> Complete | Failed; Created ->
+Failed): a final status is never changed again, so an owner that finishes
+late cannot overwrite a cancel, and a job cancelled while its env builds
+never starts.
+
+Every live job has one owner process, recorded with its pid, start time, pid
+namespace and boot. Reading never changes anything: a reader that can tell
+the owner is gone sees the job as Failed ("runner exited") without writing;
+`reap` is the one explicit step that records it and ends what the owner left
+running (idempotent; `runner jobs --reap`, `cancel` and `rm` do it). Where
+the owner lived in another pid namespace or boot, a reader cannot tell, and
+the stored status stands.
 """
 
 from __future__ import annotations
@@ -19,11 +29,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 from filelock import FileLock
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
-from envs.files import atomic_write_text
-from runner.errors import InvalidJobError, JobNotFoundError
-from runner.process import end_tree, is_same_process
+from envs.files import atomic_write_text, dir_problem
+from runner.errors import (
+    CorruptRecordError,
+    InvalidJobError,
+    JobNotFoundError,
+    LogMissingError,
+    StateDirError,
+)
+from runner.process import end_tree, host_identity, is_same_process
 from runner.spec import JobSpec
 
 Status = Literal["Created", "Running", "Complete", "Failed"]
@@ -32,6 +48,15 @@ RUNNING: Status = "Running"
 COMPLETE: Status = "Complete"
 FAILED: Status = "Failed"
 TERMINAL = frozenset({COMPLETE, FAILED})
+NEXT: dict[Status, frozenset[Status]] = {
+    CREATED: frozenset({RUNNING, FAILED}),
+    RUNNING: frozenset({COMPLETE, FAILED}),
+    COMPLETE: frozenset(),
+    FAILED: frozenset(),
+}
+"""The only moves a job's status can make."""
+
+OWNER_GONE = "runner exited"
 
 
 def now() -> datetime:
@@ -39,13 +64,25 @@ def now() -> datetime:
 
 
 class ProcessRef(BaseModel):
-    """A process named by pid and start time, so a reused pid is never mistaken for it."""
+    """A process named by pid and start time, so a reused pid is never mistaken for it.
+
+    `host` names the pid namespace and boot it lives in: from another, its pid
+    means nothing, and whether it is alive cannot be told.
+    """
 
     pid: int
     ticks: int | None = None
+    host: str | None = None
 
-    def alive(self) -> bool:
-        return is_same_process(self.pid, self.ticks)
+    @classmethod
+    def of(cls, pid: int, ticks: int | None) -> ProcessRef:
+        return cls(pid=pid, ticks=ticks, host=host_identity())
+
+    def gone(self) -> bool:
+        """True only when this reader can tell the process has ended."""
+        if self.host is not None and self.host != host_identity():
+            return False
+        return not is_same_process(self.pid, self.ticks)
 
 
 class StepRecord(BaseModel):
@@ -70,6 +107,8 @@ class JobRecord(BaseModel):
     exit_code: int | None = None
     reason: str | None = None
     env_key: str | None = None
+    index: dict[str, Any] | None = None
+    """The index configuration the job's env was resolved with (job, settings, PIP_*)."""
     owner: ProcessRef | None = None
     steps: list[StepRecord] = Field(default_factory=list)
 
@@ -89,7 +128,15 @@ class JobStore:
 
     def __init__(self, state_dir: Path) -> None:
         self.root = Path(state_dir).expanduser() / "jobs"
-        self.root.mkdir(parents=True, exist_ok=True)
+        problem = dir_problem(self.root, write=False)
+        if problem:
+            raise StateDirError(f"cannot use the job records at {self.root}: {problem}")
+
+    def check_writable(self) -> None:
+        """Refuse, naming the folder, a state dir where a new job could not be recorded."""
+        problem = dir_problem(self.root)
+        if problem:
+            raise StateDirError(f"cannot use the job records at {self.root}: {problem}")
 
     def dir(self, name: str) -> Path:
         return self.root / name
@@ -126,50 +173,88 @@ class JobStore:
         atomic_write_text(self.dir(record.name) / "job.json", record.model_dump_json(indent=2))
 
     def _read(self, name: str) -> JobRecord:
+        path = self.dir(name) / "job.json"
         try:
-            return JobRecord.model_validate_json((self.dir(name) / "job.json").read_bytes())
+            return JobRecord.model_validate_json(path.read_bytes())
         except FileNotFoundError:
             raise JobNotFoundError(f"no job named {name!r}; `runner jobs` lists the jobs") from None
+        except ValidationError as exc:
+            problem = exc.errors()[0]["msg"] if exc.errors() else str(exc)
+            raise CorruptRecordError(
+                f"job {name!r}: its record {path} is unreadable ({problem}); "
+                f"`runner rm {name}` removes it"
+            ) from None
 
-    def load(self, name: str, grace: float = 5.0) -> JobRecord:
-        """The job's record; a live status whose owner died is settled as Failed.
+    def load(self, name: str) -> JobRecord:
+        """The job's record as a reader sees it; nothing is written, nothing is signalled.
 
-        What that owner left running is ended too (every process tagged as the
-        job's): no worker outlives its job's record.
+        A live status whose owner this reader knows to be gone reads as Failed
+        ("runner exited"), which is what `reap` will record.
         """
         record = self._read(name)
-        if record.done or record.owner is None or record.owner.alive():
+        if record.done or record.owner is None or not record.owner.gone():
             return record
+        return record.model_copy(update={"status": FAILED, "reason": OWNER_GONE})
+
+    def reap(self, name: str, grace: float) -> JobRecord:
+        """Record an ownerless live job as Failed and end what it left running; idempotent."""
         with self._locked(name):
             record = self._read(name)
-            if not record.done and record.owner is not None and not record.owner.alive():
-                end_tree(record.tag, grace)
-                record = record.model_copy(
-                    update={"status": FAILED, "reason": "runner exited", "finished": now()}
-                )
-                self._write(record)
-        return record
+            if record.done or record.owner is None or not record.owner.gone():
+                return record
+            end_tree(record.tag, grace)
+            record = record.model_copy(
+                update={"status": FAILED, "reason": OWNER_GONE, "finished": now()}
+            )
+            self._write(record)
+            return record
 
     def update(self, name: str, **changes: object) -> JobRecord:
-        """Read-modify-write under the job's lock."""
+        """Read-modify-write under the job's lock; the status only moves through `advance`."""
+        assert "status" not in changes, "use advance() to change a job's status"
         with self._locked(name):
             record = self._read(name).model_copy(update=changes)
             self._write(record)
             return record
 
-    def jobs(self) -> list[JobRecord]:
-        """Every job, oldest first."""
-        records = []
+    def advance(
+        self, name: str, status: Status, *, expect: Status | None = None, **changes: object
+    ) -> JobRecord | None:
+        """Move the job to `status` (with `changes`), or None where that move is not allowed.
+
+        `expect`: move only from that status.
+
+        Under the job's lock: of two writers racing (an owner starting the job,
+        a cancel from another process), exactly one wins, and a final status
+        stays final.
+        """
+        with self._locked(name):
+            record = self._read(name)
+            if status not in NEXT[record.status] or expect not in (None, record.status):
+                return None
+            record = record.model_copy(update={**changes, "status": status})
+            self._write(record)
+            return record
+
+    def scan(self) -> tuple[list[JobRecord], list[CorruptRecordError]]:
+        """Every readable job, oldest first, and what is wrong with each unreadable one."""
+        records, broken = [], []
         for path in self.root.iterdir():
             if (path / "job.json").exists():
                 try:
                     records.append(self.load(path.name))
                 except JobNotFoundError:  # deleted meanwhile
                     continue
-        return sorted(records, key=lambda r: r.created)
+                except CorruptRecordError as exc:
+                    broken.append(exc)
+        return sorted(records, key=lambda r: r.created), broken
+
+    def jobs(self) -> list[JobRecord]:
+        """Every readable job, oldest first."""
+        return self.scan()[0]
 
     def delete(self, name: str) -> None:
-        if not self.dir(name).exists():
+        if not name or "/" in name or not self.dir(name).is_dir():
             raise JobNotFoundError(f"no job named {name!r}; `runner jobs` lists the jobs")
         shutil.rmtree(self.dir(name))
 
@@ -178,9 +263,15 @@ class JobStore:
     ) -> Iterator[dict[str, Any]]:
         """The job's log records; with `follow`, keep reading until the job has ended."""
         path = self.log_path(name)
-        if not path.exists():
+        try:
+            fh = path.open(encoding="utf-8")
+        except FileNotFoundError:
             self._read(name)  # raises JobNotFoundError with the usual message
-        with path.open(encoding="utf-8") as fh:
+            raise LogMissingError(
+                f"job {name!r} has no log: {path} was deleted"
+                + ("" if self.load(name).done else " (its runner puts it back when the job ends)")
+            ) from None
+        with fh:
             pending = ""
             while True:
                 chunk = fh.readline()

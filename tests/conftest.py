@@ -59,9 +59,10 @@ class UvSpy:
         self.path.write_text(
             "#!/bin/sh\n"
             f'echo "$*" >> "{self.calls_file}"\n'
-            f'hang=$(cat "{self.hang_file}" 2>/dev/null)\n'
+            f'hang=$(sed -n 1p "{self.hang_file}" 2>/dev/null)\n'
+            f'secs=$(sed -n 2p "{self.hang_file}" 2>/dev/null)\n'
             f'"{default_uv()}" "$@"; rc=$?\n'
-            'case "$*" in "$hang"*) [ -n "$hang" ] && sleep 300;; esac\n'
+            'case "$*" in "$hang"*) [ -n "$hang" ] && sleep "${secs:-300}";; esac\n'
             "exit $rc\n"
         )
         self.path.chmod(self.path.stat().st_mode | stat.S_IEXEC)
@@ -72,12 +73,12 @@ class UvSpy:
             return []
         return [c for c in self.calls_file.read_text().splitlines() if c.startswith(verb)]
 
-    def hang_after(self, stage: str | None) -> None:
+    def hang_after(self, stage: str | None, seconds: float = 300) -> None:
         """Make uv sleep after a call whose subcommand starts with `stage` (None: never)."""
         if stage is None:
             self.hang_file.unlink(missing_ok=True)
         else:
-            self.hang_file.write_text(stage)
+            self.hang_file.write_text(f"{stage}\n{seconds:g}\n")
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
     from packaging.requirements import Requirement
 
+    from envs import IndexConfig
     from runner.settings import RunnerSettings
 
 
@@ -62,7 +63,16 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON."
 
 
 def package_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """`--with REQ` and `-r FILE`, both repeatable: the package set of a command."""
+    """`--with REQ` and `-r FILE` (the package set), and where the packages come from."""
+    command = click.option(
+        "--find-links", multiple=True, help="Folder or page of wheels (repeatable)."
+    )(command)
+    command = click.option(
+        "--extra-index-url", multiple=True, help="Extra package index (repeatable)."
+    )(command)
+    command = click.option(
+        "--index-url", help="Package index (default: settings, PIP_INDEX_URL, PyPI)."
+    )(command)
     command = click.option(
         "-r",
         "--requirements",
@@ -81,3 +91,12 @@ def packages_of(with_: tuple[str, ...], req_files: tuple[str, ...]) -> list[Requ
     from envs.requirements import parse_all, read_file
 
     return [*parse_all(with_), *(r for f in req_files for r in read_file(f))]
+
+
+def index_of(
+    index_url: str | None, extra_index_url: tuple[str, ...], find_links: tuple[str, ...]
+) -> IndexConfig:
+    """The index options of `package_options`: the job's layer, over settings and PIP_*."""
+    from envs import IndexConfig
+
+    return IndexConfig(index_url=index_url, extra_index_urls=extra_index_url, find_links=find_links)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ from runner.cli.common import (
     Group,
     duration_option,
     emit,
+    index_of,
     json_option,
     package_options,
     packages_of,
@@ -99,13 +101,30 @@ def envs_show(ctx: click.Context, key: str, as_json: bool) -> None:
 @click.pass_context
 def envs_rm(ctx: click.Context, keys: tuple[str, ...]) -> None:
     """Remove environments (refused for one a running job uses). KEY may be a prefix."""
+    from envs import EnvError
+    from envs.cache import EnvInUseError
     from runner.spec import open_cache
 
     cache = open_cache(settings_of(ctx))
-    for key in keys:
-        env = cache.get(key)
-        freed = cache.remove(env.key)
+    found, unknown = [], []
+    for key in keys:  # every key is checked before any env is removed
+        try:
+            found.append(cache.get(key))
+        except EnvError as exc:
+            unknown.append(str(exc))
+    if unknown:
+        raise click.ClickException("; ".join(unknown) + "; nothing was removed")
+    busy = 0
+    for env in found:
+        try:
+            freed = cache.remove(env.key)
+        except EnvInUseError as exc:  # the others still go; this one is named
+            click.echo(f"error: {exc}", err=True)
+            busy += 1
+            continue
         click.echo(f"removed {env.key[:12]} ({format_size(freed)})")
+    if busy:
+        sys.exit(1)
 
 
 @envs.command("gc")
@@ -132,9 +151,6 @@ def envs_gc(
 
 @envs.command("create")
 @package_options
-@click.option("--index-url", help="Package index (default: settings, PIP_INDEX_URL, PyPI).")
-@click.option("--extra-index-url", multiple=True, help="Extra package index (repeatable).")
-@click.option("--find-links", multiple=True, help="Folder or page of wheels (repeatable).")
 @json_option
 @click.pass_context
 def envs_create(
@@ -147,15 +163,12 @@ def envs_create(
     as_json: bool,
 ) -> None:
     """Build (or find) the environment for a package set ahead of any job."""
-    from envs import IndexConfig
     from runner.cli.progress import resolving
     from runner.spec import env_spec, open_cache
 
     settings = settings_of(ctx)
     reqs = packages_of(with_, req_files)
-    index = IndexConfig(
-        index_url=index_url, extra_index_urls=extra_index_url, find_links=find_links
-    )
+    index = index_of(index_url, extra_index_url, find_links)
     with resolving(reqs):
         env = open_cache(settings).ensure(env_spec(settings, reqs, index))
     emit(_env_row(env), as_json, f"{env.key[:12]}  {env.path}")

@@ -15,6 +15,7 @@ import click
 
 from runner.cli.common import (
     emit,
+    index_of,
     json_option,
     package_options,
     packages_of,
@@ -74,10 +75,25 @@ def _echo(fmt: str, ranks: bool) -> Echo:
         else:
             text, out = renderer(None, record["level"], dict(record)), sys.stderr
         with lock:
-            out.write(text + "\n")
-            out.flush()
+            say(out, text)
 
     return echo
+
+
+def say(out: Any, text: str) -> None:
+    """Print a line; a reader that went away (`| head`) stops the printing, not the job."""
+    try:
+        out.write(text + "\n")
+        out.flush()
+    except BrokenPipeError:
+        # what is still buffered, and every later line, goes nowhere: the job's log has it all
+        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+
+
+def _misplaced_options(args: tuple[str, ...]) -> list[str]:
+    """Arguments after SCRIPT that are `train`'s own options: they go to the script."""
+    names = {opt for param in train.params for opt in param.opts if opt.startswith("--")}
+    return [a for a in args if a.split("=", 1)[0] in names]
 
 
 def _interrupt_on_sigterm() -> None:
@@ -101,9 +117,6 @@ def _interrupt_on_sigterm() -> None:
     type=click.Path(),
     help="Run in exactly this lock (pylock.toml, conda-lock.yml, hashed requirements).",
 )
-@click.option("--index-url", help="Package index (default: settings, PIP_INDEX_URL, PyPI).")
-@click.option("--extra-index-url", multiple=True, help="Extra package index (repeatable).")
-@click.option("--find-links", multiple=True, help="Folder or page of wheels (repeatable).")
 @click.option("--name", help="Job name (default: a fresh one).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds.")
 @click.option("--detach", is_flag=True, help="Start the job and return; see `runner logs -f`.")
@@ -158,25 +171,13 @@ def train(
     \b
     runner train --with torch==2.13.0 --nproc-per-node 2 examples/train_ddp.py --epochs 3
     """
-    from envs import IndexConfig, Interpreter
-    from runner.errors import InvalidJobError
+    from envs import Interpreter
     from runner.job import execute
     from runner.sandbox import check
-    from runner.spec import JobSpec, LockedSet
+    from runner.spec import JobSpec, LockedSet, open_cache
 
     settings = settings_of(ctx)
-    if module is None and script is None:
-        raise click.UsageError("give a SCRIPT to run, or -m MODULE")
-    if module is None and script is not None and script.startswith("-"):
-        raise click.UsageError(f"no such option: {script} (options go before SCRIPT)")
-    entry: dict[str, Any]
-    if module is not None:
-        entry = {"kind": "module", "target": module, "argv": (*filter(None, [script]), *args)}
-    else:
-        assert script is not None
-        if not Path(script).is_file():
-            raise InvalidJobError(f"script {script!r} does not exist")
-        entry = {"kind": "script", "target": str(Path(script).resolve()), "argv": args}
+    entry = _entry(script, module, args)
     env: dict[str, str] = {}
     for item in env_vars:
         key, sep, value = item.partition("=")
@@ -186,9 +187,7 @@ def train(
     fields: dict[str, Any] = {
         "entry": entry,
         "requirements": packages_of(with_, req_files),
-        "index": IndexConfig(
-            index_url=index_url, extra_index_urls=extra_index_url, find_links=find_links
-        ),
+        "index": index_of(index_url, extra_index_url, find_links),
         "env": env,
         "framework": "torch" if (torchrun or nproc_per_node > 1 or nnodes > 1) else "python",
         "nproc_per_node": nproc_per_node,
@@ -205,7 +204,7 @@ def train(
             processes=processes,
         ),
     }
-    if name:
+    if name is not None:
         fields["name"] = name
     if lockfile:
         fields["lockfile"] = LockedSet.read(lockfile, Interpreter.at(settings.python))
@@ -213,6 +212,8 @@ def train(
     assert spec.sandbox is not None
     check(spec.sandbox, settings.bwrap)  # strict mode refuses before anything is built
     store = _store(ctx)
+    store.check_writable()  # a folder that cannot be used is named before anything starts
+    open_cache(settings).check_writable()
     store.create(spec)
     if detach:
         _detach(store, spec.name)
@@ -221,14 +222,46 @@ def train(
     _interrupt_on_sigterm()
     fmt = log_format or settings.log_format
     echo = _echo(fmt, ranks=nproc_per_node * nnodes > 1)
+    if sys.stderr.isatty():
+        click.echo(f"job {spec.name}", err=True)
     try:
         record = execute(store, spec.name, settings, echo=echo)
     except KeyboardInterrupt:
-        click.echo(f"job {spec.name} cancelled", err=True)
+        click.echo(f"job {spec.name} Failed: cancelled; `runner logs {spec.name}`", err=True)
         sys.exit(130)
-    if record.status != "Complete":
-        click.echo(f"job {record.name} {record.status}: {record.reason}", err=True)
+    click.echo(_summary(record), err=True)
     sys.exit(_exit_code(record))
+
+
+def _summary(record: JobRecord) -> str:
+    """The last line: the job's name, how it ended, and the command that shows its log."""
+    seconds = f" in {record.duration:.1f} s" if record.duration is not None else ""
+    how = f": {record.reason}" if record.reason else seconds
+    return f"job {record.name} {record.status}{how}; `runner logs {record.name}`"
+
+
+def _entry(script: str | None, module: str | None, args: tuple[str, ...]) -> dict[str, Any]:
+    """What the job runs: SCRIPT or -m MODULE, with the arguments after it."""
+    from runner.errors import InvalidJobError
+
+    if module is None and script is None:
+        raise click.UsageError("give a SCRIPT to run, or -m MODULE")
+    if module is None and script is not None and script.startswith("-"):
+        raise click.UsageError(f"no such option: {script} (options go before SCRIPT)")
+    for arg in _misplaced_options(args):
+        click.echo(
+            f"warning: {arg} comes after the script, so the script gets it, not `runner train`; "
+            "put train's options before SCRIPT",
+            err=True,
+        )
+    if module is not None:
+        return {"kind": "module", "target": module, "argv": (*filter(None, [script]), *args)}
+    assert script is not None
+    if Path(script).is_dir():
+        raise InvalidJobError(f"script {script!r} is a directory: give the .py file to run")
+    if not Path(script).is_file():
+        raise InvalidJobError(f"script {script!r} does not exist")
+    return {"kind": "script", "target": str(Path(script).resolve()), "argv": args}
 
 
 def _policy(settings: RunnerSettings, **flags: Any) -> SandboxPolicy:
@@ -252,7 +285,7 @@ def _detach(store: JobStore, name: str) -> None:
             start_new_session=True,
             env=os.environ.copy(),
         )
-    store.update(name, owner=ProcessRef(pid=proc.pid, ticks=start_ticks(proc.pid)))
+    store.update(name, owner=ProcessRef.of(proc.pid, start_ticks(proc.pid)))
 
 
 @click.command("_supervise", hidden=True)
@@ -277,10 +310,19 @@ def _row(record: JobRecord) -> dict[str, Any]:
 
 @click.command()
 @json_option
+@click.option(
+    "--reap", is_flag=True, help="Record jobs whose runner died as Failed; end what they left."
+)
 @click.pass_context
-def jobs(ctx: click.Context, as_json: bool) -> None:
+def jobs(ctx: click.Context, as_json: bool, reap: bool) -> None:
     """List jobs, oldest first."""
-    records = _store(ctx).jobs()
+    store = _store(ctx)
+    records, broken = store.scan()
+    if reap:
+        grace = settings_of(ctx).cancel_grace
+        records = [store.reap(r.name, grace) if r.finished is None else r for r in records]
+    for problem in broken:  # the others are listed all the same
+        click.echo(f"warning: {problem}", err=True)
     lines = [f"{'NAME':<20} {'STATUS':<9} {'CREATED':<19} {'SECONDS':>8}  WHAT"]
     for r in records:
         entry = r.spec.entry
@@ -349,10 +391,21 @@ def cancel(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def rm(ctx: click.Context, names: tuple[str, ...]) -> None:
     """Delete jobs and their logs, cancelling any still running."""
+    from runner.errors import CorruptRecordError, JobNotFoundError
     from runner.job import cancel as cancel_job
 
     store = _store(ctx)
+    missing = []
     for name in names:
-        cancel_job(store, name, settings_of(ctx).cancel_grace)
+        try:
+            cancel_job(store, name, settings_of(ctx).cancel_grace)
+        except CorruptRecordError as exc:  # nothing of it can be read: it can still go
+            click.echo(f"warning: {exc}", err=True)
+        except JobNotFoundError as exc:
+            click.echo(f"error: {exc}", err=True)
+            missing.append(name)
+            continue
         store.delete(name)
         click.echo(f"deleted {name}")
+    if missing:
+        sys.exit(1)

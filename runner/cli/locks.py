@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from runner.cli.common import package_options, packages_of, settings_of
+from runner.cli.common import index_of, package_options, packages_of, settings_of
 
 if TYPE_CHECKING:
     from envs.lockfile import Lock
@@ -54,6 +54,9 @@ def lock(
     ctx: click.Context,
     with_: tuple[str, ...],
     req_files: tuple[str, ...],
+    index_url: str | None,
+    extra_index_url: tuple[str, ...],
+    find_links: tuple[str, ...],
     output: str | None,
     fmt: str | None,
 ) -> None:
@@ -72,5 +75,6 @@ def lock(
     if not reqs:
         raise click.UsageError("give the packages to lock: --with REQ or -r FILE")
     with resolving(reqs):
-        resolved = open_cache(settings).resolve(env_spec(settings, reqs))
+        index = index_of(index_url, extra_index_url, find_links)
+        resolved = open_cache(settings).resolve(env_spec(settings, reqs, index))
     write_lock(ctx, resolved, output, fmt)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from envs import EnvSpec, IndexConfig, Interpreter
-from envs.errors import DuplicateRequirementError
+from envs.errors import DuplicateRequirementError, InvalidIndexError
 from envs.requirements import parse_all
 
 BASE = ["torch==2.13.0", "numpy>=1.26,<3", "scikit-learn[alldeps]", "typing_extensions"]
@@ -109,5 +109,25 @@ def test_relative_find_links_become_absolute(
 
 
 def test_naming_pypi_explicitly_is_the_default_index() -> None:
-    assert IndexConfig.from_urls(["https://pypi.org/simple/"]) == IndexConfig()
     assert key(BASE, index=IndexConfig.from_urls(["https://pypi.org/simple"])) == key(BASE)
+
+
+def test_the_jobs_explicit_index_wins_over_the_pip_variables() -> None:
+    pip_env = IndexConfig.from_pip_env(
+        {"PIP_INDEX_URL": "https://mirror.example/simple", "PIP_NO_INDEX": "1"}
+    )
+    assert pip_env.no_index
+    pypi = IndexConfig.layered(IndexConfig.from_urls(["https://pypi.org/simple"]), pip_env)
+    assert pypi.index_url == "https://pypi.org/simple" and not pypi.no_index
+    mirror = IndexConfig.layered(IndexConfig(index_url="https://other.example/simple"), pip_env)
+    assert mirror.index_url == "https://other.example/simple" and not mirror.no_index
+    # a job that names no index keeps the user's choice
+    assert IndexConfig.layered(IndexConfig(), pip_env).no_index
+
+
+@pytest.mark.parametrize("url", ["not a url", "pypi.org/simple", "ftp://x/simple", ""])
+def test_an_index_that_is_not_a_url_is_refused(url: str) -> None:
+    with pytest.raises(InvalidIndexError, match="is not a URL"):
+        IndexConfig(index_url=url or " ")
+    with pytest.raises(InvalidIndexError, match="is not a URL"):
+        IndexConfig(extra_index_urls=(url or " ",))

@@ -303,7 +303,8 @@ def test_a_job_whose_runner_was_killed_is_failed_not_running_forever(
         pids = _pids_from_logs(store, "orphan")
     runner.kill()
     runner.wait()
-    record = store.load("orphan", grace=0.5)
+    assert store.load("orphan").status == "Failed"  # as a reader sees it
+    record = store.reap("orphan", grace=0.5)  # and as recorded, what it left ended
     assert record.status == "Failed" and record.reason == "runner exited"
     wait_for(lambda: not any(alive(p) for p in pids))
 

@@ -40,7 +40,30 @@ def test_torch_steps_one_agent_per_node_sharing_one_rendezvous(tmp_path: Path) -
         assert f"--rdzv-conf=is_host={int(node == 0)}" in step.argv  # node-0 hosts the store
         assert step.argv[-3:] == (str(script), "--lr", "1")
     endpoints = {a for s in made for a in s.argv if a.startswith("--rdzv-endpoint=")}
-    assert len(endpoints) == 1 and endpoints.pop().startswith("--rdzv-endpoint=127.0.0.1:")
+    assert len(endpoints) == 1
+    host = endpoints.pop().removeprefix("--rdzv-endpoint=").rpartition(":")[0]
+    net = host.removesuffix("1")
+    assert host.startswith("127.") and host.endswith(".1") and not host.startswith("127.0.")
+    addrs = [a for s in made for a in s.argv if a.startswith("--local-addr=")]
+    assert addrs == [f"--local-addr={net}{n}" for n in (1, 2, 3)]  # node-0 hosts on its own
+
+
+def test_jobs_meet_on_loopback_addresses_of_their_own(tmp_path: Path) -> None:
+    """Two jobs starting at once never share a rendezvous address, so never a port."""
+    script = tmp_path / "train.py"
+    script.write_text("")
+    spec = JobSpec.create(
+        entry=ScriptEntry(kind="script", target=str(script)),
+        requirements=["torch"],
+        framework="torch",
+    )
+    hosts = {
+        next(a for a in steps(spec, Path("/env/bin"), tmp_path)[0].argv if "endpoint" in a)
+        .split("=")[1]
+        .rpartition(":")[0]
+        for _ in range(50)
+    }
+    assert len(hosts) == 50
 
 
 def test_worker_lines_carry_their_global_rank() -> None:

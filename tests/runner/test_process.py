@@ -32,7 +32,7 @@ def test_lines_are_pumped_per_stream(tmp_path: Path) -> None:
     lines: list[tuple[str, str]] = []
     lock = threading.Lock()
 
-    def on_line(stream: str, line: str) -> None:
+    def on_line(stream: str, line: str, _partial: bool) -> None:
         with lock:
             lines.append((stream, line))
 
@@ -45,17 +45,18 @@ def test_lines_are_pumped_per_stream(tmp_path: Path) -> None:
 
 
 def test_very_long_lines_are_split_not_buffered_whole(tmp_path: Path) -> None:
-    pieces: list[str] = []
-    code = f"print('a' * {MAX_LINE * 3 + 10})"
+    pieces: list[tuple[int, bool]] = []
+    code = f"print('a' * {MAX_LINE * 3 + 10}); print('short')"
     proc = Process(
         [sys.executable, "-c", code],
         env=os.environ,
         cwd=tmp_path,
-        on_line=lambda _s, line: pieces.append(line),
+        on_line=lambda _s, line, partial: pieces.append((len(line), partial)),
         tag="t-long",
     )
     assert proc.wait() == 0
-    assert [len(p) for p in pieces] == [MAX_LINE, MAX_LINE, MAX_LINE, 10]
+    # every piece but the last of a long line says it goes on; a whole line does not
+    assert pieces == [(MAX_LINE, True), (MAX_LINE, True), (MAX_LINE, True), (10, False), (5, False)]
 
 
 def test_end_kills_a_tree_that_ignores_sigterm(tmp_path: Path) -> None:
@@ -64,7 +65,7 @@ def test_end_kills_a_tree_that_ignores_sigterm(tmp_path: Path) -> None:
         [sys.executable, str(JOBS / "ignore_term.py")],
         env=os.environ,
         cwd=tmp_path,
-        on_line=lambda _s, line: pids.extend(int(p) for p in line.split()[1:]),
+        on_line=lambda _s, line, _p: pids.extend(int(p) for p in line.split()[1:]),
         tag="t-ignore-term",
     )
     wait_for(lambda: len(pids) == 2)
@@ -87,7 +88,7 @@ def test_leader_exit_takes_its_strays_with_it(tmp_path: Path) -> None:
         [sys.executable, "-c", code],
         env=os.environ,
         cwd=tmp_path,
-        on_line=lambda _s, line: pids.append(int(line)),
+        on_line=lambda _s, line, _p: pids.append(int(line)),
         tag="t-strays",
     )
     assert proc.wait(timeout=30) == 0

@@ -162,10 +162,18 @@ def test_memory_limit_without_a_cgroup_is_an_address_space_limit(
     store.create(spec)
     record = execute(store, "hog", settings)
     assert record.status == "Failed"
-    assert record.reason == "node-0 exited with code 1: memory limit of 300.0 MiB exceeded"
+    assert record.reason == (
+        "node-0 exited with code 1: memory limit of 300.0 MiB exceeded "
+        "(MemoryError under the address-space rlimit)"
+    )
     recs = list(store.records("hog"))
     limits = next(r for r in recs if r["event"] == "sandbox.limits")
     assert limits["memory"] == "rlimit (address space per process)"
+    # and the job says, once, that its memory is not limited as a whole
+    (degraded,) = [r for r in recs if r["event"] == "sandbox.degraded"]
+    assert any(
+        item.startswith("memory limit of the whole node") for item in degraded["not_enforced"]
+    )
     assert any("MemoryError" in r.get("line", "") for r in recs)
 
 

@@ -1,0 +1,302 @@
+"""Failure paths: every way a job can end is one true final state, and readers change nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner import job as job_module
+from runner.job import execute
+from runner.process import TAG
+from runner.settings import RunnerSettings
+from runner.spec import JobSpec, ScriptEntry
+from runner.store import JobStore, ProcessRef
+from tests.conftest import UvSpy
+from tests.runner.conftest import JOBS, RunCli
+from tests.runner.test_process import wait_for
+
+REPORT = str(JOBS / "report.py")
+
+
+def log_records(store: JobStore, name: str) -> list[dict[str, Any]]:
+    return list(store.records(name))
+
+
+def test_an_unexpected_error_at_start_fails_the_job_and_names_it(
+    settings: RunnerSettings, store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_sandbox(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("sandbox exploded")
+
+    monkeypatch.setattr(job_module, "confine", broken_sandbox)
+    store.create(JobSpec.create(name="boom", entry=ScriptEntry(kind="script", target=REPORT)))
+    record = execute(store, "boom", settings)
+    assert record.status == "Failed"
+    assert record.reason == "runner error: RuntimeError: sandbox exploded"
+    assert record.exit_code is None
+    recs = log_records(store, "boom")
+    (error,) = [r for r in recs if r["event"] == "job.error"]
+    assert error["error"] == "RuntimeError: sandbox exploded" and "Traceback" in error["exception"]
+    assert recs[-1]["event"] == "job.end" and recs[-1]["status"] == "Failed"
+
+
+def test_a_final_status_is_final(store: JobStore) -> None:
+    store.create(JobSpec.create(name="fin", entry=ScriptEntry(kind="script", target=REPORT)))
+    assert store.advance("fin", "Complete") is None  # never Complete without having run
+    assert store.advance("fin", "Failed", reason="cancelled") is not None
+    assert store.advance("fin", "Running") is None
+    assert store.advance("fin", "Complete") is None
+    assert store.load("fin").status == "Failed" and store.load("fin").reason == "cancelled"
+
+
+def _orphan(store: JobStore, name: str, owner: ProcessRef) -> subprocess.Popen[bytes]:
+    """A Running job whose owner is `owner`, with one process of its own still running."""
+    record = store.create(
+        JobSpec.create(name=name, entry=ScriptEntry(kind="script", target=REPORT))
+    )
+    store.advance(name, "Running", owner=owner)
+    return subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], env={**os.environ, TAG: record.tag}
+    )
+
+
+def _dead_owner() -> ProcessRef:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    ref = ProcessRef.of(gone.pid, job_module.start_ticks(gone.pid))
+    gone.wait()
+    return ref
+
+
+def test_reading_an_ownerless_job_kills_nothing_and_writes_nothing(
+    store: JobStore, runner_cli: RunCli
+) -> None:
+    leftover = _orphan(store, "lost", _dead_owner())
+    try:
+        before = (store.dir("lost") / "job.json").read_bytes()
+        assert store.load("lost").status == "Failed"  # what a reader sees...
+        assert store.load("lost").reason == "runner exited"
+        assert json.loads(runner_cli("status", "lost", "--json").stdout)["status"] == "Failed"
+        runner_cli("jobs")
+        runner_cli("logs", "lost")
+        assert (store.dir("lost") / "job.json").read_bytes() == before  # ...but nothing changed
+        assert leftover.poll() is None
+        # reaping is the one explicit step, and doing it twice is doing it once
+        runner_cli("jobs", "--reap")
+        reaped = json.loads((store.dir("lost") / "job.json").read_bytes())
+        assert reaped["status"] == "Failed" and reaped["reason"] == "runner exited"
+        assert leftover.wait(timeout=10) is not None
+        runner_cli("jobs", "--reap")
+        assert json.loads((store.dir("lost") / "job.json").read_bytes()) == reaped
+    finally:
+        leftover.kill()
+        leftover.wait()
+
+
+def test_an_owner_in_another_pid_namespace_is_not_declared_dead(store: JobStore) -> None:
+    elsewhere = _dead_owner().model_copy(update={"host": "pid:[4026531999]@another-boot"})
+    leftover = _orphan(store, "remote", elsewhere)
+    try:
+        assert store.load("remote").status == "Running"
+        assert store.reap("remote", 0.5).status == "Running"
+        assert leftover.poll() is None
+    finally:
+        leftover.kill()
+        leftover.wait()
+
+
+def test_a_job_cancelled_while_its_env_builds_never_starts(
+    cli_environ: dict[str, str], runner_cli: RunCli, store: JobStore, uv_spy: UvSpy, tmp_path: Path
+) -> None:
+    uv_spy.hang_after("pip sync", seconds=4)
+    marker = tmp_path / "marker.py"
+    marker.write_text("open('started', 'w').write('yes')\nprint('started')\n")
+    owner = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "runner.cli", "train"),
+            *("--name", "early", "--with", "tiny-pkg", str(marker)),
+        ],
+        env=cli_environ,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: bool(uv_spy.calls("pip sync")), timeout=60)
+        cancelled = time.monotonic()
+        assert "early: Failed (cancelled)" in runner_cli("cancel", "early").stdout
+        assert time.monotonic() - cancelled < 3  # not after the build: at once
+        seen = set()
+        while owner.poll() is None:
+            seen.add(store.load("early").status)
+            time.sleep(0.02)
+        assert seen == {"Failed"}, seen  # never Running again
+        assert owner.returncode == 130
+    finally:
+        owner.kill()
+        owner.wait()
+    record = store.load("early")
+    assert record.status == "Failed" and record.reason == "cancelled"
+    events = [r["event"] for r in log_records(store, "early")]
+    assert "job.start" not in events and "job.not_started" in events
+    assert not (store.workdir("early") / "started").exists()
+
+
+def test_a_corrupt_record_is_named_and_the_others_are_listed(
+    runner_cli: RunCli, store: JobStore, settings: RunnerSettings
+) -> None:
+    from runner.backend import LocalProcessBackend, LocalProcessBackendConfig
+
+    runner_cli("train", "--name", "good", REPORT, "X")
+    runner_cli("train", "--name", "broken", REPORT, "X")
+    path = store.dir("broken") / "job.json"
+    path.write_bytes(path.read_bytes()[:40])
+
+    listed = runner_cli("jobs")
+    assert "good" in listed.stdout and "broken" not in listed.stdout
+    assert "job 'broken'" in listed.stderr and "unreadable" in listed.stderr
+    assert [r["name"] for r in json.loads(runner_cli("jobs", "--json").stdout)] == ["good"]
+    for command in (["status", "broken"], ["logs", "broken"], ["cancel", "broken"]):
+        proc = runner_cli(*command, check=False)
+        assert proc.returncode == 1, command
+        assert "job 'broken'" in proc.stderr and "runner rm broken" in proc.stderr
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    config = LocalProcessBackendConfig(**settings.model_dump())
+    assert [j.name for j in LocalProcessBackend(config).list_jobs()] == ["good"]
+    assert "deleted broken" in runner_cli("rm", "broken").stdout
+    assert not store.dir("broken").exists()
+
+
+def test_a_deleted_log_is_said_plainly_and_one_deleted_while_running_comes_back(
+    runner_cli: RunCli, store: JobStore, tmp_path: Path
+) -> None:
+    runner_cli("train", "--name", "done", REPORT, "X")
+    store.log_path("done").unlink()
+    for args in (["logs", "done"], ["logs", "done", "--json"], ["logs", "-f", "done"]):
+        proc = runner_cli(*args, check=False)
+        assert proc.returncode == 1 and "job 'done' has no log" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+
+    slow = tmp_path / "slow.py"
+    slow.write_text(
+        "import os, time\nprint('before', flush=True)\n"
+        "while os.path.exists('../log.jsonl'):\n    time.sleep(0.05)\nprint('after')\n"
+    )
+    name = runner_cli("train", "--detach", "--sandbox", "off", str(slow)).stdout.strip()
+    wait_for(lambda: "before" in [r.get("line") for r in store.records(name)], timeout=60)
+    store.log_path(name).unlink()
+    wait_for(lambda: store.load(name).done, timeout=60)
+    wait_for(lambda: store.log_path(name).exists(), timeout=10)
+    assert store.load(name).status == "Complete"
+    recs = log_records(store, name)
+    assert [r["line"] for r in recs if r["event"] == "output"] == ["before", "after"]
+    assert "log.restored" in [r["event"] for r in recs]
+
+
+def test_a_closed_stdout_stops_neither_the_job_nor_its_log(
+    cli_environ: dict[str, str], store: JobStore, tmp_path: Path
+) -> None:
+    many = str(JOBS / "many_lines.py")
+    proc = subprocess.run(
+        f"{sys.executable} -m runner.cli train --name piped {many} 50000 100 | head -n 1",
+        shell=True,
+        env=cli_environ,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.stdout.count("\n") == 1
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+    assert store.load("piped").status == "Complete"
+    lines = [r["line"] for r in store.records("piped") if r["event"] == "output"]
+    assert len(lines) == 50_000
+
+
+def test_a_line_longer_than_a_record_says_it_goes_on(
+    runner_cli: RunCli, store: JobStore, tmp_path: Path
+) -> None:
+    long = tmp_path / "long.py"
+    long.write_text("print('x' * (64 * 1024 * 2 + 5))\nprint('next')\n")
+    runner_cli("train", "--name", "long", str(long))
+    out = [r for r in store.records("long") if r["event"] == "output"]
+    assert [len(r["line"]) for r in out] == [65536, 65536, 5, 4]
+    assert [r.get("partial", False) for r in out] == [True, True, False, False]
+
+
+def test_bad_input_that_used_to_get_through_is_refused(
+    runner_cli: RunCli, store: JobStore, tmp_path: Path
+) -> None:
+    cases = [
+        (["train", "--name", "", REPORT], "job name '' is invalid"),
+        (["train", "--index-url", "not a url", REPORT], "index URL 'not a url' is not a URL"),
+        (["train", str(tmp_path)], "is a directory"),
+    ]
+    for args, message in cases:
+        proc = runner_cli(*args, check=False)
+        assert proc.returncode != 0 and message in proc.stderr, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr
+    assert store.jobs() == []
+
+
+def test_an_unusable_state_or_cache_dir_is_one_line_before_anything_starts(
+    cli_environ: dict[str, str], tmp_path: Path
+) -> None:
+    from tests.runner.conftest import cli_runner
+
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    for var in ("RUNNER_STATE_DIR", "RUNNER_CACHE_DIR"):
+        run = cli_runner({**cli_environ, var: str(not_a_dir)}, tmp_path)
+        for args in (["train", REPORT, "X"], ["envs", "list"], ["jobs"], ["lock", "--with", "x"]):
+            if var == "RUNNER_STATE_DIR" and args[0] in {"envs", "lock"}:
+                continue  # those never read job records
+            if var == "RUNNER_CACHE_DIR" and args[0] == "jobs":
+                continue
+            proc = run(*args, check=False)
+            assert proc.returncode == 1, (var, args, proc.stderr)
+            assert str(not_a_dir) in proc.stderr and "not a directory" in proc.stderr
+            assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_the_name_is_printed_and_the_level_applies(
+    runner_cli: RunCli, cli_environ: dict[str, str]
+) -> None:
+    proc = runner_cli("train", "--name", "named", REPORT, "X")
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("job named Complete in ") and "`runner logs named`" in last
+    levels = {json.loads(line)["level"] for line in proc.stdout.splitlines()}
+    assert "debug" not in levels
+    cli_environ["RUNNER_LOG_LEVEL"] = "warning"
+    quiet = runner_cli("train", "--name", "quiet", REPORT, "X")
+    shown = [json.loads(line) for line in quiet.stdout.splitlines()]
+    assert {r["event"] for r in shown} == {"output"}  # the job's lines, and no info events
+
+
+def test_train_options_after_the_script_are_warned_about(runner_cli: RunCli) -> None:
+    proc = runner_cli("train", "--name", "late", REPORT, "X", "--with", "numpy")
+    assert "warning: --with comes after the script" in proc.stderr
+    plain = runner_cli("train", "--name", "plain", REPORT, "X", "--epochs", "3")
+    assert "warning" not in plain.stderr
+
+
+def test_envs_rm_checks_every_key_before_removing_any(runner_cli: RunCli) -> None:
+    key = json.loads(runner_cli("envs", "create", "--json").stdout)["key"]
+    proc = runner_cli("envs", "rm", key, "no-such-key", check=False)
+    assert proc.returncode == 1 and "no-such-key" in proc.stderr
+    assert key[:12] in runner_cli("envs", "list").stdout  # nothing removed: all or none
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_job_records_the_index_it_used(runner_cli: RunCli, cli_environ: dict[str, str]) -> None:
+    runner_cli("train", "--name", "idx", "--with", "tiny-pkg", REPORT, "X")
+    (row,) = json.loads(runner_cli("jobs", "--json").stdout)
+    assert row["index"]["find_links"] == cli_environ["RUNNER_FIND_LINKS"].split()
+    assert row["index"]["no_index"] is True

@@ -22,6 +22,7 @@ import contextlib
 import fcntl
 import os
 import secrets
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -253,17 +254,21 @@ class EnvCache:
             os.close(fd)
 
     def discard(self, path: Path) -> None:
-        """Remove a folder; one that cannot be removed whole now is moved out of the way.
+        """Remove a folder: first out of the way by one rename, then as far as it goes.
 
-        A process that still writes into it (the child of a killed build) makes
-        rmtree fail with "Directory not empty": renamed to `trash-*`, it is
-        left for gc, and the name is free for the next build at once.
+        A process may still write into it (the child of a killed build): rmtree
+        then fails with "Directory not empty". Renamed first, the name is free
+        for the next build at once, and what cannot be removed now is left as
+        `trash-*` for gc.
         """
+        trash = self._workdir("trash", path.name[:16])
         try:
-            remove_tree(path)
+            path.rename(trash)
+        except FileNotFoundError:
+            return
         except OSError:
-            with contextlib.suppress(OSError):
-                path.rename(self._workdir("trash", path.name[:16]))
+            trash = path
+        shutil.rmtree(trash, ignore_errors=True)
 
     def _resolve(self, spec: EnvSpec, log: Logger) -> Lock:
         started = time.monotonic()

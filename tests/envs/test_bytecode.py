@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import marshal
+import os
 import subprocess
+import sys
 from pathlib import Path
 
-from envs import EnvCache
+from envs import EnvCache, bytecode
+from envs.bytecode import RECORDED_PREFIX
 from envs.gc import collect
 
 
@@ -31,23 +35,83 @@ def test_envs_share_one_copy_of_identical_bytecode(cache: EnvCache, make_spec) -
 
     cache.remove(first.key)
     assert b.read_bytes() and b.stat().st_nlink == 2  # the other env keeps it
-    stored = [p for p in (cache.root / "objects").rglob("*") if p.is_file()]
+    stored = list((cache.root / "objects").glob("*/*"))
     assert b.stat().st_ino in {p.stat().st_ino for p in stored}
     # tiny_pkg's copy is kept (for a rebuild) with no env linking it; dep_a's by the other env
     assert {p.stat().st_nlink for p in stored} == {1, 2}
     cache.remove(second.key)
-    assert [p for p in (cache.root / "objects").rglob("*") if p.is_file()]  # kept for rebuilds
+    assert list((cache.root / "objects").glob("*/*"))  # kept for rebuilds
     collect(cache)  # until gc finds no env links them
-    assert [p for p in (cache.root / "objects").rglob("*") if p.is_file()] == []
+    assert list((cache.root / "objects").glob("*/*")) == []
+
+
+def recorded_path(pyc_file: Path) -> str:
+    """The source path compiled into a `.pyc` (Python rewrites it on load, so read the file)."""
+    code = marshal.loads(pyc_file.read_bytes()[16:])  # after the 16-byte header
+    path: str = code.co_filename
+    return path
 
 
 def test_recorded_path_is_stable_so_rebuilds_share(cache: EnvCache, make_spec) -> None:
-    """A module's code names where it is loaded from, not the build folder it was compiled in."""
+    """Bytecode records one stable path, never the build folder it was compiled in."""
     env = cache.ensure(make_spec(["tiny-pkg"]))
+    site = next(env.path.glob("lib/python*/site-packages"))
+    recorded = recorded_path(pyc(env.path, "tiny_pkg"))
+    expected = f"{RECORDED_PREFIX}/{site.relative_to(env.path)}/tiny_pkg/__init__.py"
+    assert recorded == expected, recorded
+    # and a module still names where it is loaded from
     out = subprocess.run(
         [str(env.python), "-c", "import tiny_pkg; print(tiny_pkg.main.__code__.co_filename)"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.strip()
-    assert out.startswith(str(env.path)) and "/tmp/build-" not in out
+    assert out == str(site / "tiny_pkg" / "__init__.py")
+
+
+def test_bytecode_is_keyed_by_content_not_by_inode(tmp_path: Path) -> None:
+    """A new file on a reused inode with the same size and mtime gets its own bytecode."""
+    site = tmp_path / "env" / "lib" / "python3.11" / "site-packages"
+    site.mkdir(parents=True)
+    source = site / "mod.py"
+    source.write_text("A = 1\n")
+    first = bytecode._key(source, "mod.py", "cpython-311")
+    st = source.stat()
+    source.unlink()
+    source.write_text("A = 2\n")  # same size; the freed inode is likely reused
+    os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert source.stat().st_size == st.st_size
+    assert bytecode._key(source, "mod.py", "cpython-311") != first
+    os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # same content, other mtime
+    source.write_text("A = 1\n")
+    os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert bytecode._key(source, "mod.py", "cpython-311") == first
+
+
+def test_prune_waits_for_no_build_and_skips_while_one_links(tmp_path: Path) -> None:
+    objects = tmp_path / "objects"
+    (objects / "ab").mkdir(parents=True)
+    (objects / "ab" / "abcd").write_bytes(b"x" * 10)  # linked by no env
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_SHARED, str(objects / bytecode.LOCK)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert bytecode.prune(objects) is None  # a build is linking: nothing goes
+        assert (objects / "ab" / "abcd").exists()
+    finally:
+        holder.kill()
+        holder.communicate()
+    assert bytecode.prune(objects) == 10
+    assert not (objects / "ab" / "abcd").exists()
+
+
+HOLD_SHARED = (
+    "import fcntl, os, sys, time\n"
+    "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+    "fcntl.flock(fd, fcntl.LOCK_SH)\n"
+    "print('held', flush=True)\n"
+    "time.sleep(60)\n"
+)

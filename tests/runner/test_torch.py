@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from runner.process import tagged
+from runner.process import end_tree, tagged
 from runner.store import JobStore
 from tests.runner.conftest import JOBS, TORCH, RunCli, cli_runner
 from tests.runner.test_process import alive, wait_for
@@ -35,6 +35,11 @@ def run(torch_cache: Path, tmp_path: Path) -> Run:
     }
 
     return cli_runner(environ, tmp_path, "--log-format", "json")
+
+
+@pytest.fixture
+def store_dir(tmp_path: Path) -> Path:
+    return tmp_path / "state"
 
 
 def outputs(run: Run, name: str) -> list[dict[str, Any]]:
@@ -162,17 +167,20 @@ def test_without_network_ranks_and_nodes_still_meet_on_loopback(run: Run, nodes:
     }
 
 
-@pytest.mark.parametrize("nodes", ["1", "2"])
+@pytest.mark.parametrize(("nodes", "mode"), [("1", "auto"), ("2", "auto"), ("1", "off")])
 def test_killing_the_runner_ends_every_rank(
-    run: Run, torch_cache: Path, tmp_path: Path, nodes: str
+    run: Run, torch_cache: Path, tmp_path: Path, nodes: str, mode: str
 ) -> None:
+    """With the sandbox, the pid namespace ends them; without, torchrun is told (TERM) and
+    ends its workers, which here ignore TERM: torchrun's own KILL follows after 30 s."""
     environ = {
         **os.environ,
         "RUNNER_CACHE_DIR": str(torch_cache),
         "RUNNER_STATE_DIR": str(tmp_path / "state"),
     }
-    name = f"orphans-{nodes}"
+    name = f"orphans-{nodes}-{mode}"
     argv = ["train", "--name", name, *WITH_TORCH, "--nnodes", nodes, "--nproc-per-node", "2"]
+    argv += ["--sandbox", mode]
     runner = subprocess.Popen(
         [sys.executable, "-m", "runner.cli", *argv, str(JOBS / "torch_sleeper.py")],
         env=environ,
@@ -194,7 +202,29 @@ def test_killing_the_runner_ends_every_rank(
         everyone = tagged(tag)
         runner.send_signal(signal.SIGKILL)
         runner.wait()
-        wait_for(lambda: not any(alive(p) for p in everyone), timeout=15)
+        wait_for(lambda: not any(alive(p) for p in everyone), timeout=15 if mode != "off" else 45)
         assert tagged(tag) == []
     finally:
         runner.kill()
+        if store.dir(name).exists():  # whatever the test saw, nothing outlives it
+            end_tree(store.load(name).tag, 0)
+
+
+def test_eight_torchrun_jobs_started_at_once_all_meet(run: Run, store_dir: Path) -> None:
+    """Each job's rendezvous is on a loopback address of its own: no two can take one port."""
+    names = [
+        run("train", "--detach", *WITH_TORCH, "--torchrun", str(JOBS / "ddp_check.py")).stdout
+        for _ in range(8)
+    ]
+    store = JobStore(store_dir)
+    names = [n.strip() for n in names]
+    for name in names:
+        wait_for(lambda n=name: store.load(n).done, timeout=300)
+    assert {n: store.load(n).status for n in names} == dict.fromkeys(names, "Complete")
+    endpoints = {
+        next(a for a in r["argv"] if a.startswith("--rdzv-endpoint="))
+        for n in names
+        for r in store.records(n)
+        if r["event"] == "job.start"
+    }
+    assert len(endpoints) == 8

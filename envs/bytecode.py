@@ -29,6 +29,18 @@ RECORDED_PREFIX = "/sandbox-runner-env"
 """The directory every compiled module records instead of its env's (build) path."""
 
 
+_COMPILEALL = (  # `python -m compileall`, whose worker processes die with it too
+    "import compileall, concurrent.futures as cf, ctypes, functools, multiprocessing, signal\n"
+    "import sys\n"
+    "tie = functools.partial(ctypes.CDLL(None).prctl, 1, signal.SIGKILL, 0, 0, 0)\n"
+    "cf.ProcessPoolExecutor = functools.partial(\n"
+    "    cf.ProcessPoolExecutor, initializer=tie, mp_context=multiprocessing.get_context('fork')\n"
+    ")\n"
+    "sys.argv[0] = 'compileall'\n"
+    "sys.exit(int(not compileall.main()))\n"
+)
+"""PR_SET_PDEATHSIG (1) in each worker: a killed build leaves no compiler behind."""
+
 LOCK = ".lock"
 """In `objects/`: builds hold it shared while they link and store, prune exclusively."""
 
@@ -97,8 +109,8 @@ def _compile_tree(python: Path, env: Path, objects: Path, tag: str) -> int:
     proc = proc_run(  # compiles only the modules without up-to-date bytecode
         [
             str(python),
-            "-m",
-            "compileall",
+            "-c",
+            _COMPILEALL,
             "-q",
             "-q",  # files that do not compile (test data, other Pythons) are skipped, as pip does
             "-j",

@@ -6,6 +6,7 @@ import marshal
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from envs import EnvCache, bytecode
@@ -115,3 +116,51 @@ HOLD_SHARED = (
     "print('held', flush=True)\n"
     "time.sleep(60)\n"
 )
+
+
+def _compilers(folder: Path) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if bytecode._COMPILEALL.encode() in cmdline and str(folder).encode() in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+def test_compiler_workers_die_with_a_killed_build(tmp_path: Path) -> None:
+    """kill -9 of the runner mid-build: no compileall worker goes on writing bytecode."""
+    source = tmp_path / "src"
+    body = "".join(f"def f{j}(x):\n    return x * {j} + sum(range({j}))\n" for j in range(200))
+    for d in range(20):
+        (source / f"p{d}").mkdir(parents=True)
+        for i in range(200):
+            (source / f"p{d}" / f"m{i}.py").write_text(body)
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from envs.proc import run; from envs.bytecode import _COMPILEALL;"
+            "run([sys.executable, '-c', _COMPILEALL, '-q', '-j', '0', sys.argv[1]])",
+            str(source),
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while len(_compilers(source)) < 2:  # compileall and at least one worker
+            assert time.monotonic() < deadline and parent.poll() is None, "compiled too fast"
+            time.sleep(0.02)
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while _compilers(source):
+            assert time.monotonic() < deadline, f"left running: {_compilers(source)}"
+            time.sleep(0.05)
+    finally:
+        parent.kill()
+        parent.wait()
+        for pid in _compilers(source):
+            os.kill(pid, 9)

@@ -87,5 +87,10 @@ def _local_torch_wheel() -> bool:
 @pytest.fixture(scope="session")
 def torch_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not _local_torch_wheel():
-        pytest.skip("no torch 2.13.0 wheel in PIP_FIND_LINKS: torch would come from PyPI (GBs)")
+        why = "no torch 2.13.0 wheel in PIP_FIND_LINKS: torch would come from PyPI (GBs)"
+        if (
+            os.environ.get("SANDBOX_RUNNER_REQUIRE_TORCH_TESTS") == "1"
+        ):  # CI: the DDP claims must run
+            pytest.fail(why)
+        pytest.skip(why)
     return tmp_path_factory.mktemp("torch-cache")

@@ -20,7 +20,7 @@ from runner.spec import JobSpec, ScriptEntry
 from runner.store import JobStore, ProcessRef
 from tests.conftest import UvSpy
 from tests.runner.conftest import JOBS, RunCli
-from tests.runner.test_process import wait_for
+from tests.runner.test_process import alive, wait_for
 
 REPORT = str(JOBS / "report.py")
 
@@ -300,3 +300,56 @@ def test_a_job_records_the_index_it_used(runner_cli: RunCli, cli_environ: dict[s
     (row,) = json.loads(runner_cli("jobs", "--json").stdout)
     assert row["index"]["find_links"] == cli_environ["RUNNER_FIND_LINKS"].split()
     assert row["index"]["no_index"] is True
+
+
+def test_lock_takes_the_index_options_as_train_does(runner_cli: RunCli, tmp_path: Path) -> None:
+    from tests.wheelhouse import make_wheel
+
+    own = tmp_path / "own-wheels"
+    make_wheel(own, "lonely-pkg", "3.1")
+    proc = runner_cli("lock", "--with", "lonely-pkg", "--find-links", str(own))
+    assert 'name = "lonely-pkg"' in proc.stdout and 'version = "3.1"' in proc.stdout
+
+
+def _processes_running(path: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if path.encode() in cmdline[:2]:
+                found.append(int(entry.name))
+    return found
+
+
+def test_a_killed_build_leaves_no_child_and_the_next_build_just_works(
+    cli_environ: dict[str, str], runner_cli: RunCli, uv_spy: UvSpy, tmp_path: Path
+) -> None:
+    uv_spy.hang_after("pip sync", seconds=120)
+    builder = subprocess.Popen(
+        [sys.executable, "-m", "runner.cli", "envs", "create", "--with", "tiny-pkg"],
+        env=cli_environ,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: bool(uv_spy.calls("pip sync")), timeout=60)
+        children = _processes_running(str(uv_spy.path))
+        assert children  # uv (here: the spy around it) is a child of the build
+        builder.kill()
+        builder.wait()
+        wait_for(lambda: not any(alive(pid) for pid in children), timeout=10)
+    finally:
+        builder.kill()
+        builder.wait()
+        for pid in _processes_running(str(uv_spy.path)):
+            os.kill(pid, 9)
+    uv_spy.hang_after(None)
+    again = runner_cli("envs", "create", "--with", "tiny-pkg", "--json", check=False)
+    assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr
+    runner_cli("envs", "gc", "--older-than", "365d")
+    cache_tmp = Path(cli_environ["RUNNER_CACHE_DIR"]) / "tmp"
+    assert list(cache_tmp.iterdir()) == []

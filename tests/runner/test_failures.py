@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -353,3 +354,28 @@ def test_a_killed_build_leaves_no_child_and_the_next_build_just_works(
     runner_cli("envs", "gc", "--older-than", "365d")
     cache_tmp = Path(cli_environ["RUNNER_CACHE_DIR"]) / "tmp"
     assert list(cache_tmp.iterdir()) == []
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap for a read-only mount")
+@pytest.mark.parametrize("var", ["RUNNER_STATE_DIR", "RUNNER_CACHE_DIR"])
+def test_a_read_only_state_or_cache_dir_is_one_line_and_no_job(
+    cli_environ: dict[str, str], tmp_path: Path, var: str
+) -> None:
+    """A read-only mount (root writes through permissions, so mount it read-only for real)."""
+    folder = Path(cli_environ[var])
+    (folder / "jobs").mkdir(parents=True, exist_ok=True)
+    for sub in ("envs", "specs", "locks", "leases", "tmp"):
+        (folder / sub).mkdir(exist_ok=True)
+    ro = ["bwrap", "--dev-bind", "/", "/", "--ro-bind", str(folder), str(folder), "--"]
+    proc = subprocess.run(
+        [*ro, sys.executable, "-m", "runner.cli", "train", "--name", "ro", REPORT, "X"],
+        env=cli_environ,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert str(folder) in proc.stderr and "not writable (Read-only file system)" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (Path(cli_environ["RUNNER_STATE_DIR"]) / "jobs" / "ro").exists()

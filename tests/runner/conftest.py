@@ -74,6 +74,17 @@ def cli_runner(
     return run
 
 
+def background(environ: dict[str, str], cwd: Path, *args: str) -> subprocess.Popen[bytes]:
+    """`runner ARGS...` started and left running, its output discarded."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner.cli", *args],
+        env=environ,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 @pytest.fixture
 def runner_cli(cli_environ: dict[str, str], tmp_path: Path) -> RunCli:
     return cli_runner(cli_environ, tmp_path)

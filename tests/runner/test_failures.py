@@ -20,7 +20,7 @@ from runner.settings import RunnerSettings
 from runner.spec import JobSpec, ScriptEntry
 from runner.store import JobStore, ProcessRef
 from tests.conftest import UvSpy
-from tests.runner.conftest import JOBS, RunCli
+from tests.runner.conftest import JOBS, RunCli, background
 from tests.runner.test_process import alive, wait_for
 
 REPORT = str(JOBS / "report.py")
@@ -118,15 +118,8 @@ def test_a_job_cancelled_while_its_env_builds_never_starts(
     uv_spy.hang_after("pip sync", seconds=4)
     marker = tmp_path / "marker.py"
     marker.write_text("open('started', 'w').write('yes')\nprint('started')\n")
-    owner = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "runner.cli", "train"),
-            *("--name", "early", "--with", "tiny-pkg", str(marker)),
-        ],
-        env=cli_environ,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    owner = background(
+        cli_environ, tmp_path, "train", "--name", "early", "--with", "tiny-pkg", str(marker)
     )
     try:
         wait_for(lambda: bool(uv_spy.calls("pip sync")), timeout=60)
@@ -329,13 +322,7 @@ def test_a_killed_build_leaves_no_child_and_the_next_build_just_works(
     cli_environ: dict[str, str], runner_cli: RunCli, uv_spy: UvSpy, tmp_path: Path
 ) -> None:
     uv_spy.hang_after("pip sync", seconds=120)
-    builder = subprocess.Popen(
-        [sys.executable, "-m", "runner.cli", "envs", "create", "--with", "tiny-pkg"],
-        env=cli_environ,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    builder = background(cli_environ, tmp_path, "envs", "create", "--with", "tiny-pkg")
     try:
         wait_for(lambda: bool(uv_spy.calls("pip sync")), timeout=60)
         children = _processes_running(str(uv_spy.path))

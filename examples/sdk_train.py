@@ -32,6 +32,8 @@ def train_linear(lr: float, epochs: int) -> None:
         loss.backward()
         optimizer.step()
         print(f"epoch {epoch} rank {rank} loss {loss.item():.4f}")
+    del model, optimizer  # DDP's reducer holds the group: free it, then end the group
+    dist.barrier()
     dist.destroy_process_group()
 
 

@@ -26,7 +26,7 @@ from runner import launch
 from runner.cgroup import JobCgroup
 from runner.logs import Echo, JobLog
 from runner.process import Process, end_tree, start_ticks
-from runner.sandbox import INSTALL_BWRAP, SandboxPolicy, bwrap_problem, confine, job_environ
+from runner.sandbox import SandboxPolicy, confine, degraded_record, job_environ
 from runner.settings import RunnerSettings
 from runner.spec import JobSpec, ScriptEntry, env_spec, open_cache
 from runner.store import (
@@ -225,12 +225,7 @@ def _start_steps(
             }
             log.info("sandbox.limits", **{k: v for k, v in held.items() if v})
         if index == 0 and confinement.not_enforced:
-            log.warning(
-                "sandbox.degraded",
-                not_enforced=list(confinement.not_enforced),
-                cause="sandbox off" if policy.mode == "off" else bwrap_problem(settings.bwrap),
-                fix=INSTALL_BWRAP if bwrap_problem(settings.bwrap) else None,
-            )
+            log.warning("sandbox.degraded", **degraded_record(confinement.not_enforced))
         step_log = log.bind(step=step.name)
         argv = (*confinement.prefix, *step.argv)
         try:

@@ -26,10 +26,10 @@ from __future__ import annotations
 import functools
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -67,7 +67,7 @@ class Confinement:
     """How to start one step: an argv prefix, and what is not enforced."""
 
     prefix: tuple[str, ...]
-    not_enforced: tuple[str, ...]
+    not_enforced: tuple[Gap, ...]
     reports_namespaces: bool = False
     """bubblewrap writes the pid holding its namespaces to the report fd."""
 
@@ -124,37 +124,80 @@ def bwrap_problem(bwrap: str | None) -> str | None:
     return None
 
 
-def check(policy: SandboxPolicy, bwrap: str | None) -> tuple[str, ...]:
-    """The layers this machine cannot enforce; in strict mode, refuse instead."""
+class Gap(NamedTuple):
+    """A layer asked for that this machine does not enforce: why, and how to get it."""
+
+    layer: str
+    cause: str
+    fix: str | None = None
+
+
+DELEGATE_CGROUP = (
+    "run as root, or inside a cgroup delegated to this user "
+    "(systemd: systemd-run --user --scope -p Delegate=yes runner ...)"
+)
+
+
+def gaps(policy: SandboxPolicy, bwrap: str | None) -> tuple[Gap, ...]:
+    """Every layer of `policy` this machine cannot enforce, each with its cause and fix."""
     if policy.mode == "off":  # a limit asked for is still named when it does not apply
         asked = {"memory": policy.memory, "CPU time": policy.cpu_seconds}
         asked |= {"open files": policy.open_files, "processes": policy.processes}
-        return tuple(f"{name} limit (sandbox off)" for name, value in asked.items() if value)
-    missing: list[str] = []
+        return tuple(Gap(f"{n} limit", "sandbox off") for n, value in asked.items() if value)
+    found: list[Gap] = []
     problem = bwrap_problem(bwrap)
     if problem:
-        missing += ["filesystem (read-only env and cache, private /tmp)"] * policy.filesystem
-        missing += ["network isolation"] * (not policy.network)
-        missing.append("dying with the runner (only the first process is tied to it)")
+        layers = ["filesystem (read-only env and cache, private /tmp)"] * policy.filesystem
+        layers += ["network isolation"] * (not policy.network)
+        layers.append("dying with the runner (only the first process is tied to it)")
+        found += [Gap(layer, problem, INSTALL_BWRAP) for layer in layers]
     if _limits(policy) and shutil.which("prlimit") is None:
-        missing.append("resource limits (prlimit not found)")
+        found.append(Gap("resource limits", "prlimit not found", "install util-linux"))
+    no_cgroup = "no cgroup can be made here"
     if policy.memory and not cgroup.available("memory"):
-        missing.append(
-            "memory limit of the whole node (no cgroup can be made here: "
-            "an address-space rlimit per process instead)"
+        found.append(
+            Gap(
+                "memory limit of the whole node (an address-space rlimit per process instead)",
+                f"{no_cgroup} (memory)",
+                DELEGATE_CGROUP,
+            )
         )
     if policy.processes and not cgroup.available("pids"):
-        missing.append(
-            "process limit of the whole node (no cgroup can be made here: "
-            "RLIMIT_NPROC per user instead, which never binds root)"
+        found.append(
+            Gap(
+                "process limit of the whole node (RLIMIT_NPROC per user instead, "
+                "which never binds root)",
+                f"{no_cgroup} (pids)",
+                DELEGATE_CGROUP,
+            )
         )
-    if missing and policy.mode == "strict":
+    return tuple(found)
+
+
+def _unique(items: Iterable[str | None]) -> list[str]:
+    return list(dict.fromkeys(i for i in items if i))
+
+
+def check(policy: SandboxPolicy, bwrap: str | None) -> tuple[Gap, ...]:
+    """The layers this machine cannot enforce; in strict mode, refuse instead."""
+    found = gaps(policy, bwrap)
+    if found and policy.mode == "strict":
         raise SandboxUnavailableError(
-            f"sandbox is strict but cannot enforce: {'; '.join(missing)}"
-            f"{f' ({problem})' if problem else ''}; "
-            f"{INSTALL_BWRAP}, or run with sandbox 'auto' to accept a weaker sandbox"
+            f"sandbox is strict but cannot enforce: {'; '.join(g.layer for g in found)} "
+            f"({'; '.join(_unique(g.cause for g in found))}); "
+            f"{'; '.join(_unique(g.fix for g in found))}, "
+            "or run with sandbox 'auto' to accept a weaker sandbox"
         )
-    return tuple(missing)
+    return found
+
+
+def degraded_record(found: tuple[Gap, ...]) -> dict[str, object]:
+    """The fields of the one `sandbox.degraded` record a job's log gets."""
+    return {
+        "not_enforced": [g.layer for g in found],
+        "cause": "; ".join(_unique(g.cause for g in found)),
+        "fix": "; ".join(_unique(g.fix for g in found)) or None,
+    }
 
 
 def confine(

@@ -179,6 +179,8 @@ def test_memory_limit_without_a_cgroup_is_an_address_space_limit(
     assert any(
         item.startswith("memory limit of the whole node") for item in degraded["not_enforced"]
     )
+    assert "no cgroup can be made here" in degraded["cause"]
+    assert "delegated to this user" in degraded["fix"]
     assert any("MemoryError" in r.get("line", "") for r in recs)
 
 
@@ -329,8 +331,13 @@ def test_strict_refuses_a_limit_no_cgroup_can_hold(
     with pytest.raises(SandboxUnavailableError, match="process limit of the whole node"):
         check(SandboxPolicy(mode="strict", processes=10), bwrap)
     assert any(
-        item.startswith("memory limit") for item in check(SandboxPolicy(memory=1 << 30), bwrap)
+        gap.layer.startswith("memory limit") for gap in check(SandboxPolicy(memory=1 << 30), bwrap)
     )
+    # the fix is the one for cgroups, not for bubblewrap (which works here)
+    with pytest.raises(SandboxUnavailableError) as refused:
+        check(SandboxPolicy(mode="strict", memory=1 << 30), bwrap)
+    assert "delegated to this user" in str(refused.value)
+    assert BWRAP is False or "install bubblewrap" not in str(refused.value)
 
 
 @pytest.mark.skipif(not cgroup.available("memory"), reason="no writable memory cgroup here")

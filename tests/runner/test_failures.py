@@ -366,3 +366,21 @@ def test_a_read_only_state_or_cache_dir_is_one_line_and_no_job(
     assert str(folder) in proc.stderr and "not writable (Read-only file system)" in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (Path(cli_environ["RUNNER_STATE_DIR"]) / "jobs" / "ro").exists()
+
+
+def test_on_a_terminal_the_first_line_is_the_jobs_name(
+    cli_environ: dict[str, str], tmp_path: Path
+) -> None:
+    command = f"{sys.executable} -m runner.cli train --name on-tty {REPORT} X"
+    proc = subprocess.run(  # util-linux `script` gives the runner a terminal
+        ["script", "-qec", command, "/dev/null"],
+        env=cli_environ,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert proc.stdout.splitlines()[0].strip() == "job on-tty"
+    assert "job on-tty Complete in " in proc.stdout

@@ -289,9 +289,7 @@ def _run_steps(
     except OSError as exc:
         reason = f"cannot start {exc.filename or 'the job'}: {exc.strerror or exc}"
         log.error("job.spawn_failed", error=str(exc))
-    except Exception as exc:
-        reason = _runner_error(log, exc).reason
-    finally:
+    finally:  # an error of the runner itself goes on up to `execute`, once all is ended
         for _step, proc in running:
             if proc.poll() is None:
                 proc.end(settings.cancel_grace)

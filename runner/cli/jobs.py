@@ -74,20 +74,11 @@ def _echo(fmt: str, ranks: bool) -> Echo:
             text = as_text(record, ranks)
         else:
             text, out = renderer(None, record["level"], dict(record)), sys.stderr
-        with lock:
-            say(out, text)
+        with lock:  # a reader that went away (`| head`) ends the printing: see JobLog
+            out.write(text + "\n")
+            out.flush()
 
     return echo
-
-
-def say(out: Any, text: str) -> None:
-    """Print a line; a reader that went away (`| head`) stops the printing, not the job."""
-    try:
-        out.write(text + "\n")
-        out.flush()
-    except BrokenPipeError:
-        # what is still buffered, and every later line, goes nowhere: the job's log has it all
-        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
 
 
 def _misplaced_options(args: tuple[str, ...]) -> list[str]:

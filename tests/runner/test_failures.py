@@ -30,13 +30,16 @@ def log_records(store: JobStore, name: str) -> list[dict[str, Any]]:
     return list(store.records(name))
 
 
-def test_an_unexpected_error_at_start_fails_the_job_and_names_it(
-    settings: RunnerSettings, store: JobStore, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("where", ["confine", "open_cache"])
+def test_an_unexpected_error_fails_the_job_and_names_it(
+    settings: RunnerSettings, store: JobStore, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
-    def broken_sandbox(*_args: object, **_kwargs: object) -> None:
+    """A fault of the runner itself, while steps start (`confine`) or before (`open_cache`)."""
+
+    def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("sandbox exploded")
 
-    monkeypatch.setattr(job_module, "confine", broken_sandbox)
+    monkeypatch.setattr(job_module, where, broken)
     store.create(JobSpec.create(name="boom", entry=ScriptEntry(kind="script", target=REPORT)))
     record = execute(store, "boom", settings)
     assert record.status == "Failed"
@@ -384,3 +387,21 @@ def test_on_a_terminal_the_first_line_is_the_jobs_name(
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert proc.stdout.splitlines()[0].strip() == "job on-tty"
     assert "job on-tty Complete in " in proc.stdout
+
+
+def test_an_output_the_terminal_cannot_print_stops_neither_job_nor_log(
+    cli_environ: dict[str, str], store: JobStore, tmp_path: Path
+) -> None:
+    accents = tmp_path / "accents.py"
+    accents.write_text("for i in range(3):\n    print('h\\u00e9llo', i, flush=True)\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner.cli", "train", "--name", "ascii", str(accents)],
+        env={**cli_environ, "PYTHONIOENCODING": "ascii"},  # a stdout that cannot print it
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [r["line"] for r in store.records("ascii") if r["event"] == "output"]
+    assert lines == ["h\u00e9llo 0", "h\u00e9llo 1", "h\u00e9llo 2"]

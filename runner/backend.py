@@ -35,7 +35,7 @@ from runner import job as jobs
 from runner.logs import as_text
 from runner.sandbox import SandboxPolicy, check
 from runner.settings import RunnerSettings
-from runner.spec import FunctionEntry, JobSpec, LockedSet
+from runner.spec import FunctionEntry, JobSpec, LockedSet, open_cache
 from runner.store import JobRecord, JobStore
 from runner.units import parse_size
 
@@ -228,6 +228,8 @@ class LocalProcessBackend(RuntimeBackend):
             fields["name"] = name
         spec = JobSpec.create(**fields)
         check(fields["sandbox"], self.cfg.bwrap)  # strict mode refuses before anything runs
+        self.store.check_writable()  # an unusable folder is named before anything starts
+        open_cache(self.cfg).check_writable()
         self.store.create(spec, owner=jobs.this_process())
         thread = threading.Thread(target=self._run, args=(spec.name,), name=f"job-{spec.name}")
         self._threads[spec.name] = thread

@@ -76,5 +76,7 @@ def lock(
         raise click.UsageError("give the packages to lock: --with REQ or -r FILE")
     with resolving(reqs):
         index = index_of(index_url, extra_index_url, find_links)
-        resolved = open_cache(settings).resolve(env_spec(settings, reqs, index))
+        cache = open_cache(settings)
+        cache.check_writable()
+        resolved = cache.resolve(env_spec(settings, reqs, index))
     write_lock(ctx, resolved, output, fmt)

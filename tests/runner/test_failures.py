@@ -357,17 +357,21 @@ def test_a_read_only_state_or_cache_dir_is_one_line_and_no_job(
     for sub in ("envs", "specs", "locks", "leases", "tmp"):
         (folder / sub).mkdir(exist_ok=True)
     ro = ["bwrap", "--dev-bind", "/", "/", "--ro-bind", str(folder), str(folder), "--"]
-    proc = subprocess.run(
-        [*ro, sys.executable, "-m", "runner.cli", "train", "--name", "ro", REPORT, "X"],
-        env=cli_environ,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 1, proc.stderr
-    assert str(folder) in proc.stderr and "not writable (Read-only file system)" in proc.stderr
-    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    commands = [["train", "--name", "ro", REPORT, "X"]]
+    if var == "RUNNER_CACHE_DIR":
+        commands += [["envs", "create", "--with", "tiny-pkg"], ["lock", "--with", "tiny-pkg"]]
+    for command in commands:
+        proc = subprocess.run(
+            [*ro, sys.executable, "-m", "runner.cli", *command],
+            env=cli_environ,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert proc.returncode == 1, proc.stderr
+        assert str(folder) in proc.stderr and "not writable (Read-only file system)" in proc.stderr
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (Path(cli_environ["RUNNER_STATE_DIR"]) / "jobs" / "ro").exists()
 
 

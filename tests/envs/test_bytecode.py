@@ -12,6 +12,7 @@ from pathlib import Path
 from envs import EnvCache, bytecode
 from envs.bytecode import RECORDED_PREFIX
 from envs.gc import collect
+from tests.procs import processes
 
 
 def pyc(env_path: Path, module: str) -> Path:
@@ -119,16 +120,9 @@ HOLD_SHARED = (
 
 
 def _compilers(folder: Path) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if bytecode._COMPILEALL.encode() in cmdline and str(folder).encode() in cmdline:
-                found.append(int(entry.name))
-    return found
+    return processes(
+        lambda argv: bytecode._COMPILEALL.encode() in argv and str(folder).encode() in argv
+    )
 
 
 def test_compiler_workers_die_with_a_killed_build(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from runner.settings import RunnerSettings
 from runner.spec import JobSpec, ScriptEntry
 from runner.store import JobStore, ProcessRef
 from tests.conftest import UvSpy
+from tests.procs import processes
 from tests.runner.conftest import JOBS, RunCli, background
 from tests.runner.test_process import alive, wait_for
 
@@ -196,19 +198,28 @@ def test_a_deleted_log_is_said_plainly_and_one_deleted_while_running_comes_back(
     assert "log.restored" in [r["event"] for r in recs]
 
 
-def test_a_closed_stdout_stops_neither_the_job_nor_its_log(
-    cli_environ: dict[str, str], store: JobStore, tmp_path: Path
-) -> None:
-    many = str(JOBS / "many_lines.py")
-    proc = subprocess.run(
-        f"{sys.executable} -m runner.cli train --name piped {many} 50000 100 | head -n 1",
+def _shell(environ: dict[str, str], cwd: Path, command: str) -> subprocess.CompletedProcess[str]:
+    """A command line as a user types it in a shell, its output captured."""
+    return subprocess.run(
+        command,
         shell=True,
-        env=cli_environ,
-        cwd=tmp_path,
+        env=environ,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
+    )
+
+
+def test_a_closed_stdout_stops_neither_the_job_nor_its_log(
+    cli_environ: dict[str, str], store: JobStore, tmp_path: Path
+) -> None:
+    many = str(JOBS / "many_lines.py")
+    proc = _shell(
+        cli_environ,
+        tmp_path,
+        f"{sys.executable} -m runner.cli train --name piped {many} 50000 100 | head -n 1",
     )
     assert proc.stdout.count("\n") == 1
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
@@ -309,16 +320,7 @@ def test_lock_takes_the_index_options_as_train_does(runner_cli: RunCli, tmp_path
 
 
 def _processes_running(path: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if path.encode() in cmdline[:2]:
-                found.append(int(entry.name))
-    return found
+    return processes(lambda argv: path.encode() in argv[:2])
 
 
 def test_a_killed_build_leaves_no_child_and_the_next_build_just_works(
@@ -379,15 +381,8 @@ def test_on_a_terminal_the_first_line_is_the_jobs_name(
     cli_environ: dict[str, str], tmp_path: Path
 ) -> None:
     command = f"{sys.executable} -m runner.cli train --name on-tty {REPORT} X"
-    proc = subprocess.run(  # util-linux `script` gives the runner a terminal
-        ["script", "-qec", command, "/dev/null"],
-        env=cli_environ,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    # util-linux `script` gives the runner a terminal
+    proc = _shell(cli_environ, tmp_path, f"script -qec {shlex.quote(command)} /dev/null")
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert proc.stdout.splitlines()[0].strip() == "job on-tty"
     assert "job on-tty Complete in " in proc.stdout

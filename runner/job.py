@@ -24,6 +24,7 @@ from envs import EnvError
 from envs.files import remove_tree
 from runner import launch
 from runner.cgroup import JobCgroup
+from runner.errors import JobNotFoundError
 from runner.logs import Echo, JobLog
 from runner.process import Process, end_tree, start_ticks
 from runner.sandbox import SandboxPolicy, confine, degraded_record, job_environ
@@ -93,6 +94,8 @@ def execute(
             log.error("env.failed", error=str(exc))
             first = str(exc).splitlines()[0]
             outcome = Outcome(FAILED, f"environment not built: {first}")
+        except JobNotFoundError:  # deleted meanwhile (`runner rm`): nothing left to record
+            raise
         except Exception as exc:  # a bug or an unforeseen fault: never a silent Complete
             outcome = _runner_error(log, exc)
         record = _finish(store, name, log, outcome)

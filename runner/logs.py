@@ -127,8 +127,9 @@ class JobLog:
         with self._lock:
             self._fh.seek(0)
             text = self._fh.read()
-        with contextlib.suppress(OSError):  # the job's folder itself is gone
-            atomic_write_text(self.path, text)
+        if self.path.parent.is_dir():  # a job deleted as a whole stays deleted
+            with contextlib.suppress(OSError):
+                atomic_write_text(self.path, text)
 
     def close(self) -> None:
         with self._lock:

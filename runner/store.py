@@ -18,7 +18,9 @@ the stored status stands.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import secrets
 import shutil
 import time
@@ -28,7 +30,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from filelock import FileLock
 from pydantic import BaseModel, Field, ValidationError
 
 from envs.files import atomic_write_text, dir_problem
@@ -152,8 +153,16 @@ class JobStore:
 
     @contextmanager
     def _locked(self, name: str) -> Iterator[None]:
-        with FileLock(self.dir(name) / "job.lock"):
+        """The job's lock (an OS lock on `job.lock`); a job deleted meanwhile is not re-created."""
+        try:
+            fd = os.open(self.dir(name) / "job.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except (FileNotFoundError, NotADirectoryError):
+            raise JobNotFoundError(f"no job named {name!r}; `runner jobs` lists the jobs") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             yield
+        finally:
+            os.close(fd)
 
     def create(self, spec: JobSpec, owner: ProcessRef | None = None) -> JobRecord:
         try:

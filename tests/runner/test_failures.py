@@ -404,3 +404,28 @@ def test_an_output_the_terminal_cannot_print_stops_neither_job_nor_log(
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [r["line"] for r in store.records("ascii") if r["event"] == "output"]
     assert lines == ["h\u00e9llo 0", "h\u00e9llo 1", "h\u00e9llo 2"]
+
+
+def test_a_job_removed_while_its_env_builds_stays_removed(
+    cli_environ: dict[str, str], runner_cli: RunCli, store: JobStore, uv_spy: UvSpy, tmp_path: Path
+) -> None:
+    uv_spy.hang_after("pip sync", seconds=3)
+    argv = ["train", "--name", "gone", "--with", "tiny-pkg", REPORT, "X"]
+    owner = subprocess.Popen(
+        [sys.executable, "-m", "runner.cli", *argv],
+        env=cli_environ,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: bool(uv_spy.calls("pip sync")), timeout=60)
+        assert "deleted gone" in runner_cli("rm", "gone").stdout
+        _, err = owner.communicate(timeout=60)
+    finally:
+        owner.kill()
+        owner.communicate()
+    assert owner.returncode == 1
+    assert err.strip().splitlines() == ["Error: no job named 'gone'; `runner jobs` lists the jobs"]
+    assert not store.dir("gone").exists()  # not brought back by its owner's last writes

@@ -88,10 +88,13 @@ def _misplaced_options(args: tuple[str, ...]) -> list[str]:
 
 
 def _interrupt_on_sigterm() -> None:
+    """SIGTERM, and SIGHUP (its terminal closed), cancel the job as Ctrl-C does: with grace."""
+
     def handler(_signum: int, _frame: object) -> NoReturn:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGHUP, handler)
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

@@ -282,7 +282,7 @@ def test_timeout_ends_the_job_as_failed(runner_cli: RunCli, store: JobStore) -> 
     wait_for(lambda: tagged(record.tag) == [])
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_interrupting_the_foreground_runner_cancels_its_job(
     cli_environ: dict[str, str], store: JobStore, tmp_path: Path, sig: signal.Signals
 ) -> None:

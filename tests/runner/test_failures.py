@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from runner import job as job_module
+from runner.errors import LogMissingError
 from runner.job import execute
 from runner.process import TAG
 from runner.settings import RunnerSettings
@@ -173,14 +174,21 @@ def test_a_corrupt_record_is_named_and_the_others_are_listed(
 
 
 def test_a_deleted_log_is_said_plainly_and_one_deleted_while_running_comes_back(
-    runner_cli: RunCli, store: JobStore, tmp_path: Path
+    runner_cli: RunCli, store: JobStore, tmp_path: Path, settings: RunnerSettings
 ) -> None:
+    from runner.backend import LocalProcessBackend, LocalProcessBackendConfig
+
     runner_cli("train", "--name", "done", REPORT, "X")
     store.log_path("done").unlink()
     for args in (["logs", "done"], ["logs", "done", "--json"], ["logs", "-f", "done"]):
         proc = runner_cli(*args, check=False)
         assert proc.returncode == 1 and "job 'done' has no log" in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
+    backend = LocalProcessBackend(LocalProcessBackendConfig(**settings.model_dump()))
+    with pytest.raises(LogMissingError, match="job 'done' has no log"):
+        list(backend.get_job_logs("done"))
+    with pytest.raises(LogMissingError, match="job 'done' has no log"):
+        backend.get_job_events("done")
 
     slow = tmp_path / "slow.py"
     slow.write_text(

@@ -214,6 +214,8 @@ def _start_steps(
             jobdir=jobdir,
             workdir=workdir,
             readable=tuple(readable),
+            writable=(workdir, tmp),
+            records=store.root,
             join=namespaces,
             report_fd=report[1] if report else None,
             cgroups=cgroup,

@@ -5,7 +5,8 @@ Layers, each on by default where the machine supports it:
 - environment: an allowlist from the caller plus the job's own variables
   (always on: secrets in the caller's environment never reach a job);
 - filesystem: everything read-only (the cached env and the cache included)
-  except the job's own directory, with a private /tmp (bubblewrap);
+  except the job's working folder and its TMPDIR, with a private /tmp; the
+  records of every job hidden, its own read-only (bubblewrap);
 - network (`network: false`): a private network namespace with loopback only,
   shared by all the nodes of a job so that torchrun can still meet (bubblewrap);
 - limits: memory and processes in a cgroup per node where one can be made
@@ -207,6 +208,8 @@ def confine(
     jobdir: Path,
     workdir: Path,
     readable: tuple[Path, ...] = (),
+    writable: tuple[Path, ...] = (),
+    records: Path | None = None,
     join: int | None = None,
     report_fd: int | None = None,
     cgroups: JobCgroup | None = None,
@@ -216,6 +219,10 @@ def confine(
 
     `readable`: paths the job reads that may live under /tmp (its env, its
     script), bound read-only again on top of the private /tmp.
+    `records`: the folder of every job's records, hidden (an empty tmpfs);
+    the job sees its own folder (`jobdir`) read-only, so it can neither
+    forge its record, log or cancel request nor read or cancel another
+    job's. `writable`: its working folder and TMPDIR, the only places it writes.
     `report_fd`: bubblewrap writes its namespaces there (the first node of a
     job with several and no network). `join`: that node's pid; later nodes
     enter its network namespace (one loopback for the job); each node keeps a
@@ -240,9 +247,12 @@ def confine(
     prefix += [bwrap]
     if policy.filesystem:
         prefix += ["--ro-bind", "/", "/", "--tmpfs", "/tmp"]
-        for path in readable:
+        if records is not None:
+            prefix += ["--tmpfs", str(records)]
+        for path in (*readable, jobdir):
             prefix += ["--ro-bind", str(path), str(path)]
-        prefix += ["--bind", str(jobdir), str(jobdir)]
+        for path in writable:
+            prefix += ["--bind", str(path), str(path)]
     else:
         prefix += ["--bind", "/", "/"]
     prefix += ["--dev", "/dev", "--proc", "/proc", "--die-with-parent", "--unshare-pid"]

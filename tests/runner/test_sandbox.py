@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,7 +31,7 @@ from runner.sandbox import SandboxPolicy
 from runner.settings import RunnerSettings
 from runner.spec import JobSpec, ScriptEntry
 from runner.store import JobStore
-from tests.runner.conftest import JOBS, RunCli
+from tests.runner.conftest import JOBS, RunCli, cli_runner
 from tests.runner.test_process import alive, wait_for
 
 BWRAP = RunnerSettings().bwrap is not None
@@ -363,3 +364,32 @@ def test_stale_cgroups_of_a_live_runner_are_kept(tmp_path: Path) -> None:
         sleeper.wait()
         for path in parent.glob(f"{cgroup.PREFIX}*-job-0"):
             path.rmdir()
+
+
+@needs_bwrap
+def test_a_job_cannot_forge_its_record_nor_reach_another_job(
+    cli_environ: dict[str, str], tmp_path: Path
+) -> None:
+    """Records kept outside /tmp, as a user's are (~/.local/state): the private /tmp hides
+    nothing of them, so what keeps them from the job is the sandbox's own layer."""
+    state = Path(tempfile.mkdtemp(prefix="runner-state-", dir="/var/tmp"))
+    try:
+        run = cli_runner({**cli_environ, "RUNNER_STATE_DIR": str(state)}, tmp_path)
+        store = JobStore(state)
+        victim = run("train", "--detach", str(JOBS / "sleeper.py")).stdout.strip()
+        wait_for(lambda: "ready" in output(list(store.records(victim))), timeout=60)
+        run("train", "--name", "forger", str(JOBS / "forger.py"), victim)
+        lines = output(records(run, "forger"))
+        attempts = json.loads(lines[0])
+        assert attempts.pop("work") == "done"  # its working folder is its own
+        assert all(result.startswith("refused") for result in attempts.values()), attempts
+        assert lines[1] == "visible forger"  # no other job's folder, not even its name
+        # and the runner's view is the truth
+        assert status(run, "forger")["status"] == "Complete"
+        assert status(run, victim)["status"] == "Running"
+        assert "forged" not in store.log_path("forger").read_text()
+        assert not store.cancel_path("forger").exists()
+        assert not store.cancel_path(victim).exists()
+        run("cancel", victim)
+    finally:
+        shutil.rmtree(state, ignore_errors=True)

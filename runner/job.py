@@ -197,7 +197,7 @@ def _start_steps(
     )
     readable = [env_dir, Path(os.path.realpath(env_dir / "bin" / "python")).parents[1]]
     if isinstance(spec.entry, ScriptEntry) and spec.entry.kind == "script":
-        readable.append(Path(spec.entry.target))
+        readable.append(Path(spec.entry.target).parent)  # its sibling modules and data too
     steps = launch.steps(spec, env_dir / "bin", jobdir)
     namespaces: int | None = None  # node-0's sandbox, which later nodes join
     for index, step in enumerate(steps):

@@ -247,10 +247,11 @@ def confine(
     prefix += [bwrap]
     if policy.filesystem:
         prefix += ["--ro-bind", "/", "/", "--tmpfs", "/tmp"]
-        if records is not None:
-            prefix += ["--tmpfs", str(records)]
-        for path in (*readable, jobdir):
+        for path in readable:
             prefix += ["--ro-bind", str(path), str(path)]
+        if records is not None:  # after `readable`: a script's folder may hold the records
+            prefix += ["--tmpfs", str(records)]
+        prefix += ["--ro-bind", str(jobdir), str(jobdir)]
         for path in writable:
             prefix += ["--bind", str(path), str(path)]
     else:

@@ -372,13 +372,16 @@ def test_a_job_cannot_forge_its_record_nor_reach_another_job(
 ) -> None:
     """Records kept outside /tmp, as a user's are (~/.local/state): the private /tmp hides
     nothing of them, so what keeps them from the job is the sandbox's own layer."""
-    state = Path(tempfile.mkdtemp(prefix="runner-state-", dir="/var/tmp"))
+    home = Path(tempfile.mkdtemp(prefix="runner-home-", dir="/var/tmp"))
+    state = home / ".local" / "state"
+    # the script sits in a folder that holds the records too, as ~/forger.py would
+    shutil.copy(JOBS / "forger.py", home / "forger.py")
     try:
         run = cli_runner({**cli_environ, "RUNNER_STATE_DIR": str(state)}, tmp_path)
         store = JobStore(state)
         victim = run("train", "--detach", str(JOBS / "sleeper.py")).stdout.strip()
         wait_for(lambda: "ready" in output(list(store.records(victim))), timeout=60)
-        run("train", "--name", "forger", str(JOBS / "forger.py"), victim)
+        run("train", "--name", "forger", str(home / "forger.py"), victim)
         lines = output(records(run, "forger"))
         attempts = json.loads(lines[0])
         assert attempts.pop("work") == "done"  # its working folder is its own
@@ -392,4 +395,15 @@ def test_a_job_cannot_forge_its_record_nor_reach_another_job(
         assert not store.cancel_path(victim).exists()
         run("cancel", victim)
     finally:
-        shutil.rmtree(state, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_script_under_tmp_imports_the_module_beside_it(
+    runner_cli: RunCli, tmp_path: Path
+) -> None:
+    project = tmp_path / "project"  # under /tmp, which the sandbox replaces with its own
+    project.mkdir()
+    (project / "model.py").write_text("NAME = 'the model beside the script'\n")
+    (project / "train.py").write_text("import model\nprint(model.NAME)\n")
+    runner_cli("train", "--name", "sibling", str(project / "train.py"))
+    assert output(records(runner_cli, "sibling")) == ["the model beside the script"]

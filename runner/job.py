@@ -181,8 +181,13 @@ def _start_steps(
     running: list[tuple[launch.Step, Process]],
     memory_error: threading.Event,
     cgroups: list[JobCgroup],
+    holds: list[int],
 ) -> None:
-    """Spawn every step inside its sandbox; all nodes of a job share one network namespace."""
+    """Spawn every step inside its sandbox; all nodes of a job share one network namespace.
+
+    `holds` gets the runner's end of the pipe that keeps node-0, the store's host,
+    alive until the other nodes have ended (see `launch.STORE_HOST`).
+    """
     spec, jobdir, workdir = job.spec, store.dir(job.name), store.workdir(job.name)
     policy = spec.sandbox or settings.policy()
     tmp = jobdir / "tmp"
@@ -198,7 +203,10 @@ def _start_steps(
     readable = [env_dir, Path(os.path.realpath(env_dir / "bin" / "python")).parents[1]]
     if isinstance(spec.entry, ScriptEntry) and spec.entry.kind == "script":
         readable.append(Path(spec.entry.target).parent)  # its sibling modules and data too
-    steps = launch.steps(spec, env_dir / "bin", jobdir)
+    hold = os.pipe() if spec.framework == "torch" and spec.num_nodes > 1 else None
+    if hold:
+        holds.append(hold[1])
+    steps = launch.steps(spec, env_dir / "bin", jobdir, hold_fd=hold[0] if hold else None)
     namespaces: int | None = None  # node-0's sandbox, which later nodes join
     for index, step in enumerate(steps):
         report = os.pipe() if len(steps) > 1 and not policy.network and index == 0 else None
@@ -240,11 +248,16 @@ def _start_steps(
                 cwd=workdir,
                 on_line=_on_line(step_log, spec, memory_error),
                 tag=job.tag,
-                pass_fds=(report[1],) if report else (),
+                pass_fds=(
+                    *((report[1],) if report else ()),
+                    *((hold[0],) if hold and index == 0 else ()),
+                ),
             )
         finally:
             if report:
                 os.close(report[1])
+            if hold and index == 0:
+                os.close(hold[0])
         running.append((step, proc))
         step_log.info("job.start", argv=list(argv), pid=proc.pid)
         if report and confinement.reports_namespaces:
@@ -277,17 +290,18 @@ def _run_steps(
     running: list[tuple[launch.Step, Process]] = []
     memory_error = threading.Event()
     cgroups: list[JobCgroup] = []
+    holds: list[int] = []
     reason: str | None = None
     interrupted = False
     try:
-        _start_steps(store, job, env_dir, log, settings, running, memory_error, cgroups)
+        _start_steps(store, job, env_dir, log, settings, running, memory_error, cgroups, holds)
         store.update(
             spec.name,
             steps=[
                 StepRecord(name=s.name, process=ProcessRef.of(p.pid, p.ticks)) for s, p in running
             ],
         )
-        reason = _supervise(store, spec, running, log, settings.cancel_grace, started)
+        reason = _supervise(store, spec, running, log, settings.cancel_grace, started, holds)
     except KeyboardInterrupt:
         reason, interrupted = CANCELLED, True
         log.warning("job.cancel", by="interrupt")
@@ -295,6 +309,7 @@ def _run_steps(
         reason = f"cannot start {exc.filename or 'the job'}: {exc.strerror or exc}"
         log.error("job.spawn_failed", error=str(exc))
     finally:  # an error of the runner itself goes on up to `execute`, once all is ended
+        _release(holds)
         for _step, proc in running:
             if proc.poll() is None:
                 proc.end(settings.cancel_grace)
@@ -320,6 +335,12 @@ def _run_steps(
     return Outcome(status, reason, failed, tuple(steps), interrupted)
 
 
+def _release(holds: list[int]) -> None:
+    """Let node-0 (the store's host) end: close the runner's end of its pipe."""
+    while holds:
+        os.close(holds.pop())
+
+
 def _supervise(
     store: JobStore,
     spec: JobSpec,
@@ -327,12 +348,15 @@ def _supervise(
     log: Logger,
     grace: float,
     started: float,
+    holds: list[int],
 ) -> str | None:
     """Wait for every step; stop early on cancel, timeout, or a node that failed."""
     cancel = store.cancel_path(spec.name)
     first_failure: float | None = None
     while True:
         codes = [p.poll() for _s, p in running]
+        if all(c is not None for c in codes[1:]):
+            _release(holds)  # the other nodes are done with node-0's store
         if all(c is not None for c in codes):
             return None
         if cancel.exists():

@@ -76,6 +76,22 @@ def free_port(host: str) -> int:
         return port
 
 
+STORE_HOST = (
+    "import os, sys\n"
+    "from torch.distributed.run import main\n"
+    "fd = int(sys.argv.pop(1))\n"
+    "sys.argv[0] = 'torchrun'\n"
+    "code = main()  # a failure (or TERM) raises: then this node ends at once, as torchrun does\n"
+    "os.read(fd, 1)  # EOF: every other node has ended\n"
+    "sys.exit(code)\n"
+)
+"""node-0's torchrun, which hosts the rendezvous store, kept alive until the other agents end.
+
+torchrun's agents meet once more as they exit; the host's store closes when its
+process ends, and an agent still reading from it then fails ("recvValueWithTimeout
+failed"). The runner holds the other end of the pipe `fd` and closes it when every
+other node has exited (or it ends the job); if the runner dies, it closes too."""
+
 RANK_PREFIX = "[rank${rank}]:"
 """torchrun's prefix for each worker line (`--tee`): the global rank, whatever the node."""
 
@@ -93,7 +109,7 @@ def split_rank(line: str) -> tuple[int | None, str]:
     return (int(match[1]), match[2]) if match else (None, line)
 
 
-def steps(spec: JobSpec, bin_dir: Path, jobdir: Path) -> list[Step]:
+def steps(spec: JobSpec, bin_dir: Path, jobdir: Path, hold_fd: int | None = None) -> list[Step]:
     """The argv of every step. Torch jobs get one torchrun agent per local node.
 
     The agents meet in a c10d rendezvous on a loopback address of the job's
@@ -103,18 +119,20 @@ def steps(spec: JobSpec, bin_dir: Path, jobdir: Path) -> list[Step]:
     tagged with its true global rank through torchrun's prefix template instead.
     Each agent gives its own address in that network (127.A.B.N+1): c10d tells
     nodes apart by address and pid, and each node runs in a pid namespace of
-    its own, where every agent may have the same pid.
+    its own, where every agent may have the same pid. With several nodes,
+    node-0 runs under `STORE_HOST`, held open by `hold_fd`.
     """
     prog = program(spec, jobdir)
     if spec.framework != "torch":
         return [Step("node-0", (str(bin_dir / "python"), *prog))]
     net = job_loopback()
     endpoint = f"{net}1:{free_port(f'{net}1')}"
+    host = (str(bin_dir / "python"), "-c", STORE_HOST, str(hold_fd))
     return [
         Step(
             f"node-{node}",
             (
-                str(bin_dir / "torchrun"),
+                *(host if node == 0 and hold_fd is not None else (str(bin_dir / "torchrun"),)),
                 f"--nnodes={spec.num_nodes}",
                 f"--nproc-per-node={spec.nproc_per_node}",
                 "--rdzv-backend=c10d",

@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runner.launch import RANK_PREFIX, split_rank, steps
+from runner.launch import RANK_PREFIX, STORE_HOST, split_rank, steps
 from runner.spec import FunctionEntry, JobSpec, ScriptEntry
 
 
@@ -78,3 +78,20 @@ def test_python_steps_and_modules(tmp_path: Path) -> None:
     spec = JobSpec.create(entry=ScriptEntry(kind="module", target="pkg.mod", argv=("x",)))
     (step,) = steps(spec, Path("/env/bin"), tmp_path)
     assert step.argv == ("/env/bin/python", "-m", "pkg.mod", "x")
+
+
+def test_with_several_nodes_the_store_host_waits_for_the_others(tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text("")
+    spec = JobSpec.create(
+        entry=ScriptEntry(kind="script", target=str(script)),
+        requirements=["torch"],
+        framework="torch",
+        num_nodes=2,
+    )
+    node0, node1 = steps(spec, Path("/env/bin"), tmp_path, hold_fd=7)
+    assert node0.argv[:4] == ("/env/bin/python", "-c", STORE_HOST, "7")
+    assert "--rdzv-conf=is_host=1" in node0.argv
+    assert node1.argv[0] == "/env/bin/torchrun" and "--rdzv-conf=is_host=0" in node1.argv
+    (single,) = steps(spec.model_copy(update={"num_nodes": 1}), Path("/env/bin"), tmp_path)
+    assert single.argv[0] == "/env/bin/torchrun"

@@ -48,15 +48,21 @@ def test_torch_steps_one_agent_per_node_sharing_one_rendezvous(tmp_path: Path) -
     assert addrs == [f"--local-addr={net}{n}" for n in (1, 2, 3)]  # node-0 hosts on its own
 
 
-def test_jobs_meet_on_loopback_addresses_of_their_own(tmp_path: Path) -> None:
-    """Two jobs starting at once never share a rendezvous address, so never a port."""
+def _torch_spec(tmp_path: Path, **fields: object) -> JobSpec:
+    """A torch job on an (empty) script."""
     script = tmp_path / "train.py"
     script.write_text("")
-    spec = JobSpec.create(
+    return JobSpec.create(
         entry=ScriptEntry(kind="script", target=str(script)),
         requirements=["torch"],
         framework="torch",
+        **fields,
     )
+
+
+def test_jobs_meet_on_loopback_addresses_of_their_own(tmp_path: Path) -> None:
+    """Two jobs starting at once never share a rendezvous address, so never a port."""
+    spec = _torch_spec(tmp_path)
     hosts = {
         next(a for a in steps(spec, Path("/env/bin"), tmp_path)[0].argv if "endpoint" in a)
         .split("=")[1]
@@ -81,14 +87,7 @@ def test_python_steps_and_modules(tmp_path: Path) -> None:
 
 
 def test_with_several_nodes_the_store_host_waits_for_the_others(tmp_path: Path) -> None:
-    script = tmp_path / "train.py"
-    script.write_text("")
-    spec = JobSpec.create(
-        entry=ScriptEntry(kind="script", target=str(script)),
-        requirements=["torch"],
-        framework="torch",
-        num_nodes=2,
-    )
+    spec = _torch_spec(tmp_path, num_nodes=2)
     node0, node1 = steps(spec, Path("/env/bin"), tmp_path, hold_fd=7)
     assert node0.argv[:4] == ("/env/bin/python", "-c", STORE_HOST, "7")
     assert "--rdzv-conf=is_host=1" in node0.argv

@@ -99,16 +99,20 @@ class EnvCache:
         self.leases_dir = self.root / "leases"
         self.tmp_dir = self.root / "tmp"
         self.objects_dir = self.root / "objects"
-        for d in (self.envs_dir, self.specs_dir, self.locks_dir, self.leases_dir, self.tmp_dir):
-            problem = dir_problem(d, write=False)
-            if problem:
-                raise CacheDirError(f"cannot use the environment cache at {d}: {problem}")
+        self._check(
+            (self.envs_dir, self.specs_dir, self.locks_dir, self.leases_dir, self.tmp_dir),
+            write=False,
+        )
         self.uv = builder.Uv(uv_binary or builder.default_uv(), self.root / "uv")
 
     def check_writable(self) -> None:
         """Refuse, naming the folder, a cache that builds and leases could not write."""
-        for d in (self.leases_dir, self.tmp_dir, self.locks_dir):
-            problem = dir_problem(d)
+        self._check((self.leases_dir, self.tmp_dir, self.locks_dir), write=True)
+
+    @staticmethod
+    def _check(folders: tuple[Path, ...], *, write: bool) -> None:
+        for d in folders:
+            problem = dir_problem(d, write=write)
             if problem:
                 raise CacheDirError(f"cannot use the environment cache at {d}: {problem}")
 

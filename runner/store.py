@@ -92,6 +92,10 @@ class StepRecord(BaseModel):
     exit_code: int | None = None
 
 
+def _not_found(name: str) -> JobNotFoundError:
+    return JobNotFoundError(f"no job named {name!r}; `runner jobs` lists the jobs")
+
+
 def new_tag(name: str) -> str:
     return f"{name}.{secrets.token_hex(8)}"
 
@@ -118,6 +122,11 @@ class JobRecord(BaseModel):
         return self.status in TERMINAL
 
     @property
+    def orphaned(self) -> bool:
+        """Live as recorded, but its owner is known to be gone."""
+        return not self.done and self.owner is not None and self.owner.gone()
+
+    @property
     def duration(self) -> float | None:
         if self.started is None:
             return None
@@ -129,13 +138,14 @@ class JobStore:
 
     def __init__(self, state_dir: Path) -> None:
         self.root = Path(state_dir).expanduser() / "jobs"
-        problem = dir_problem(self.root, write=False)
-        if problem:
-            raise StateDirError(f"cannot use the job records at {self.root}: {problem}")
+        self._check(write=False)
 
     def check_writable(self) -> None:
         """Refuse, naming the folder, a state dir where a new job could not be recorded."""
-        problem = dir_problem(self.root)
+        self._check(write=True)
+
+    def _check(self, *, write: bool) -> None:
+        problem = dir_problem(self.root, write=write)
         if problem:
             raise StateDirError(f"cannot use the job records at {self.root}: {problem}")
 
@@ -157,7 +167,7 @@ class JobStore:
         try:
             fd = os.open(self.dir(name) / "job.lock", os.O_RDWR | os.O_CREAT, 0o644)
         except (FileNotFoundError, NotADirectoryError):
-            raise JobNotFoundError(f"no job named {name!r}; `runner jobs` lists the jobs") from None
+            raise _not_found(name) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -186,7 +196,7 @@ class JobStore:
         try:
             return JobRecord.model_validate_json(path.read_bytes())
         except FileNotFoundError:
-            raise JobNotFoundError(f"no job named {name!r}; `runner jobs` lists the jobs") from None
+            raise _not_found(name) from None
         except ValidationError as exc:
             problem = exc.errors()[0]["msg"] if exc.errors() else str(exc)
             raise CorruptRecordError(
@@ -201,7 +211,7 @@ class JobStore:
         ("runner exited"), which is what `reap` will record.
         """
         record = self._read(name)
-        if record.done or record.owner is None or not record.owner.gone():
+        if not record.orphaned:
             return record
         return record.model_copy(update={"status": FAILED, "reason": OWNER_GONE})
 
@@ -209,7 +219,7 @@ class JobStore:
         """Record an ownerless live job as Failed and end what it left running; idempotent."""
         with self._locked(name):
             record = self._read(name)
-            if record.done or record.owner is None or not record.owner.gone():
+            if not record.orphaned:
                 return record
             end_tree(record.tag, grace)
             record = record.model_copy(
@@ -264,7 +274,7 @@ class JobStore:
 
     def delete(self, name: str) -> None:
         if not name or "/" in name or not self.dir(name).is_dir():
-            raise JobNotFoundError(f"no job named {name!r}; `runner jobs` lists the jobs")
+            raise _not_found(name)
         shutil.rmtree(self.dir(name))
 
     def records(

@@ -229,7 +229,7 @@ class LocalProcessBackend(RuntimeBackend):
         spec = JobSpec.create(**fields)
         check(fields["sandbox"], self.cfg.bwrap)  # strict mode refuses before anything runs
         self.store.check_writable()  # an unusable folder is named before anything starts
-        open_cache(self.cfg).check_writable()
+        open_cache(self.cfg, writing=True)
         self.store.create(spec, owner=jobs.this_process())
         thread = threading.Thread(target=self._run, args=(spec.name,), name=f"job-{spec.name}")
         self._threads[spec.name] = thread

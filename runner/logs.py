@@ -61,7 +61,7 @@ def configure(
 Echo = Callable[[dict[str, Any]], None]
 
 
-_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+_LEVELS = logging.getLevelNamesMapping()
 
 
 class JobLog:
@@ -80,7 +80,7 @@ class JobLog:
         self._inode = os.fstat(self._fh.fileno()).st_ino
         self._lock = threading.Lock()
         self._echo = echo
-        self._level = _LEVELS[level]
+        self._level = _LEVELS[level.upper()]
         self.logger: structlog.typing.FilteringBoundLogger = structlog.wrap_logger(
             None,
             processors=[
@@ -104,7 +104,10 @@ class JobLog:
         line = json.dumps(record, default=str, ensure_ascii=False)
         with self._lock:  # one order for the file and the echo
             self._fh.write(line + "\n")
-            shown = record["event"] == "output" or _LEVELS.get(record["level"], 0) >= self._level
+            shown = (
+                record["event"] == "output"
+                or _LEVELS.get(record["level"].upper(), 0) >= self._level
+            )
             if self._echo is not None and shown:
                 try:
                     self._echo(record)

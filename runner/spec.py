@@ -242,5 +242,9 @@ def env_spec(
     )
 
 
-def open_cache(settings: RunnerSettings) -> EnvCache:
-    return EnvCache(settings.cache_dir, uv_binary=settings.uv)
+def open_cache(settings: RunnerSettings, *, writing: bool = False) -> EnvCache:
+    """The cache; with `writing`, one that cannot be written is refused first, naming it."""
+    cache = EnvCache(settings.cache_dir, uv_binary=settings.uv)
+    if writing:
+        cache.check_writable()
+    return cache

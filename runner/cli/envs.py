@@ -170,9 +170,7 @@ def envs_create(
     reqs = packages_of(with_, req_files)
     index = index_of(index_url, extra_index_url, find_links)
     with resolving(reqs):
-        cache = open_cache(settings)
-        cache.check_writable()
-        env = cache.ensure(env_spec(settings, reqs, index))
+        env = open_cache(settings, writing=True).ensure(env_spec(settings, reqs, index))
     emit(_env_row(env), as_json, f"{env.key[:12]}  {env.path}")
 
 

@@ -207,7 +207,7 @@ def train(
     check(spec.sandbox, settings.bwrap)  # strict mode refuses before anything is built
     store = _store(ctx)
     store.check_writable()  # a folder that cannot be used is named before anything starts
-    open_cache(settings).check_writable()
+    open_cache(settings, writing=True)
     store.create(spec)
     if detach:
         _detach(store, spec.name)

@@ -76,7 +76,5 @@ def lock(
         raise click.UsageError("give the packages to lock: --with REQ or -r FILE")
     with resolving(reqs):
         index = index_of(index_url, extra_index_url, find_links)
-        cache = open_cache(settings)
-        cache.check_writable()
-        resolved = cache.resolve(env_spec(settings, reqs, index))
+        resolved = open_cache(settings, writing=True).resolve(env_spec(settings, reqs, index))
     write_lock(ctx, resolved, output, fmt)

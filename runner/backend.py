@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import structlog
 from kubeflow.common import constants as common_constants
@@ -28,13 +28,15 @@ from kubeflow.trainer import TrainerClient
 from kubeflow.trainer.backends.base import RuntimeBackend
 from kubeflow.trainer.constants import constants
 from kubeflow.trainer.types import types
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
 
 from envs import EnvError, IndexConfig, Interpreter
 from envs.requirements import merge, parse_all
 from runner import job as jobs
 from runner.logs import as_text
-from runner.sandbox import SandboxPolicy, check
-from runner.settings import RunnerSettings
+from runner.sandbox import Mount, SandboxPolicy, check
+from runner.settings import RunnerSettings, split_list
 from runner.spec import FunctionEntry, JobSpec, LockedSet, open_cache
 from runner.store import JobRecord, JobStore
 from runner.units import parse_size
@@ -54,6 +56,23 @@ class LocalProcessBackendConfig(RunnerSettings):
 
     cleanup_venv: bool = True
     """Remove the job's scratch directory when it ends. Cached envs stay: they are shared."""
+    volumes: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Host paths every job of this backend sees, `SRC[:DST][:ro|rw]` (read-only unless rw),
+    as a container backend's volumes; added to the settings' `mounts`."""
+
+    _split_volumes = field_validator("volumes", mode="before")(split_list)
+
+    @field_validator("volumes")
+    @classmethod
+    def _volumes(cls, value: list[str]) -> list[str]:
+        for volume in value:
+            Mount.parse(volume)  # a missing source is refused when the backend is made
+        return value
+
+    def policy(self) -> SandboxPolicy:
+        policy = super().policy()
+        mounts = (*policy.mounts, *(Mount.parse(v) for v in self.volumes))
+        return policy.model_copy(update={"mounts": mounts})
 
 
 @dataclass(frozen=True)

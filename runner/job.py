@@ -12,10 +12,9 @@ import json
 import os
 import re
 import signal
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from structlog.typing import FilteringBoundLogger as Logger
@@ -27,7 +26,7 @@ from runner.cgroup import JobCgroup
 from runner.errors import JobNotFoundError
 from runner.logs import Echo, JobLog
 from runner.process import Process, end_tree, start_ticks
-from runner.sandbox import SandboxPolicy, confine, degraded_record, job_environ
+from runner.sandbox import Confinement, Place, SandboxPolicy, confine, degraded_record, job_environ
 from runner.settings import RunnerSettings
 from runner.spec import JobSpec, ScriptEntry, env_spec, open_cache
 from runner.store import (
@@ -45,8 +44,11 @@ from runner.store import (
 from runner.units import format_size
 
 CANCELLED = "cancelled"
-_MEMORY_ERROR = re.compile(r"^MemoryError\b")
-"""The last line of Python's traceback when an allocation failed."""
+REFUSALS = {
+    "memory": re.compile(r"^MemoryError\b"),
+    "processes": re.compile(r"^(BlockingIOError|OSError): \[Errno 11\] Resource temporarily"),
+}
+"""The last line of Python's traceback when an rlimit refused an allocation, or a new process."""
 
 
 @dataclass(frozen=True)
@@ -136,32 +138,35 @@ def _life(store: JobStore, name: str, settings: RunnerSettings, log: Logger) -> 
 
 
 def _limit_hit(
-    policy: SandboxPolicy, code: int | None, memory_error: bool, cgroups: list[JobCgroup]
+    policy: SandboxPolicy, code: int | None, refused: set[str], cgroups: list[JobCgroup]
 ) -> str:
     """The limit that ended the job, only where the kernel's own accounting says so."""
     if policy.memory and any(c.memory_exceeded() for c in cgroups):
         return f": memory limit of {format_size(policy.memory)} exceeded (killed by the kernel)"
-    if policy.memory and memory_error and not any(c.memory for c in cgroups):
+    if policy.memory and "memory" in refused and not any(c.memory for c in cgroups):
         return (
             f": memory limit of {format_size(policy.memory)} exceeded "
             "(MemoryError under the address-space rlimit)"
         )
     if policy.processes and any(c.processes_exceeded() for c in cgroups):
         return f": process limit of {policy.processes} reached"
+    if policy.processes and "processes" in refused and not any(c.pids for c in cgroups):
+        return (
+            f": process limit of {policy.processes} reached (a new process refused under "
+            "RLIMIT_NPROC, which counts every process of this user)"
+        )
     if policy.cpu_seconds and code in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
         return f": CPU time limit of {policy.cpu_seconds} s exceeded"
     return ""
 
 
-def _on_line(
-    log: Logger, spec: JobSpec, memory_error: threading.Event
-) -> Callable[[str, str, bool], None]:
+def _on_line(log: Logger, spec: JobSpec, refused: set[str]) -> Callable[[str, str, bool], None]:
     """Turn each line a step prints into an `output` record, with its rank where known."""
 
     def on_line(stream: str, line: str, partial: bool) -> None:
         rank, text = launch.split_rank(line) if spec.framework == "torch" else (None, line)
-        if stream == "stderr" and _MEMORY_ERROR.match(text):
-            memory_error.set()
+        if stream == "stderr":
+            refused.update(k for k, pattern in REFUSALS.items() if pattern.match(text))
         fields: dict[str, object] = {"stream": stream}
         if rank is not None:  # torchrun's own lines carry none
             fields["rank"] = rank
@@ -179,7 +184,7 @@ def _start_steps(
     log: Logger,
     settings: RunnerSettings,
     running: list[tuple[launch.Step, Process]],
-    memory_error: threading.Event,
+    refused: set[str],
     cgroups: list[JobCgroup],
     holds: list[int],
 ) -> None:
@@ -188,25 +193,13 @@ def _start_steps(
     `holds` gets the runner's end of the pipe that keeps node-0, the store's host,
     alive until the other nodes have ended (see `launch.STORE_HOST`).
     """
-    spec, jobdir, workdir = job.spec, store.dir(job.name), store.workdir(job.name)
+    spec = job.spec
     policy = spec.sandbox or settings.policy()
-    tmp = jobdir / "tmp"
-    tmp.mkdir(exist_ok=True)
-    environ = job_environ(
-        os.environ,
-        bin_dir=env_dir / "bin",
-        workdir=workdir,
-        tmpdir=tmp,
-        job_env={**(launch.torch_environ() if spec.framework == "torch" else {}), **spec.env},
-        torch=spec.framework == "torch",
-    )
-    readable = [env_dir, Path(os.path.realpath(env_dir / "bin" / "python")).parents[1]]
-    if isinstance(spec.entry, ScriptEntry) and spec.entry.kind == "script":
-        readable.append(Path(spec.entry.target).parent)  # its sibling modules and data too
+    where = _place(store, job, env_dir, settings, policy)
     hold = os.pipe() if spec.framework == "torch" and spec.num_nodes > 1 else None
     if hold:
         holds.append(hold[1])
-    steps = launch.steps(spec, env_dir / "bin", jobdir, hold_fd=hold[0] if hold else None)
+    steps = launch.steps(spec, env_dir / "bin", where.jobdir, hold_fd=hold[0] if hold else None)
     namespaces: int | None = None  # node-0's sandbox, which later nodes join
     for index, step in enumerate(steps):
         report = os.pipe() if len(steps) > 1 and not policy.network and index == 0 else None
@@ -216,44 +209,48 @@ def _start_steps(
                 f"{job.tag}-{index}", memory=policy.memory, processes=policy.processes
             )
             cgroups.append(cgroup)
-        confinement = confine(
-            policy,
-            bwrap=settings.bwrap,
-            jobdir=jobdir,
-            workdir=workdir,
-            readable=tuple(readable),
-            writable=(workdir, tmp),
-            records=store.root,
-            join=namespaces,
-            report_fd=report[1] if report else None,
-            cgroups=cgroup,
-            torch=spec.framework == "torch",
+        place = replace(
+            where, join=namespaces, report_fd=report[1] if report else None, cgroups=cgroup
         )
-        if index == 0 and cgroup:
-            held = {
-                "memory": policy.memory
-                and ("cgroup" if cgroup.memory else "rlimit (address space per process)"),
-                "processes": policy.processes
-                and ("cgroup" if cgroup.pids else "rlimit (per user; not for root)"),
-            }
-            log.info("sandbox.limits", **{k: v for k, v in held.items() if v})
-        if index == 0 and confinement.not_enforced:
-            log.warning("sandbox.degraded", **degraded_record(confinement.not_enforced))
+        try:
+            confinement = confine(policy, settings.bwrap, place)
+        except BaseException:
+            if report:
+                os.close(report[1])
+            raise
+        environ = job_environ(
+            os.environ,
+            bin_dir=env_dir / "bin",
+            workdir=where.workdir,
+            tmpdir=where.tmpdir,
+            job_env={
+                **_module_path(spec),
+                **(launch.torch_environ() if spec.framework == "torch" else {}),
+                **spec.env,
+            },
+            torch=spec.framework == "torch",
+            layers=confinement.env,
+        )
+        if index == 0:
+            _log_sandbox(log, policy, cgroup, confinement)
         step_log = log.bind(step=step.name)
         argv = (*confinement.prefix, *step.argv)
         try:
             proc = Process(
                 argv,
                 env=environ,
-                cwd=workdir,
-                on_line=_on_line(step_log, spec, memory_error),
+                cwd=where.workdir,
+                on_line=_on_line(step_log, spec, refused),
                 tag=job.tag,
                 pass_fds=(
                     *((report[1],) if report else ()),
                     *((hold[0],) if hold and index == 0 else ()),
+                    *confinement.fds,
                 ),
             )
         finally:
+            for fd in confinement.fds:
+                os.close(fd)
             if report:
                 os.close(report[1])
             if hold and index == 0:
@@ -264,6 +261,67 @@ def _start_steps(
             namespaces = _namespace_pid(report[0])
         elif report:
             os.close(report[0])
+
+
+def _place(
+    store: JobStore, job: JobRecord, env_dir: Path, settings: RunnerSettings, policy: SandboxPolicy
+) -> Place:
+    """The folders of a job's steps, made here: private ones, the data cache it shares."""
+    jobdir = store.dir(job.name)
+    tmp, home = jobdir / "tmp", jobdir / "home"
+    for folder in (tmp, home):
+        folder.mkdir(exist_ok=True)
+    data_cache = settings.data_cache_dir if policy.data_cache else None
+    if data_cache is not None:
+        data_cache.mkdir(parents=True, exist_ok=True)
+    return Place(
+        jobdir=jobdir,
+        workdir=store.workdir(job.name),
+        tmpdir=tmp,
+        home=home,
+        env_dirs=(env_dir, Path(os.path.realpath(env_dir / "bin" / "python")).parents[1]),
+        shared=_shared(job.spec),
+        hidden=(settings.state_dir, settings.cache_dir),
+        data_cache=data_cache,
+        torch=job.spec.framework == "torch",
+    )
+
+
+def _log_sandbox(
+    log: Logger, policy: SandboxPolicy, cgroup: JobCgroup | None, confinement: Confinement
+) -> None:
+    """Once per job: how its limits are held, and what of its sandbox is not as asked."""
+    if cgroup:
+        held = {
+            "memory": policy.memory
+            and ("cgroup" if cgroup.memory else "rlimit (address space per process)"),
+            "processes": policy.processes
+            and ("cgroup" if cgroup.pids else "rlimit (per user; not for root)"),
+        }
+        log.info("sandbox.limits", **{k: v for k, v in held.items() if v})
+    if confinement.not_enforced:
+        log.warning("sandbox.degraded", **degraded_record(confinement.not_enforced))
+    if confinement.notes:
+        log.warning("sandbox.not_shared", notes=list(confinement.notes))
+
+
+def _shared(spec: JobSpec) -> tuple[Path, ...]:
+    """The user's paths a job reads: its script with the folder beside it, or the cwd of `-m`."""
+    entry = spec.entry
+    if not isinstance(entry, ScriptEntry):
+        return ()
+    if entry.kind == "script":
+        script = Path(entry.target).resolve()
+        return (script.parent, script)
+    return (Path(entry.cwd),) if entry.cwd else ()
+
+
+def _module_path(spec: JobSpec) -> dict[str, str]:
+    """`-m MODULE` finds its module in the folder the user ran it from, as python -m does."""
+    entry = spec.entry
+    if isinstance(entry, ScriptEntry) and entry.kind == "module" and entry.cwd:
+        return {"PYTHONPATH": entry.cwd}
+    return {}
 
 
 def _namespace_pid(fd: int) -> int:
@@ -288,13 +346,13 @@ def _run_steps(
     policy = spec.sandbox or settings.policy()
     started = time.monotonic()
     running: list[tuple[launch.Step, Process]] = []
-    memory_error = threading.Event()
+    refused: set[str] = set()  # what an rlimit refused, read from the job's tracebacks
     cgroups: list[JobCgroup] = []
     holds: list[int] = []
     reason: str | None = None
     interrupted = False
     try:
-        _start_steps(store, job, env_dir, log, settings, running, memory_error, cgroups, holds)
+        _start_steps(store, job, env_dir, log, settings, running, refused, cgroups, holds)
         store.update(
             spec.name,
             steps=[
@@ -325,7 +383,7 @@ def _run_steps(
     failed = bad[0].exit_code if bad else (0 if steps else None)
     if reason is None and bad:
         reason = f"{bad[0].name} exited with code {failed}" + _limit_hit(
-            policy, failed, memory_error.is_set(), cgroups
+            policy, failed, refused, cgroups
         )
     for cgroup in cgroups:  # read above: the kernel's counters go with them
         cgroup.remove()

@@ -17,7 +17,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from envs import IndexConfig
-from runner.sandbox import SandboxPolicy
+from runner.sandbox import Mount, SandboxPolicy
 from runner.units import parse_size
 
 LogFormat = Literal["auto", "json", "console"]
@@ -25,7 +25,7 @@ LogFormat = Literal["auto", "json", "console"]
 APP = "sandbox-runner"
 
 
-def _split(value: object) -> object:
+def split_list(value: object) -> object:
     """Lists from the environment are whitespace- or comma-separated, as pip's are."""
     if isinstance(value, str):
         return [part for part in value.replace(",", " ").split() if part]
@@ -62,6 +62,17 @@ class RunnerSettings(BaseSettings):
         default=True, description="Read-only env, cache and system; writable job dir only."
     )
     network: bool = Field(default=True, description="False: loopback only, no other network.")
+    mounts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host paths every job sees, SRC[:DST][:ro|rw] (read-only unless rw).",
+    )
+    data_cache: bool = Field(
+        default=True,
+        description="Point XDG_CACHE_HOME, HF_HOME and TORCH_HOME at a data cache jobs share.",
+    )
+    data_dir: Path | None = Field(
+        default=None, description="The data cache (default: `data` in the cache dir)."
+    )
     memory_limit: str | None = Field(
         default=None,
         description="Memory per node, 4G: a cgroup where one can be made, else address space "
@@ -81,7 +92,9 @@ class RunnerSettings(BaseSettings):
     log_format: LogFormat = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    _split_lists = field_validator("extra_index_urls", "find_links", mode="before")(_split)
+    _split_lists = field_validator("extra_index_urls", "find_links", "mounts", mode="before")(
+        split_list
+    )
 
     @field_validator("memory_limit")
     @classmethod
@@ -90,16 +103,30 @@ class RunnerSettings(BaseSettings):
             parse_size(value)  # refuse a bad size when settings are read, not at job start
         return value
 
+    @field_validator("mounts")
+    @classmethod
+    def _mounts(cls, value: list[str]) -> list[str]:
+        for mount in value:
+            Mount.parse(mount)  # a missing source is refused when settings are read
+        return value
+
     def policy(self) -> SandboxPolicy:
         return SandboxPolicy(
             mode=self.sandbox,
             filesystem=self.sandbox_filesystem,
             network=self.network,
+            data_cache=self.data_cache,
+            mounts=tuple(Mount.parse(m) for m in self.mounts),
             memory=parse_size(self.memory_limit) if self.memory_limit else None,
             cpu_seconds=self.cpu_time_limit,
             open_files=self.open_files_limit,
             processes=self.processes_limit,
         )
+
+    @property
+    def data_cache_dir(self) -> Path:
+        """The data cache jobs share (downloads of models and datasets)."""
+        return self.data_dir or self.cache_dir / "data"
 
     def index(self, environ: Mapping[str, str] | None = None) -> IndexConfig:
         """The settings' index layer over the user's pip variables."""

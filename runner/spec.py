@@ -101,6 +101,8 @@ class ScriptEntry(BaseModel):
     kind: Literal["script", "module"]
     target: str
     argv: tuple[str, ...] = ()
+    cwd: str | None = None
+    """For a module: the folder it was run from, where it is found (read-only in the sandbox)."""
 
     @model_validator(mode="after")
     def _exists(self) -> ScriptEntry:

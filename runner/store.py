@@ -121,6 +121,14 @@ class JobRecord(BaseModel):
     def done(self) -> bool:
         return self.status in TERMINAL
 
+    def shown(self) -> dict[str, Any]:
+        """The record as people and tools see it: variables by name only, never their values
+        (job.json itself keeps them, readable by its user alone)."""
+        data: dict[str, Any] = self.model_dump(mode="json")
+        data["spec"]["env"] = sorted(self.spec.env)
+        data["duration"] = self.duration
+        return data
+
     @property
     def orphaned(self) -> bool:
         """Live as recorded, but its owner is known to be gone."""

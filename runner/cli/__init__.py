@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from runner.cli.common import Group
+from runner.cli.data import data
 from runner.cli.envs import envs
 from runner.cli.jobs import cancel, jobs, logs, rm, status, supervise, train
 from runner.cli.locks import lock
@@ -40,7 +41,7 @@ def cli(ctx: click.Context, log_format: str | None) -> None:
     ctx.obj = settings
 
 
-for command in (train, jobs, status, logs, cancel, rm, supervise, envs, lock):
+for command in (train, jobs, status, logs, cancel, rm, supervise, envs, data, lock):
     cli.add_command(command)
 
 

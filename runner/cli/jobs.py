@@ -25,7 +25,7 @@ from runner.cli.common import (
 
 if TYPE_CHECKING:
     from runner.logs import Echo
-    from runner.sandbox import SandboxPolicy
+    from runner.sandbox import Mount, SandboxPolicy
     from runner.settings import RunnerSettings
     from runner.store import JobRecord, JobStore
 
@@ -105,7 +105,20 @@ def _interrupt_on_sigterm() -> None:
 @click.option("--nproc-per-node", type=click.IntRange(min=1), default=1, help="Local ranks.")
 @click.option("--nnodes", type=click.IntRange(min=1), default=1, help="Local torchrun nodes.")
 @click.option("--torchrun", is_flag=True, help="Run under torchrun even with one process.")
-@click.option("--env", "env_vars", multiple=True, metavar="KEY=VALUE", help="Job variable.")
+@click.option(
+    "--env",
+    "env_vars",
+    multiple=True,
+    metavar="KEY=VALUE|NAME",
+    help="Job variable; a bare NAME passes your own variable of that name.",
+)
+@click.option(
+    "--env-file",
+    "env_files",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Job variables from a dotenv file (KEY=VALUE lines); --env wins.",
+)
 @click.option(
     "--lockfile",
     type=click.Path(),
@@ -119,6 +132,18 @@ def _interrupt_on_sigterm() -> None:
 )
 @click.option("--network/--no-network", default=None, help="Allow network (loopback only if not).")
 @click.option("--sandbox-fs/--no-sandbox-fs", default=None, help="Read-only env and system.")
+@click.option(
+    "--mount",
+    "mounts",
+    multiple=True,
+    metavar="SRC[:DST][:ro|rw]",
+    help="Show the job a host path (read-only unless :rw).",
+)
+@click.option(
+    "--data-cache/--no-data-cache",
+    default=None,
+    help="Share the per-user data cache (HF_HOME, TORCH_HOME) with the job.",
+)
 @click.option(
     "--memory",
     callback=size_option,
@@ -144,6 +169,7 @@ def train(
     nnodes: int,
     torchrun: bool,
     env_vars: tuple[str, ...],
+    env_files: tuple[str, ...],
     lockfile: str | None,
     index_url: str | None,
     extra_index_url: tuple[str, ...],
@@ -154,6 +180,8 @@ def train(
     sandbox: str | None,
     network: bool | None,
     sandbox_fs: bool | None,
+    mounts: tuple[str, ...],
+    data_cache: bool | None,
     memory: int | None,
     cpu_time: int | None,
     open_files: int | None,
@@ -172,17 +200,11 @@ def train(
 
     settings = settings_of(ctx)
     entry = _entry(script, module, args)
-    env: dict[str, str] = {}
-    for item in env_vars:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--env")
-        env[key] = value
     fields: dict[str, Any] = {
         "entry": entry,
         "requirements": packages_of(with_, req_files),
         "index": index_of(index_url, extra_index_url, find_links),
-        "env": env,
+        "env": _job_env(env_files, env_vars),
         "framework": "torch" if (torchrun or nproc_per_node > 1 or nnodes > 1) else "python",
         "nproc_per_node": nproc_per_node,
         "num_nodes": nnodes,
@@ -192,6 +214,8 @@ def train(
             mode=sandbox,
             network=network,
             filesystem=sandbox_fs,
+            data_cache=data_cache,
+            mounts=_mounts(settings, mounts),
             memory=memory,
             cpu_seconds=cpu_time,
             open_files=open_files,
@@ -249,13 +273,60 @@ def _entry(script: str | None, module: str | None, args: tuple[str, ...]) -> dic
             err=True,
         )
     if module is not None:
-        return {"kind": "module", "target": module, "argv": (*filter(None, [script]), *args)}
+        argv = (*filter(None, [script]), *args)
+        return {"kind": "module", "target": module, "argv": argv, "cwd": str(Path.cwd())}
     assert script is not None
     if Path(script).is_dir():
         raise InvalidJobError(f"script {script!r} is a directory: give the .py file to run")
     if not Path(script).is_file():
         raise InvalidJobError(f"script {script!r} does not exist")
     return {"kind": "script", "target": str(Path(script).resolve()), "argv": args}
+
+
+def _job_env(files: tuple[str, ...], items: tuple[str, ...]) -> dict[str, str]:
+    """The job's variables: each --env-file in turn, then each --env (KEY=VALUE, or NAME)."""
+    from dotenv import dotenv_values
+
+    env: dict[str, str] = {}
+    for path in files:
+        if not Path(path).is_file():
+            raise click.BadParameter(f"{path!r} does not exist", param_hint="--env-file")
+        for key, value in dotenv_values(path).items():
+            env[key] = _passed(key, "--env-file") if value is None else value
+    for item in items:
+        key, sep, value = item.partition("=")
+        env[key] = value if sep else _passed(key, "--env")
+    return env
+
+
+def _passed(name: str, option: str) -> str:
+    """A variable passed through by name: it must be set here."""
+    if name not in os.environ:
+        raise click.BadParameter(
+            f"{name!r} is not set in your environment (give {name}=VALUE to set it)",
+            param_hint=option,
+        )
+    return os.environ[name]
+
+
+def _mounts(settings: RunnerSettings, given: tuple[str, ...]) -> tuple[Mount, ...] | None:
+    """The settings' mounts and those of the command line."""
+    from runner.sandbox import Mount
+
+    if not given:
+        return None
+    try:
+        return (*settings.policy().mounts, *(Mount.parse(m) for m in given))
+    except ValueError as exc:
+        raise click.BadParameter(_first_error(exc), param_hint="--mount") from None
+
+
+def _first_error(exc: ValueError) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        return str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+    return str(exc)
 
 
 def _policy(settings: RunnerSettings, **flags: Any) -> SandboxPolicy:
@@ -296,12 +367,6 @@ def supervise(ctx: click.Context, name: str) -> None:
         sys.exit(130)
 
 
-def _row(record: JobRecord) -> dict[str, Any]:
-    data: dict[str, Any] = record.model_dump(mode="json")
-    data["duration"] = record.duration
-    return data
-
-
 @click.command()
 @json_option
 @click.option(
@@ -324,7 +389,7 @@ def jobs(ctx: click.Context, as_json: bool, reap: bool) -> None:
         seconds = f"{r.duration:.1f}" if r.duration is not None else "-"
         created = r.created.isoformat()[:19]
         lines.append(f"{r.name:<20} {r.status:<9} {created:<19} {seconds:>8}  {what}")
-    emit([_row(r) for r in records], as_json, "\n".join(lines))
+    emit([r.shown() for r in records], as_json, "\n".join(lines))
 
 
 @click.command()
@@ -344,7 +409,7 @@ def status(ctx: click.Context, name: str, as_json: bool) -> None:
             f"seconds:   {record.duration:.2f}" if record.duration is not None else "seconds:   -",
         ]
     )
-    emit(_row(record), as_json, text)
+    emit(record.shown(), as_json, text)
 
 
 @click.command()

@@ -244,7 +244,8 @@ def test_process_limit_fails_the_job_with_a_clear_reason(runner_cli: RunCli) -> 
     assert proc.returncode == 1
     result = status(runner_cli, "forky")
     assert result["status"] == "Failed"
-    assert result["reason"] == "node-0 exited with code 1: process limit of 10 reached"
+    # a cgroup's count where one can be made (root here), else the per-user rlimit's refusal
+    assert result["reason"].startswith("node-0 exited with code 1: process limit of 10 reached")
     assert "Resource temporarily unavailable" in "\n".join(output(records(runner_cli, "forky")))
     runner_cli("train", "--name", "few", "--processes", "10", spawner, "3")
 

@@ -1,0 +1,171 @@
+"""Isolation policy -> the job's environment, and an argv prefix that confines it.
+
+The sandbox is a list of layers (`LAYERS`), each one small unit with the shape
+of `layer.Layer`: what this machine cannot enforce of it, and what it adds to
+the command line and the environment. `check` and `confine` read the same list.
+
+- the environment is built from scratch: an allowlist from the caller plus the
+  job's own variables (always, whatever the mode: secrets in the caller's
+  environment never reach a job);
+- `files`: what the job sees (the view), its HOME and data cache, mounts;
+- `limits`: memory and processes in a cgroup per node, else rlimits; CPU time
+  and open files as rlimits;
+- `namespaces`: devices, lifetime (dies with the runner), network, IPC and
+  hostname, capabilities.
+
+Where bubblewrap is missing, `auto` runs with what works and logs one
+`sandbox.degraded` record naming what is not enforced; `strict` refuses.
+`off` keeps only the environment allowlist and the first process's tie to
+the runner, and names any limit or mount it was asked for and does not make.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from runner.sandbox.files import FileView, Home, Mounts
+from runner.sandbox.layer import INSTALL_BWRAP, Host, Layer, Line, Place, bwrap_problem
+from runner.sandbox.limits import DELEGATE_CGROUP, Limits
+from runner.sandbox.namespaces import Capabilities, Devices, Ipc, Lifetime, Network
+from runner.sandbox.policy import Gap, Mount, SandboxPolicy, SandboxUnavailableError
+
+__all__ = [
+    "DELEGATE_CGROUP",
+    "INSTALL_BWRAP",
+    "LAYERS",
+    "Confinement",
+    "Gap",
+    "Host",
+    "Mount",
+    "Place",
+    "SandboxPolicy",
+    "SandboxUnavailableError",
+    "bwrap_problem",
+    "check",
+    "confine",
+    "degraded_record",
+    "job_environ",
+]
+
+ALLOWED_FROM_CALLER = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TERM", "TZ")
+
+LAYERS: tuple[Layer, ...] = (
+    Limits(),
+    Network(),
+    FileView(),  # the view first: the layers below bind on top of it
+    Devices(),
+    Lifetime(),
+    Home(),
+    Mounts(),
+    Ipc(),
+    Capabilities(),
+)
+"""In command-line order: wrappers before bubblewrap, and later mounts on top of earlier ones."""
+
+
+@dataclass(frozen=True)
+class Confinement:
+    """How to start one step: an argv prefix, variables, file descriptors, what is not enforced."""
+
+    prefix: tuple[str, ...]
+    not_enforced: tuple[Gap, ...]
+    env: Mapping[str, str]
+    fds: tuple[int, ...] = ()
+    """To pass to the step, and close once it has started."""
+    notes: tuple[str, ...] = ()
+    """What the job was asked to see and does not, and why (logged once)."""
+    reports_namespaces: bool = False
+    """bubblewrap writes the pid holding its namespaces to the report fd."""
+
+
+def job_environ(
+    caller: Mapping[str, str],
+    *,
+    bin_dir: Path,
+    workdir: Path,
+    tmpdir: Path,
+    job_env: Mapping[str, str],
+    torch: bool,
+    layers: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The complete environment of a job's processes, built from scratch.
+
+    `layers`: what the sandbox's layers set (HOME, the data cache); the job's
+    own variables win over them.
+    """
+    env = {k: caller[k] for k in ALLOWED_FROM_CALLER if k in caller}
+    env["PATH"] = f"{bin_dir}:{env.get('PATH', '/usr/bin:/bin')}"
+    env["VIRTUAL_ENV"] = str(bin_dir.parent)
+    env["TMPDIR"] = str(tmpdir)
+    env["PWD"] = str(workdir)
+    env["PYTHONUNBUFFERED"] = "1"  # lines reach the runner as they are printed
+    env["PYTHONNOUSERSITE"] = "1"  # the env is the whole world: no ~/.local packages
+    if torch:
+        env["OMP_NUM_THREADS"] = "1"  # torchrun's default; set so it does not warn about it
+    env.update(layers or {})
+    env.update(job_env)
+    return env
+
+
+def _unique(items: Iterable[str | None]) -> list[str]:
+    return list(dict.fromkeys(i for i in items if i))
+
+
+def gaps(policy: SandboxPolicy, host: Host) -> tuple[Gap, ...]:
+    """Every layer of `policy` this machine cannot enforce, each with its cause and fix."""
+    return tuple(gap for layer in LAYERS for gap in layer.gaps(policy, host))
+
+
+def check(policy: SandboxPolicy, bwrap: str | None) -> tuple[Gap, ...]:
+    """The layers this machine cannot enforce; in strict mode, refuse instead."""
+    found = gaps(policy, Host.probe(bwrap))
+    if found and policy.mode == "strict":
+        raise SandboxUnavailableError(
+            f"sandbox is strict but cannot enforce: {'; '.join(g.layer for g in found)} "
+            f"({'; '.join(_unique(g.cause for g in found))}); "
+            f"{'; '.join(_unique(g.fix for g in found))}, "
+            "or run with sandbox 'auto' to accept a weaker sandbox"
+        )
+    return found
+
+
+def degraded_record(found: tuple[Gap, ...]) -> dict[str, object]:
+    """The fields of the one `sandbox.degraded` record a job's log gets."""
+    return {
+        "not_enforced": [g.layer for g in found],
+        "cause": "; ".join(_unique(g.cause for g in found)),
+        "fix": "; ".join(_unique(g.fix for g in found)) or None,
+    }
+
+
+def confine(policy: SandboxPolicy, bwrap: str | None, place: Place) -> Confinement:
+    """The command-line prefix and variables of one step: every layer, in order."""
+    not_enforced = check(policy, bwrap)
+    host = Host.probe(bwrap)
+    line = Line(boxed=policy.mode != "off" and host.bwrap is not None)
+    try:
+        for layer in LAYERS:
+            layer.add(policy, host, place, line)
+    except BaseException:
+        _close(line.fds)
+        raise
+    prefix = list(line.outer)
+    if line.boxed:
+        assert host.bwrap is not None
+        prefix += [host.bwrap, *line.inner, "--chdir", str(place.workdir), "--"]
+    return Confinement(
+        tuple(prefix),
+        not_enforced,
+        dict(line.env),
+        tuple(line.fds),
+        tuple(line.notes),
+        reports_namespaces=line.boxed and place.report_fd is not None,
+    )
+
+
+def _close(fds: Iterable[int]) -> None:
+    for fd in fds:
+        os.close(fd)

@@ -1,0 +1,62 @@
+"""The limits layer: memory and processes in a cgroup per node where one can be made
+(`cgroup.py`), else as rlimits; CPU time and open files as rlimits (`prlimit`)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable
+
+from runner import cgroup
+from runner.cgroup import JobCgroup
+from runner.sandbox.layer import Host, Line, Place
+from runner.sandbox.policy import Gap, SandboxPolicy
+
+DELEGATE_CGROUP = (
+    "run as root, or inside a cgroup delegated to this user "
+    "(systemd: systemd-run --user --scope -p Delegate=yes runner ...)"
+)
+
+
+def rlimits(policy: SandboxPolicy, held: JobCgroup | None = None) -> list[str]:
+    """prlimit's flags: the limits no cgroup holds."""
+    limits = {
+        "--as": None if held and held.memory else policy.memory,
+        "--cpu": policy.cpu_seconds,
+        "--nofile": policy.open_files,
+        "--nproc": None if held and held.pids else policy.processes,
+    }
+    return [f"{flag}={value}" for flag, value in limits.items() if value is not None]
+
+
+class Limits:
+    def gaps(self, policy: SandboxPolicy, host: Host) -> Iterable[Gap]:
+        if policy.mode == "off":  # a limit asked for is still named when it does not apply
+            asked = {"memory": policy.memory, "CPU time": policy.cpu_seconds}
+            asked |= {"open files": policy.open_files, "processes": policy.processes}
+            yield from (Gap(f"{n} limit", "sandbox off") for n, value in asked.items() if value)
+            return
+        if rlimits(policy) and shutil.which("prlimit") is None:
+            yield Gap("resource limits", "prlimit not found", "install util-linux")
+        no_cgroup = "no cgroup can be made here"
+        if policy.memory and not cgroup.available("memory"):
+            yield Gap(
+                "memory limit of the whole node (an address-space rlimit per process instead)",
+                f"{no_cgroup} (memory)",
+                DELEGATE_CGROUP,
+            )
+        if policy.processes and not cgroup.available("pids"):
+            yield Gap(
+                "process limit of the whole node (RLIMIT_NPROC per user instead, "
+                "which never binds root)",
+                f"{no_cgroup} (pids)",
+                DELEGATE_CGROUP,
+            )
+
+    def add(self, policy: SandboxPolicy, host: Host, place: Place, line: Line) -> None:
+        if policy.mode == "off":
+            return
+        if place.cgroups:
+            line.outer += place.cgroups.enter()
+        flags = rlimits(policy, place.cgroups)
+        if flags and shutil.which("prlimit"):
+            line.outer += ["prlimit", *flags, "--"]

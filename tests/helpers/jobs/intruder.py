@@ -1,0 +1,68 @@
+"""A hostile job: makes one attempt on something that is not its own and prints what came of it.
+
+`intruder.py ACTION TARGET`, one line out: `refused: <why>` or what it got.
+  read PATH      print the first bytes of a file
+  list PATH      the names in a folder
+  write PATH     create or overwrite a file
+  connect PATH   connect to a Unix socket
+  kill PID       send SIGTERM to a process
+  escape MARK    leave a process behind, out of the job's tag, with MARK on its command line
+  resolve HOST   look a name up
+  status PATH    its capabilities and no_new_privs, from /proc/self/status
+  namespaces KINDS  the namespaces it is in, as JSON
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+action, target = sys.argv[1], sys.argv[2]
+
+
+def attempt() -> str:
+    if action == "read":
+        return "read: " + Path(target).read_text()[:40].rstrip("\n")
+    if action == "list":
+        return "list: " + " ".join(sorted(p.name for p in Path(target).iterdir()))
+    if action == "write":
+        Path(target).write_text("planted by a hostile job\n")
+        return "wrote"
+    if action == "connect":
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect(target)
+            return "connected: " + sock.recv(64).decode()
+    if action == "kill":
+        os.kill(int(target), signal.SIGTERM)
+        return "sent"
+    if action == "escape":
+        untagged = {k: v for k, v in os.environ.items() if "TAG" not in k}
+        subprocess.Popen(
+            [sys.executable, "-c", f"import time; time.sleep(120)  # {target}"],
+            env=untagged,
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        return "left behind"
+    if action == "resolve":
+        return "resolved: " + socket.getaddrinfo(target, None)[0][4][0]
+    if action == "status":
+        lines = Path(target).read_text().splitlines()
+        wanted = [line.replace("\t", "") for line in lines if line.startswith(("CapEff", "NoNew"))]
+        return "status: " + " ".join(wanted)
+    if action == "namespaces":
+        kinds = {kind: str(Path(f"/proc/self/ns/{kind}").readlink()) for kind in target.split()}
+        return "namespaces: " + json.dumps(kinds)
+    raise SystemExit(f"unknown action {action}")
+
+
+try:
+    print(attempt(), flush=True)
+except OSError as exc:
+    print(f"refused: {type(exc).__name__}: {exc.strerror or exc}", flush=True)

@@ -296,8 +296,9 @@ def _log_sandbox(
             "memory": policy.memory
             and ("cgroup" if cgroup.memory else "rlimit (address space per process)"),
             "processes": policy.processes
-            and ("cgroup" if cgroup.pids else "rlimit (per user; not for root)"),
+            and ("cgroup" if cgroup.pids else "rlimit (per user, above its count; not root)"),
         }
+        held["cgroup"] = str(cgroup.memory or cgroup.pids or "") or None  # which one it is
         log.info("sandbox.limits", **{k: v for k, v in held.items() if v})
     if confinement.not_enforced:
         log.warning("sandbox.degraded", **degraded_record(confinement.not_enforced))

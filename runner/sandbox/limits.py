@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterable
+from pathlib import Path
 
 from runner import cgroup
 from runner.cgroup import JobCgroup
@@ -17,13 +19,33 @@ DELEGATE_CGROUP = (
 )
 
 
+def user_tasks(uid: int) -> int:
+    """The processes and threads `uid` runs now: what RLIMIT_NPROC counts."""
+    count = 0
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and proc.stat().st_uid == uid:
+                count += sum(1 for _ in (proc / "task").iterdir())
+        except OSError:
+            continue  # ended meanwhile
+    return count
+
+
 def rlimits(policy: SandboxPolicy, held: JobCgroup | None = None) -> list[str]:
-    """prlimit's flags: the limits no cgroup holds."""
+    """prlimit's flags: the limits no cgroup holds.
+
+    RLIMIT_NPROC counts every process and thread of the user, not the job's: the
+    job may start `processes` more than the user runs when it starts (root is
+    never held by it).
+    """
+    nproc = None if held and held.pids else policy.processes
+    if nproc is not None and os.getuid() != 0:
+        nproc += user_tasks(os.getuid())
     limits = {
         "--as": None if held and held.memory else policy.memory,
         "--cpu": policy.cpu_seconds,
         "--nofile": policy.open_files,
-        "--nproc": None if held and held.pids else policy.processes,
+        "--nproc": nproc,
     }
     return [f"{flag}={value}" for flag, value in limits.items() if value is not None]
 
@@ -46,8 +68,8 @@ class Limits:
             )
         if policy.processes and not cgroup.available("pids"):
             yield Gap(
-                "process limit of the whole node (RLIMIT_NPROC per user instead, "
-                "which never binds root)",
+                "process limit of the whole node (RLIMIT_NPROC instead: as many more "
+                "processes as asked than the user runs at the start; never binds root)",
                 f"{no_cgroup} (pids)",
                 DELEGATE_CGROUP,
             )

@@ -107,6 +107,7 @@ def execute(
         remove_tree(store.dir(name) / "tmp")
         if cleanup:
             remove_tree(store.workdir(name))
+            remove_tree(store.dir(name) / "home")
             for scratch in (launch.ENTRY_FILE, launch.ARGS_FILE):
                 (store.dir(name) / scratch).unlink(missing_ok=True)
     if outcome is not None and outcome.interrupted:

@@ -85,6 +85,13 @@ def sleeper() -> None:
     time.sleep(600)
 
 
+def use_volumes() -> None:
+    from pathlib import Path
+
+    print(Path("/tmp/data/input.txt").read_text())
+    Path("/tmp/out/result.txt").write_text("written by the job")
+
+
 def hog() -> None:
     held = [bytearray(1 << 20) for _ in range(3000)]  # 3 GiB, a mebibyte at a time
     print(f"held {len(held)} MiB")
@@ -376,6 +383,7 @@ def test_cleanup_venv_removes_scratch_but_keeps_cache_and_logs(
         job = backend.train(runtime="torch-distributed", trainer=trainer(get_torch_dist))
         backend.wait_for_job_status(job, polling_interval=0.2, timeout=300)
         assert backend.store.workdir(job).exists() is not cleanup
+        assert (backend.store.dir(job) / "home").exists() is not cleanup
         assert (backend.store.dir(job) / "entry.py").exists() is not cleanup
         assert "RANK: 0" in list(backend.get_job_logs(job))
         env_key = backend.store.load(job).env_key
@@ -397,3 +405,24 @@ def test_num_nodes_become_local_torchrun_agents_with_their_own_logs(
     node0, node1 = (list(backend.get_job_logs(job, step=f"node-{n}")) for n in (0, 1))
     assert len(node0) == len(node1) == 1
     assert {node0[0], node1[0]} == {"[rank 0] SUM: 1", "[rank 1] SUM: 1"}
+
+
+@pytest.mark.torch
+def test_volumes_of_the_backend_config_are_mounted_in_every_job(
+    torch_cfg: LocalProcessBackendConfig, tmp_path: Path
+) -> None:
+    data, out = tmp_path / "data", tmp_path / "out"
+    for folder in (data, out):
+        folder.mkdir()
+    (data / "input.txt").write_text("read from a volume")
+    cfg = LocalProcessBackendConfig(
+        **torch_cfg.model_dump(exclude={"volumes"}),
+        volumes=[f"{data}:/tmp/data", f"{out}:/tmp/out:rw"],
+    )
+    backend = LocalProcessBackend(cfg)
+    job = backend.train(runtime="torch-distributed", trainer=trainer(use_volumes))
+    backend.wait_for_job_status(job, polling_interval=0.2, timeout=300)
+    assert "read from a volume" in list(backend.get_job_logs(job))
+    assert (out / "result.txt").read_text() == "written by the job"
+    with pytest.raises(ValueError, match="does not exist"):
+        LocalProcessBackendConfig(volumes=[str(tmp_path / "missing")])

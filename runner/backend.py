@@ -35,9 +35,9 @@ from envs import EnvError, IndexConfig, Interpreter
 from envs.requirements import merge, parse_all
 from runner import job as jobs
 from runner.logs import as_text
-from runner.sandbox import Mount, SandboxPolicy, check
+from runner.sandbox import Mount, SandboxPolicy
 from runner.settings import RunnerSettings, split_list
-from runner.spec import FunctionEntry, JobSpec, LockedSet, open_cache
+from runner.spec import FunctionEntry, JobSpec, LockedSet
 from runner.store import JobRecord, JobStore
 from runner.units import parse_size
 
@@ -246,9 +246,7 @@ class LocalProcessBackend(RuntimeBackend):
         if name:
             fields["name"] = name
         spec = JobSpec.create(**fields)
-        check(fields["sandbox"], self.cfg.bwrap)  # strict mode refuses before anything runs
-        self.store.check_writable()  # an unusable folder is named before anything starts
-        open_cache(self.cfg, writing=True)
+        jobs.preflight(self.store, self.cfg, spec)  # strict mode, unusable folders: named first
         self.store.create(spec, owner=jobs.this_process())
         thread = threading.Thread(target=self._run, args=(spec.name,), name=f"job-{spec.name}")
         self._threads[spec.name] = thread

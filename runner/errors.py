@@ -25,3 +25,7 @@ class LogMissingError(RunnerError):
 
 class StateDirError(RunnerError):
     """The state or cache directory cannot be used (not a directory, read-only, ...)."""
+
+
+class DataDirError(RunnerError):
+    """The data cache jobs share cannot be made or written."""

@@ -20,13 +20,21 @@ from pathlib import Path
 from structlog.typing import FilteringBoundLogger as Logger
 
 from envs import EnvError
-from envs.files import remove_tree
+from envs.files import dir_problem, remove_tree
 from runner import launch
 from runner.cgroup import JobCgroup
-from runner.errors import JobNotFoundError
+from runner.errors import DataDirError, JobNotFoundError
 from runner.logs import Echo, JobLog
 from runner.process import Process, end_tree, start_ticks
-from runner.sandbox import Confinement, Place, SandboxPolicy, confine, degraded_record, job_environ
+from runner.sandbox import (
+    Confinement,
+    Place,
+    SandboxPolicy,
+    check,
+    confine,
+    degraded_record,
+    job_environ,
+)
 from runner.settings import RunnerSettings
 from runner.spec import JobSpec, ScriptEntry, env_spec, open_cache
 from runner.store import (
@@ -61,6 +69,29 @@ class Outcome:
     steps: tuple[StepRecord, ...] = ()
     interrupted: bool = False
     """Ended by Ctrl-C or SIGTERM of the owner, which is raised again once recorded."""
+
+
+def preflight(store: JobStore, settings: RunnerSettings, spec: JobSpec) -> None:
+    """What would stop a job, checked before it is recorded or anything is built.
+
+    A strict sandbox that cannot be had here, a state dir, cache or data cache
+    that cannot be written: each raises with one line naming it.
+    """
+    policy = spec.sandbox or settings.policy()
+    check(policy, settings.bwrap)
+    store.check_writable()
+    open_cache(settings, writing=True)
+    data = _data_cache(settings, policy)
+    problem = data and dir_problem(data)
+    if problem:
+        raise DataDirError(
+            f"cannot use the data cache at {data}: {problem}; "
+            "set RUNNER_DATA_DIR to another folder, or run with --no-data-cache"
+        )
+
+
+def _data_cache(settings: RunnerSettings, policy: SandboxPolicy) -> Path | None:
+    return settings.data_cache_dir if policy.data_cache and policy.mode != "off" else None
 
 
 def this_process() -> ProcessRef:
@@ -272,7 +303,7 @@ def _place(
     tmp, home = jobdir / "tmp", jobdir / "home"
     for folder in (tmp, home):
         folder.mkdir(exist_ok=True)
-    data_cache = settings.data_cache_dir if policy.data_cache else None
+    data_cache = _data_cache(settings, policy)
     if data_cache is not None:
         data_cache.mkdir(parents=True, exist_ok=True)
     return Place(

@@ -194,9 +194,8 @@ def train(
     runner train --with torch==2.13.0 --nproc-per-node 2 examples/train_ddp.py --epochs 3
     """
     from envs import Interpreter
-    from runner.job import execute
-    from runner.sandbox import check
-    from runner.spec import JobSpec, LockedSet, open_cache
+    from runner.job import execute, preflight
+    from runner.spec import JobSpec, LockedSet
 
     settings = settings_of(ctx)
     entry = _entry(script, module, args)
@@ -228,10 +227,8 @@ def train(
         fields["lockfile"] = LockedSet.read(lockfile, Interpreter.at(settings.python))
     spec = JobSpec.create(**fields)
     assert spec.sandbox is not None
-    check(spec.sandbox, settings.bwrap)  # strict mode refuses before anything is built
     store = _store(ctx)
-    store.check_writable()  # a folder that cannot be used is named before anything starts
-    open_cache(settings, writing=True)
+    preflight(store, settings, spec)  # strict mode, unusable folders: named before anything
     store.create(spec)
     if detach:
         _detach(store, spec.name)

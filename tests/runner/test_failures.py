@@ -282,6 +282,22 @@ def test_an_unusable_state_or_cache_dir_is_one_line_before_anything_starts(
             assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
+def test_an_unusable_data_cache_is_one_line_before_anything_starts(
+    cli_environ: dict[str, str], tmp_path: Path
+) -> None:
+    from tests.runner.conftest import cli_runner
+
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    run = cli_runner({**cli_environ, "RUNNER_DATA_DIR": str(not_a_dir / "data")}, tmp_path)
+    proc = run("train", "--name", "no-data", REPORT, "X", check=False)
+    assert proc.returncode == 1
+    assert f"cannot use the data cache at {not_a_dir / 'data'}" in proc.stderr
+    assert "--no-data-cache" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert run("jobs", "--json").stdout.strip() == "[]"  # no job was recorded
+    run("train", "--name", "without", "--no-data-cache", REPORT, "X")  # the way out works
+
+
 def test_the_name_is_printed_and_the_level_applies(
     runner_cli: RunCli, cli_environ: dict[str, str]
 ) -> None:

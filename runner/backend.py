@@ -13,8 +13,6 @@ Use it through the SDK's client with `trainer_client()`::
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -101,28 +99,22 @@ RUNTIMES = {
 }
 
 
-def gpu_count() -> int:
-    """GPUs on this machine, as `nvidia-smi -L` lists them (0 without a driver)."""
-    if shutil.which("nvidia-smi") is None:
-        return 0
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=False
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return 0
-    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
-
-
-def ranks_per_node(resources: dict[str, Any] | None, gpus: int) -> int:
-    """Local ranks from `resources_per_node`: the GPU count where GPUs exist, else the CPUs."""
+def gpus_per_node(resources: dict[str, Any] | None) -> int:
+    """`resources_per_node["gpu"]` (or `"nvidia.com/gpu"`, as a pod asks): GPUs per node."""
     resources = resources or {}
-    if gpus and resources.get("gpu"):
-        wanted = int(resources["gpu"])
-        if wanted > gpus:
-            raise ValueError(f"resources_per_node asks for {wanted} GPUs; this machine has {gpus}")
-        return wanted
-    cpu = resources.get("cpu")
+    value = resources.get("gpu", resources.get("nvidia.com/gpu"))
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        raise ValueError(f"resources_per_node gpu {value!r} is not a whole number") from None
+
+
+def ranks_per_node(resources: dict[str, Any] | None) -> int:
+    """Local ranks from `resources_per_node`: one per GPU asked for, else the CPUs."""
+    gpus = gpus_per_node(resources)
+    if gpus:
+        return gpus
+    cpu = (resources or {}).get("cpu")
     if cpu is None:
         return 1
     text = str(cpu)
@@ -237,7 +229,8 @@ class LocalProcessBackend(RuntimeBackend):
             "index": IndexConfig.from_urls(_explicit_urls(trainer.pip_index_urls)),
             "env": dict(trainer.env or {}),
             "framework": local.framework,
-            "nproc_per_node": ranks_per_node(trainer.resources_per_node, gpu_count()),
+            "nproc_per_node": ranks_per_node(trainer.resources_per_node),
+            "gpus": gpus_per_node(trainer.resources_per_node),
             "num_nodes": trainer.num_nodes or runtime.trainer.num_nodes or 1,
             "runtime": runtime.name,
             "sandbox": sandbox_policy(self.cfg, trainer.resources_per_node),

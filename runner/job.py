@@ -23,7 +23,9 @@ from envs import EnvError
 from envs.files import dir_problem, remove_tree
 from runner import launch
 from runner.cgroup import JobCgroup
-from runner.errors import DataDirError, JobNotFoundError
+from runner.errors import DataDirError, InvalidJobError, JobNotFoundError
+from runner.gpus import Gpu
+from runner.leases import GpuLeases, Lease, Stopped
 from runner.logs import Echo, JobLog
 from runner.process import Process, end_tree, start_ticks
 from runner.sandbox import (
@@ -79,6 +81,7 @@ def preflight(store: JobStore, settings: RunnerSettings, spec: JobSpec) -> None:
     """
     policy = spec.sandbox or settings.policy()
     check(policy, settings.bwrap)
+    _check_gpus(spec, settings.gpu_pool())
     store.check_writable()
     open_cache(settings, writing=True)
     data = _data_cache(settings, policy)
@@ -88,6 +91,20 @@ def preflight(store: JobStore, settings: RunnerSettings, spec: JobSpec) -> None:
             f"cannot use the data cache at {data}: {problem}; "
             "set RUNNER_DATA_DIR to another folder, or run with --no-data-cache"
         )
+
+
+def _check_gpus(spec: JobSpec, pool: list[Gpu]) -> None:
+    """A job that asks for more GPUs than the pool has, or for one it lacks, never could run."""
+    wanted = spec.gpus * spec.num_nodes
+    names = ", ".join(f"{g.index} ({g.name})" for g in pool) or "none"
+    if wanted > len(pool):
+        raise InvalidJobError(
+            f"the job asks for {wanted} GPUs ({spec.gpus} per node, {spec.num_nodes} nodes) and "
+            f"the pool has {len(pool)}: {names} (RUNNER_GPUS, CUDA_VISIBLE_DEVICES decide it)"
+        )
+    for name in spec.gpu_ids:
+        if not any(name in (str(g.index), g.uuid) for g in pool):
+            raise InvalidJobError(f"GPU {name!r} is not in the pool: {names}")
 
 
 def _data_cache(settings: RunnerSettings, policy: SandboxPolicy) -> Path | None:
@@ -153,20 +170,65 @@ def _runner_error(log: Logger, exc: BaseException) -> Outcome:
 
 
 def _life(store: JobStore, name: str, settings: RunnerSettings, log: Logger) -> Outcome | None:
-    """Created -> (env) -> Running -> the steps' outcome; None if the job was ended meanwhile."""
+    """Created -> (env, GPUs) -> Running -> the steps' outcome; None if ended meanwhile."""
+    began = time.monotonic()
     record = store.update(name, owner=this_process())
     spec = record.spec
     envspec = env_spec(settings, spec.packages, spec.index)
     with open_cache(settings).lease(
         envspec, log, spec.lockfile.lock if spec.lockfile else None
     ) as env:
-        running = store.advance(
-            name, RUNNING, started=now(), env_key=env.key, index=asdict(envspec.index)
-        )
-        if running is None:  # cancelled (or reaped) while its env was being built
-            log.info("job.not_started", status=store.load(name).status)
-            return None
-        return _run_steps(store, running, env.path, log, settings)
+        try:
+            lease = _wait_for_gpus(store, spec, settings, log, began)
+        except Stopped as exc:
+            if str(exc) == CANCELLED:
+                log.info("job.not_started", status=store.load(name).status)
+                return None
+            return Outcome(FAILED, str(exc))
+        try:
+            running = store.advance(
+                name,
+                RUNNING,
+                started=now(),
+                env_key=env.key,
+                index=asdict(envspec.index),
+                gpus=[gpu.uuid for gpu in lease.gpus],
+            )
+            if running is None:  # cancelled (or reaped) while its env was being built
+                log.info("job.not_started", status=store.load(name).status)
+                return None
+            return _run_steps(store, running, env.path, log, settings)
+        finally:
+            lease.release()
+
+
+def _wait_for_gpus(
+    store: JobStore, spec: JobSpec, settings: RunnerSettings, log: Logger, began: float
+) -> Lease:
+    """The job's GPUs, once they are free (a `job.queued` record while it waits).
+
+    Raises Stopped when the job is cancelled meanwhile, or its timeout passes.
+    """
+    if not spec.gpus:
+        return Lease(())
+    pool = settings.gpu_pool()
+    wanted: int | tuple[Gpu, ...] = spec.gpus * spec.num_nodes
+    if spec.gpu_ids:
+        wanted = tuple(g for name in spec.gpu_ids for g in pool if name in (str(g.index), g.uuid))
+
+    def stop() -> str | None:
+        if store.load(spec.name).done:
+            return CANCELLED
+        if spec.timeout is not None and time.monotonic() - began > spec.timeout:
+            log.warning("job.timeout", timeout=spec.timeout)
+            return f"timed out after {spec.timeout:g} s, waiting for GPUs"
+        return None
+
+    lease = GpuLeases(settings.leases_dir, pool).acquire(
+        spec.name, wanted, stop=stop, on_wait=lambda fields: log.info("job.queued", **fields)
+    )
+    log.info("job.gpus", gpus=[{"index": g.index, "uuid": g.uuid} for g in lease.gpus])
+    return lease
 
 
 def _limit_hit(
@@ -228,6 +290,8 @@ def _start_steps(
     spec = job.spec
     policy = spec.sandbox or settings.policy()
     where = _place(store, job, env_dir, settings, policy)
+    by_uuid = {gpu.uuid: gpu for gpu in settings.gpu_pool()} if job.gpus else {}
+    held = tuple(by_uuid[uuid] for uuid in job.gpus)  # node k gets the k-th `spec.gpus` of them
     hold = os.pipe() if spec.framework == "torch" and spec.num_nodes > 1 else None
     if hold:
         holds.append(hold[1])
@@ -242,7 +306,12 @@ def _start_steps(
             )
             cgroups.append(cgroup)
         place = replace(
-            where, join=namespaces, report_fd=report[1] if report else None, cgroups=cgroup
+            where,
+            join=namespaces,
+            report_fd=report[1] if report else None,
+            cgroups=cgroup,
+            gpus=held[index * spec.gpus : (index + 1) * spec.gpus],
+            host_id=f"{job.tag}-{index}" if len(steps) > 1 else None,
         )
         try:
             confinement = confine(policy, settings.bwrap, place)
@@ -315,6 +384,7 @@ def _place(
         shared=_shared(job.spec),
         hidden=(settings.state_dir, settings.cache_dir),
         data_cache=data_cache,
+        device_root=settings.device_root,
         torch=job.spec.framework == "torch",
     )
 

@@ -17,6 +17,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from envs import IndexConfig
+from runner import gpus as inventory
+from runner.gpus import Gpu
 from runner.sandbox import Mount, SandboxPolicy
 from runner.units import parse_size
 
@@ -83,6 +85,15 @@ class RunnerSettings(BaseSettings):
     processes_limit: int | None = Field(
         default=None, gt=0, description="Processes per node: a cgroup, else RLIMIT_NPROC."
     )
+    gpus: str = Field(
+        default="all",
+        description="GPUs jobs may get: all, none, or indices/UUIDs (0,2); within the "
+        "caller's own CUDA_VISIBLE_DEVICES / NVIDIA_VISIBLE_DEVICES.",
+    )
+    device_root: Path = Field(
+        default=Path("/"),
+        description="Where the GPU driver's files and device nodes are read (tests, chroots).",
+    )
     bwrap: str | None = Field(
         default_factory=lambda: shutil.which("bwrap"), description="bubblewrap binary."
     )
@@ -122,6 +133,15 @@ class RunnerSettings(BaseSettings):
             open_files=self.open_files_limit,
             processes=self.processes_limit,
         )
+
+    def gpu_pool(self) -> list[Gpu]:
+        """The GPUs jobs draw from: the machine's, as `gpus` and the caller's variables allow."""
+        return inventory.pool(inventory.scan(self.device_root), self.gpus, os.environ)
+
+    @property
+    def leases_dir(self) -> Path:
+        """Where GPUs are held by their jobs, and jobs queue for them."""
+        return self.state_dir / "leases"
 
     @property
     def data_cache_dir(self) -> Path:

@@ -147,6 +147,10 @@ class JobSpec(BaseModel):
     framework: Literal["torch", "python"] = "python"
     nproc_per_node: int = Field(default=1, ge=1, le=1024)
     num_nodes: int = Field(default=1, ge=1, le=64)
+    gpus: int = Field(default=0, ge=0, le=64)
+    """GPUs per node."""
+    gpu_ids: tuple[str, ...] = ()
+    """The GPUs the job named (indices or UUIDs), split among its nodes; else any free ones."""
     timeout: float | None = Field(default=None, gt=0)
     runtime: str | None = None
     sandbox: SandboxPolicy | None = None
@@ -183,6 +187,11 @@ class JobSpec(BaseModel):
 
     @model_validator(mode="after")
     def _shape(self) -> JobSpec:
+        if self.gpu_ids and len(self.gpu_ids) != self.gpus * self.num_nodes:
+            raise ValueError(
+                f"{len(self.gpu_ids)} GPUs named for {self.num_nodes} nodes: name the same "
+                "number for each node"
+            )
         if self.framework != "torch" and (self.num_nodes > 1 or self.nproc_per_node > 1):
             raise ValueError(
                 "several processes per node or several nodes need torchrun: "

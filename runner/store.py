@@ -116,6 +116,8 @@ class JobRecord(BaseModel):
     """The index configuration the job's env was resolved with (job, settings, PIP_*)."""
     owner: ProcessRef | None = None
     steps: list[StepRecord] = Field(default_factory=list)
+    gpus: list[str] = Field(default_factory=list)
+    """The UUIDs of the GPUs the job holds while it runs, node-0's first."""
 
     @property
     def done(self) -> bool:

@@ -11,6 +11,7 @@ import click
 from runner.cli.common import Group
 from runner.cli.data import data
 from runner.cli.envs import envs
+from runner.cli.gpus import gpus
 from runner.cli.jobs import cancel, jobs, logs, rm, status, supervise, train
 from runner.cli.locks import lock
 
@@ -41,7 +42,7 @@ def cli(ctx: click.Context, log_format: str | None) -> None:
     ctx.obj = settings
 
 
-for command in (train, jobs, status, logs, cancel, rm, supervise, envs, data, lock):
+for command in (train, jobs, status, logs, cancel, rm, supervise, envs, data, gpus, lock):
     cli.add_command(command)
 
 

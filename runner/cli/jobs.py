@@ -102,7 +102,16 @@ def _interrupt_on_sigterm() -> None:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("-m", "module", help="Run a module (like python -m) instead of a script.")
 @package_options
-@click.option("--nproc-per-node", type=click.IntRange(min=1), default=1, help="Local ranks.")
+@click.option(
+    "--nproc-per-node",
+    type=click.IntRange(min=1),
+    help="Local ranks per node (default: one per GPU, else 1).",
+)
+@click.option(
+    "--gpus",
+    metavar="N|all|0,2",
+    help="GPUs per node (N, or all), or the GPUs to use by index or UUID; waits until free.",
+)
 @click.option("--nnodes", type=click.IntRange(min=1), default=1, help="Local torchrun nodes.")
 @click.option("--torchrun", is_flag=True, help="Run under torchrun even with one process.")
 @click.option(
@@ -165,7 +174,8 @@ def train(
     module: str | None,
     with_: tuple[str, ...],
     req_files: tuple[str, ...],
-    nproc_per_node: int,
+    nproc_per_node: int | None,
+    gpus: str | None,
     nnodes: int,
     torchrun: bool,
     env_vars: tuple[str, ...],
@@ -194,14 +204,21 @@ def train(
     runner train --with torch==2.13.0 --nproc-per-node 2 examples/train_ddp.py --epochs 3
     """
     from envs import Interpreter
+    from envs.requirements import name_of
     from runner.job import execute, preflight
     from runner.spec import JobSpec, LockedSet
 
     settings = settings_of(ctx)
     entry = _entry(script, module, args)
+    gpu_fields = _gpus(settings, gpus, nnodes)
+    requirements = packages_of(with_, req_files)
+    if nproc_per_node is None:  # a torch job gets one rank per GPU, as on the cluster
+        torch_job = torchrun or nnodes > 1 or "torch" in {name_of(r) for r in requirements}
+        nproc_per_node = gpu_fields.get("gpus", 1) if torch_job else 1
     fields: dict[str, Any] = {
+        **gpu_fields,
         "entry": entry,
-        "requirements": packages_of(with_, req_files),
+        "requirements": requirements,
         "index": index_of(index_url, extra_index_url, find_links),
         "env": _job_env(env_files, env_vars),
         "framework": "torch" if (torchrun or nproc_per_node > 1 or nnodes > 1) else "python",
@@ -278,6 +295,23 @@ def _entry(script: str | None, module: str | None, args: tuple[str, ...]) -> dic
     if not Path(script).is_file():
         raise InvalidJobError(f"script {script!r} does not exist")
     return {"kind": "script", "target": str(Path(script).resolve()), "argv": args}
+
+
+def _gpus(settings: RunnerSettings, value: str | None, nodes: int) -> dict[str, Any]:
+    """The spec's GPU fields from `--gpus`: a count per node, or the GPUs named (for all nodes)."""
+    from runner.gpus import request
+
+    if value is None:
+        return {}
+    asked = request(value, len(settings.gpu_pool()))
+    if isinstance(asked, int):
+        return {"gpus": asked}
+    if len(asked) % nodes:
+        raise click.BadParameter(
+            f"{len(asked)} GPUs named for {nodes} nodes: name the same number for each",
+            param_hint="--gpus",
+        )
+    return {"gpus": len(asked) // nodes, "gpu_ids": asked}
 
 
 def _job_env(files: tuple[str, ...], items: tuple[str, ...]) -> dict[str, str]:

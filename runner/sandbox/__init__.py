@@ -50,7 +50,11 @@ __all__ = [
     "job_environ",
 ]
 
-ALLOWED_FROM_CALLER = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TERM", "TZ")
+ALLOWED_FROM_CALLER = (
+    *("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TERM", "TZ"),
+    # what loads the GPU driver and CUDA: paths and capabilities, never secrets
+    *("LD_LIBRARY_PATH", "NVIDIA_DRIVER_CAPABILITIES", "CUDA_HOME", "CUDA_PATH"),
+)
 
 LAYERS: tuple[Layer, ...] = (
     Limits(),

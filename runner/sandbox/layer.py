@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from runner.cgroup import JobCgroup
+from runner.gpus import Gpu
 from runner.sandbox.policy import Gap, SandboxPolicy
 
 INSTALL_BWRAP = "install bubblewrap (Debian/Ubuntu: apt-get install -y bubblewrap)"
@@ -50,11 +51,18 @@ class Host:
     """A bubblewrap that runs here; None where there is none (see `problem`)."""
     problem: str | None
     root: bool
+    gpu_nodes: bool = False
+    """The host has GPU device nodes (which only bubblewrap can keep from a job)."""
 
     @classmethod
     def probe(cls, bwrap: str | None) -> Host:
         problem = bwrap_problem(bwrap)
-        return cls(bwrap=None if problem else bwrap, problem=problem, root=os.geteuid() == 0)
+        return cls(
+            bwrap=None if problem else bwrap,
+            problem=problem,
+            root=os.geteuid() == 0,
+            gpu_nodes=any(Path("/dev").glob("nvidia[0-9]*")),
+        )
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,12 @@ class Place:
     report_fd: int | None = None
     """bubblewrap writes its namespaces there (node-0 of a job with several, no network)."""
     cgroups: JobCgroup | None = None
+    gpus: tuple[Gpu, ...] = ()
+    """The GPUs of this node: their device nodes are the only ones it sees."""
+    device_root: Path = Path("/")
+    """Where the device nodes are on the host (`/`; elsewhere in tests)."""
+    host_id: str | None = None
+    """This node's own name for NCCL (`NCCL_HOSTID`): nodes meet over sockets, as hosts do."""
     torch: bool = False
     """The step is a torchrun agent, which ends its workers on TERM."""
 

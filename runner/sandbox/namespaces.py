@@ -9,6 +9,7 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
+from runner.gpus import CONTROL_NODES
 from runner.sandbox.layer import INSTALL_BWRAP, Host, Line, Place
 from runner.sandbox.policy import Gap, SandboxPolicy
 
@@ -23,14 +24,37 @@ def _unboxed(policy: SandboxPolicy, host: Host, layer: str) -> Iterable[Gap]:
 
 
 class Devices:
-    """A minimal /dev of the job's own (null, zero, random, tty, a private /dev/shm)."""
+    """A minimal /dev of the job's own (null, zero, random, tty, a private /dev/shm), with the
+    nodes of the node's own GPUs and the driver's control nodes, and no other GPU's.
+
+    The job is told its GPUs by UUID (`CUDA_VISIBLE_DEVICES`), which names the same
+    GPUs in any numbering; a job without GPUs gets `CUDA_VISIBLE_DEVICES=""`, as a
+    pod without a GPU request does. Nodes of one job meet as hosts do (`NCCL_HOSTID`
+    of their own: over sockets, not each other's /dev/shm), over loopback without network.
+    """
 
     def gaps(self, policy: SandboxPolicy, host: Host) -> Iterable[Gap]:
-        return ()
+        if host.gpu_nodes:
+            yield from _unboxed(policy, host, "GPU isolation (every GPU's device node is open)")
 
     def add(self, policy: SandboxPolicy, host: Host, place: Place, line: Line) -> None:
-        if line.boxed:
-            line.inner += ["--dev", "/dev"]
+        uuids = ",".join(gpu.uuid for gpu in place.gpus)
+        line.env["CUDA_VISIBLE_DEVICES"] = uuids
+        line.env["NVIDIA_VISIBLE_DEVICES"] = uuids or "void"
+        if place.gpus:
+            line.env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+            if place.host_id:
+                line.env["NCCL_HOSTID"] = place.host_id
+            if not policy.network:
+                line.env["NCCL_SOCKET_IFNAME"] = "lo"
+        if not line.boxed:
+            return
+        line.inner += ["--dev", "/dev"]
+        nodes = [gpu.node for gpu in place.gpus] + list(CONTROL_NODES if place.gpus else ())
+        for node in nodes:
+            host_path = _on_host(place.device_root, node)
+            if host_path is not None:
+                line.inner += ["--dev-bind", str(host_path), node]
 
 
 class Lifetime:
@@ -82,6 +106,12 @@ class Network:
             enter += [f"--user=/proc/self/fd/{owner}", "--preserve-credentials"]
             line.inner += ["--unshare-user", "--uid", str(os.getuid()), "--gid", str(os.getgid())]
         line.outer += [*enter, "--"]
+
+
+def _on_host(root: Path, node: str) -> Path | None:
+    """Where a device node of the job's /dev is on the host; None if it is not there."""
+    path = root / node.lstrip("/")
+    return path if path.exists() else None
 
 
 def _ns_id(path: str) -> tuple[int, int]:

@@ -16,6 +16,7 @@ from runner.backend import (
     LocalProcessBackend,
     LocalProcessBackendConfig,
     Lockfile,
+    gpus_per_node,
     ranks_per_node,
     trainer_client,
 )
@@ -181,14 +182,15 @@ def test_wait_for_job_status_validates_like_the_original(cfg: LocalProcessBacken
         backend.wait_for_job_status("x", status={"Done"})
 
 
-def test_resources_per_node_become_local_ranks() -> None:
-    assert ranks_per_node(None, gpus=0) == 1
-    assert ranks_per_node({"cpu": 2, "memory": "4G"}, gpus=0) == 2
-    assert ranks_per_node({"cpu": "500m"}, gpus=0) == 1
-    assert ranks_per_node({"gpu": 4, "cpu": 3}, gpus=0) == 3  # no GPU here: the CPUs count
-    assert ranks_per_node({"gpu": 2, "cpu": 3}, gpus=8) == 2
-    with pytest.raises(ValueError, match="asks for 4 GPUs; this machine has 2"):
-        ranks_per_node({"gpu": 4}, gpus=2)
+def test_resources_per_node_become_local_ranks_and_gpus() -> None:
+    assert ranks_per_node(None) == 1
+    assert ranks_per_node({"cpu": 2, "memory": "4G"}) == 2
+    assert ranks_per_node({"cpu": "500m"}) == 1
+    assert ranks_per_node({"gpu": 2, "cpu": 3}) == 2  # one rank per GPU, as on the cluster
+    assert gpus_per_node({"nvidia.com/gpu": 1}) == 1
+    assert gpus_per_node({"cpu": 3}) == 0
+    with pytest.raises(ValueError, match="is not a whole number"):
+        gpus_per_node({"gpu": "two"})
 
 
 def test_trainer_client_uses_this_backend(cfg: LocalProcessBackendConfig) -> None:

@@ -436,6 +436,7 @@ def status(ctx: click.Context, name: str, as_json: bool) -> None:
             f"status:    {record.status}" + (f" ({record.reason})" if record.reason else ""),
             f"exit code: {record.exit_code if record.exit_code is not None else '-'}",
             f"env:       {record.env_key or '-'}",
+            f"gpus:      {', '.join(record.gpus) or '-'}",
             f"created:   {record.created.isoformat()}",
             f"seconds:   {record.duration:.2f}" if record.duration is not None else "seconds:   -",
         ]

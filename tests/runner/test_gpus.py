@@ -23,7 +23,7 @@ import pytest
 from runner import gpus
 from runner.errors import InvalidJobError
 from runner.store import JobStore
-from tests.runner.conftest import JOBS, RunCli, cli_runner
+from tests.runner.conftest import JOBS, TORCH, RunCli, cli_runner
 from tests.runner.test_process import wait_for
 from tests.runner.test_sandbox import BWRAP, output, records, status
 
@@ -181,29 +181,43 @@ def test_concurrent_jobs_get_disjoint_gpus_and_a_third_waits_its_turn(
 def test_first_come_first_served_and_cancel_or_timeout_while_waiting(
     run: RunCli, store: JobStore
 ) -> None:
-    holder = run("train", "--detach", "--gpus", "2", VIEW, "hold").stdout.strip()
+    holder = run("train", "--detach", "--gpus", "1", VIEW, "hold").stdout.strip()
+    big = small = ""
     try:
         wait_for(lambda: output(list(store.records(holder))), timeout=60)
-        big = run("train", "--detach", "--gpus", "2", VIEW).stdout.strip()
+        big = run("train", "--detach", "--gpus", "2", VIEW, "hold").stdout.strip()
         wait_for(lambda: _queued(run, big) is not None, timeout=60)
+        assert _queued(run, big)["free"] == 1  # type: ignore[index]
         small = run("train", "--detach", "--gpus", "1", VIEW).stdout.strip()
         wait_for(lambda: _queued(run, small) is not None, timeout=60)
         assert _queued(run, small)["ahead"] == 1  # type: ignore[index]
+        doomed = run("train", "--detach", "--gpus", "1", VIEW).stdout.strip()
+        wait_for(lambda: _queued(run, doomed) is not None, timeout=60)
 
-        run("cancel", big)  # cancelled while it waits: it never starts
-        assert status(run, big)["status"] == "Failed"
-        assert status(run, big)["reason"] == "cancelled"
+        run("cancel", doomed)  # cancelled while it waits: it never starts
+        assert (status(run, doomed)["status"], status(run, doomed)["reason"]) == (
+            "Failed",
+            "cancelled",
+        )
         timed = run("train", "--gpus", "1", "--timeout", "1", VIEW, check=False)
         assert timed.returncode == 124  # as for any timeout, the exit code of timeout(1)
         assert "timed out after 1 s, waiting for GPUs" in timed.stderr
-        assert status(run, small)["status"] == "Created"  # still waiting, not lost
-        _release(store, holder)
+        # one GPU is free all along, and the small job does not jump the queue to take it
+        assert status(run, small)["status"] == "Created"
+
+        _release(store, holder)  # now the big job, first in line, takes both
+        wait_for(lambda: store.load(big).status == "Running", timeout=60)
+        assert status(run, small)["status"] == "Created"
+        _release(store, big)
         wait_for(lambda: store.load(small).done, timeout=60)
         assert store.load(small).status == "Complete"
-        assert not [r for r in records(run, big) if r["event"] == "job.start"]
+        for name in (doomed, timed.stderr.split()[1]):
+            assert not [r for r in records(run, name) if r["event"] == "job.start"]
     finally:
-        _release(store, holder)
-        wait_for(lambda: store.load(holder).done, timeout=60)
+        for name in (holder, big):
+            if name:
+                _release(store, name)
+                wait_for(lambda n=name: store.load(n).done, timeout=60)
 
 
 @needs_bwrap
@@ -240,3 +254,68 @@ def test_a_gpu_is_free_again_when_its_holder_is_killed(
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.mark.torch
+@needs_bwrap
+def test_each_local_node_gets_gpus_of_its_own_one_rank_per_gpu(
+    torch_cache: Path, machine: Path, tmp_path: Path
+) -> None:
+    environ = {
+        **os.environ,
+        "RUNNER_CACHE_DIR": str(torch_cache),
+        "RUNNER_STATE_DIR": str(tmp_path / "state"),
+        "RUNNER_DEVICE_ROOT": str(machine),
+    }
+    run = cli_runner(environ, tmp_path, "--log-format", "json")
+    torch = [arg for req in TORCH for arg in ("--with", req)]
+    run("train", "--name", "two-nodes", *torch, "--nnodes", "2", "--gpus", "1", VIEW)
+    views = {}
+    for r in records(run, "two-nodes"):
+        if r["event"] == "output" and "rank" in r:
+            views[r["step"]] = json.loads(r["line"])
+    assert sorted(views) == ["node-0", "node-1"]  # one rank per node: one per GPU
+    assert {v["CUDA_VISIBLE_DEVICES"] for v in views.values()} == {uuid(0), uuid(1)}
+    for view in views.values():
+        assert len(view["gpu_nodes"]) == 1 and view["LOCAL_RANK"] == "0"
+    assert len({v["NCCL_HOSTID"] for v in views.values()}) == 2  # nodes meet as hosts do
+
+
+def show_gpus() -> None:
+    import os
+    from pathlib import Path
+
+    nodes = sorted(p.name for p in Path("/dev").glob("nvidia[0-9]*"))
+    print(f"CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']} nodes={nodes}")
+
+
+@pytest.mark.torch
+@needs_bwrap
+def test_the_sdk_gets_the_gpus_of_resources_per_node(
+    torch_cache: Path, machine: Path, tmp_path: Path
+) -> None:
+    from kubeflow.trainer import CustomTrainer
+
+    from runner.backend import LocalProcessBackend, LocalProcessBackendConfig
+
+    backend = LocalProcessBackend(
+        LocalProcessBackendConfig(
+            cache_dir=torch_cache, state_dir=tmp_path / "state", device_root=machine
+        )
+    )
+    for key in ("gpu", "nvidia.com/gpu"):
+        job = backend.train(
+            runtime="torch-distributed",
+            trainer=CustomTrainer(
+                func=show_gpus, packages_to_install=TORCH, resources_per_node={key: 1}
+            ),
+        )
+        backend.wait_for_job_status(job, polling_interval=0.2, timeout=300)
+        assert f"CUDA_VISIBLE_DEVICES={uuid(0)} nodes=['nvidia1']" in backend.get_job_logs(job)
+    with pytest.raises(InvalidJobError, match="asks for 3 GPUs"):
+        backend.train(
+            runtime="torch-distributed",
+            trainer=CustomTrainer(
+                func=show_gpus, packages_to_install=TORCH, resources_per_node={"gpu": 3}
+            ),
+        )

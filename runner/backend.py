@@ -13,6 +13,7 @@ Use it through the SDK's client with `trainer_client()`::
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -109,17 +110,21 @@ def gpus_per_node(resources: dict[str, Any] | None) -> int:
         raise ValueError(f"resources_per_node gpu {value!r} is not a whole number") from None
 
 
-def ranks_per_node(resources: dict[str, Any] | None) -> int:
-    """Local ranks from `resources_per_node`: one per GPU asked for, else the CPUs."""
-    gpus = gpus_per_node(resources)
-    if gpus:
-        return gpus
+def cpus_per_node(resources: dict[str, Any] | None) -> float:
+    """`resources_per_node["cpu"]` (`2`, `"1.5"`, `"500m"`): CPUs per node, 0 if not asked."""
     cpu = (resources or {}).get("cpu")
     if cpu is None:
-        return 1
+        return 0
     text = str(cpu)
-    count = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
-    return max(1, int(count))
+    try:
+        return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    except ValueError:
+        raise ValueError(f"resources_per_node cpu {cpu!r} is not a number of CPUs") from None
+
+
+def ranks_per_node(resources: dict[str, Any] | None) -> int:
+    """Local ranks from `resources_per_node`: one per GPU asked for, else one per whole CPU."""
+    return gpus_per_node(resources) or max(1, int(cpus_per_node(resources)))
 
 
 LOCKFILE_KEY = "sandbox_runner_lockfile"
@@ -231,6 +236,7 @@ class LocalProcessBackend(RuntimeBackend):
             "framework": local.framework,
             "nproc_per_node": ranks_per_node(trainer.resources_per_node),
             "gpus": gpus_per_node(trainer.resources_per_node),
+            "cpus": math.ceil(cpus_per_node(trainer.resources_per_node)),
             "num_nodes": trainer.num_nodes or runtime.trainer.num_nodes or 1,
             "runtime": runtime.name,
             "sandbox": sandbox_policy(self.cfg, trainer.resources_per_node),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from runner import launch
 from runner.cgroup import JobCgroup
 from runner.errors import DataDirError, InvalidJobError, JobNotFoundError
 from runner.gpus import Gpu
-from runner.leases import GpuLeases, Lease, Stopped
+from runner.leases import Lease, Leases, Stopped, Wanted
 from runner.logs import Echo, JobLog
 from runner.process import Process, end_tree, start_ticks
 from runner.sandbox import (
@@ -82,6 +83,13 @@ def preflight(store: JobStore, settings: RunnerSettings, spec: JobSpec) -> None:
     policy = spec.sandbox or settings.policy()
     check(policy, settings.bwrap)
     _check_gpus(spec, settings.gpu_pool())
+    if spec.cpus and shutil.which("taskset") is None:
+        raise InvalidJobError("the job asks for CPUs, and taskset is not here: install util-linux")
+    if spec.cpus * spec.num_nodes > len(cpu_pool()):
+        raise InvalidJobError(
+            f"the job asks for {spec.cpus * spec.num_nodes} CPUs ({spec.cpus} per node) and this "
+            f"runner may use {len(cpu_pool())}"
+        )
     store.check_writable()
     open_cache(settings, writing=True)
     data = _data_cache(settings, policy)
@@ -179,7 +187,7 @@ def _life(store: JobStore, name: str, settings: RunnerSettings, log: Logger) -> 
         envspec, log, spec.lockfile.lock if spec.lockfile else None
     ) as env:
         try:
-            lease = _wait_for_gpus(store, spec, settings, log, began)
+            lease = _wait_for_devices(store, spec, settings, log, began)
         except Stopped as exc:
             if str(exc) == CANCELLED:
                 log.info("job.not_started", status=store.load(name).status)
@@ -192,7 +200,8 @@ def _life(store: JobStore, name: str, settings: RunnerSettings, log: Logger) -> 
                 started=now(),
                 env_key=env.key,
                 index=asdict(envspec.index),
-                gpus=[gpu.uuid for gpu in lease.gpus],
+                gpus=list(lease.held.get("gpu", ())),
+                cpus=[int(c) for c in lease.held.get("cpu", ())],
             )
             if running is None:  # cancelled (or reaped) while its env was being built
                 log.info("job.not_started", status=store.load(name).status)
@@ -202,33 +211,47 @@ def _life(store: JobStore, name: str, settings: RunnerSettings, log: Logger) -> 
             lease.release()
 
 
-def _wait_for_gpus(
+def _wait_for_devices(
     store: JobStore, spec: JobSpec, settings: RunnerSettings, log: Logger, began: float
 ) -> Lease:
-    """The job's GPUs, once they are free (a `job.queued` record while it waits).
+    """The job's GPUs and CPU cores, once they are free (a `job.queued` record while it waits).
 
     Raises Stopped when the job is cancelled meanwhile, or its timeout passes.
     """
-    if not spec.gpus:
-        return Lease(())
-    pool = settings.gpu_pool()
-    wanted: int | tuple[Gpu, ...] = spec.gpus * spec.num_nodes
-    if spec.gpu_ids:
-        wanted = tuple(g for name in spec.gpu_ids for g in pool if name in (str(g.index), g.uuid))
+    wanted: dict[str, Wanted] = {}
+    pools: dict[str, list[str]] = {}
+    if spec.gpus:
+        pool = settings.gpu_pool()
+        pools["gpu"] = [g.uuid for g in pool]
+        wanted["gpu"] = spec.gpus * spec.num_nodes
+        if spec.gpu_ids:
+            by_name = {n: g.uuid for g in pool for n in (str(g.index), g.uuid)}
+            wanted["gpu"] = tuple(by_name[name] for name in spec.gpu_ids)
+    if spec.cpus:
+        pools["cpu"] = [str(c) for c in cpu_pool()]
+        wanted["cpu"] = spec.cpus * spec.num_nodes
+    if not wanted:
+        return Lease()
 
     def stop() -> str | None:
         if store.load(spec.name).done:
             return CANCELLED
         if spec.timeout is not None and time.monotonic() - began > spec.timeout:
             log.warning("job.timeout", timeout=spec.timeout)
-            return f"timed out after {spec.timeout:g} s, waiting for GPUs"
+            what = " and ".join({"gpu": "GPUs", "cpu": "CPUs"}[k] for k in wanted)
+            return f"timed out after {spec.timeout:g} s, waiting for {what}"
         return None
 
-    lease = GpuLeases(settings.leases_dir, pool).acquire(
+    lease = Leases(settings.leases_dir, pools).acquire(
         spec.name, wanted, stop=stop, on_wait=lambda fields: log.info("job.queued", **fields)
     )
-    log.info("job.gpus", gpus=[{"index": g.index, "uuid": g.uuid} for g in lease.gpus])
+    log.info("job.devices", **{kind: list(units) for kind, units in lease.held.items()})
     return lease
+
+
+def cpu_pool() -> list[int]:
+    """The cores jobs may be given: those this runner may run on."""
+    return sorted(os.sched_getaffinity(0))
 
 
 def _limit_hit(
@@ -311,6 +334,7 @@ def _start_steps(
             report_fd=report[1] if report else None,
             cgroups=cgroup,
             gpus=held[index * spec.gpus : (index + 1) * spec.gpus],
+            cpus=tuple(job.cpus[index * spec.cpus : (index + 1) * spec.cpus]),
             host_id=f"{job.tag}-{index}" if len(steps) > 1 else None,
         )
         try:
@@ -385,6 +409,7 @@ def _place(
         hidden=(settings.state_dir, settings.cache_dir),
         data_cache=data_cache,
         device_root=settings.device_root,
+        ranks=job.spec.nproc_per_node,
         torch=job.spec.framework == "torch",
     )
 

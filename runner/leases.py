@@ -1,15 +1,16 @@
-"""GPUs held by jobs, and the queue of jobs waiting for them.
+"""Devices held by jobs (GPUs, CPU cores), and the queue of jobs waiting for them.
 
-A GPU is held by an OS lock (`flock`) on its file under the leases folder, taken
-by the process that runs the job: it is let go when the job ends and when that
-process dies, `kill -9` included, so no reservation outlives its holder. The
-holder writes the job's name into the file, for `runner gpus`.
+A unit (a GPU, a core) is held by an OS lock (`flock`) on its file under the
+leases folder, taken by the process that runs the job: it is let go when the
+job ends and when that process dies, `kill -9` included, so no reservation
+outlives its holder. The holder writes the job's name into the file, for
+`runner gpus`.
 
-Jobs that want more GPUs than are free wait in a queue: a file each, locked by
-its waiter (a dead waiter's file is skipped and removed). Only the first live
-waiter takes GPUs, and only as many as it asked for, all at once: first come,
-first served. Taking GPUs happens under one lock for the whole folder, so two
-jobs never take the same one.
+Jobs that want more than is free wait in a queue: a file each, locked by its
+waiter (a dead waiter's file is skipped and removed). Only the first live waiter
+takes units, and all it asked for at once (every kind together): first come,
+first served. Taking happens under one lock for the whole folder, so two jobs
+never take the same unit.
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ import contextlib
 import fcntl
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner.gpus import Gpu
-
 POLL = 0.2
-"""Seconds between a waiting job's looks at the GPUs."""
+"""Seconds between a waiting job's looks at the pool."""
+
+Wanted = int | tuple[str, ...]
+"""How many units of a kind, or which ones."""
 
 
 class Stopped(Exception):
@@ -34,9 +36,9 @@ class Stopped(Exception):
 
 @dataclass
 class Lease:
-    """GPUs held by one job; `release` (or the holder's death) lets them go."""
+    """Units held by one job, by kind; `release` (or the holder's death) lets them go."""
 
-    gpus: tuple[Gpu, ...]
+    held: dict[str, tuple[str, ...]] = field(default_factory=dict)
     fds: list[int] = field(default_factory=list, repr=False)
 
     def release(self) -> None:
@@ -64,28 +66,28 @@ def _locked(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-class GpuLeases:
-    """The leases of one pool of GPUs, kept in `folder`."""
+class Leases:
+    """The leases of the pools of units (`kind` -> unit ids, in the order to give them)."""
 
-    def __init__(self, folder: Path, pool: list[Gpu]) -> None:
+    def __init__(self, folder: Path, pools: Mapping[str, Sequence[str]]) -> None:
         self.folder = folder
-        self.pool = pool
+        self.pools = pools
         self.queue = folder / "queue"
 
-    def _file(self, gpu: Gpu) -> Path:
-        return self.folder / f"gpu-{gpu.uuid}.lock"
+    def _file(self, kind: str, unit: str) -> Path:
+        return self.folder / f"{kind}-{unit}.lock"
 
-    def holders(self) -> dict[str, str | None]:
-        """Each GPU's UUID -> the job that holds it now (None: free)."""
+    def holders(self, kind: str) -> dict[str, str | None]:
+        """Each unit of `kind` -> the job that holds it now (None: free)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         held: dict[str, str | None] = {}
-        for gpu in self.pool:
-            fd = _try_lock(self._file(gpu), shared=True)
+        for unit in self.pools.get(kind, ()):
+            fd = _try_lock(self._file(kind, unit), shared=True)
             if fd is not None:
                 os.close(fd)
-                held[gpu.uuid] = None
+                held[unit] = None
             else:
-                held[gpu.uuid] = self._file(gpu).read_text().strip() or "?"
+                held[unit] = self._file(kind, unit).read_text().strip() or "?"
         return held
 
     def _waiters(self) -> list[Path]:
@@ -100,37 +102,38 @@ class GpuLeases:
             path.unlink(missing_ok=True)
         return live
 
-    def _take(self, job: str, wanted: int | tuple[Gpu, ...]) -> Lease | None:
-        """All the GPUs asked for, or none."""
-        lease = Lease(())
-        candidates = wanted if isinstance(wanted, tuple) else tuple(self.pool)
-        count = len(wanted) if isinstance(wanted, tuple) else wanted
-        taken: list[Gpu] = []
-        for gpu in candidates:
-            if len(taken) == count:
-                break
-            fd = _try_lock(self._file(gpu))
-            if fd is None:
-                continue
-            lease.fds.append(fd)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, job.encode(), 0)
-            taken.append(gpu)
-        if len(taken) < count:
-            lease.release()
-            return None
-        lease.gpus = tuple(taken)
+    def _take(self, job: str, wanted: Mapping[str, Wanted]) -> Lease | None:
+        """All the units asked for, of every kind, or none."""
+        lease = Lease()
+        for kind, want in wanted.items():
+            candidates = want if isinstance(want, tuple) else tuple(self.pools.get(kind, ()))
+            count = len(want) if isinstance(want, tuple) else want
+            taken: list[str] = []
+            for unit in candidates:
+                if len(taken) == count:
+                    break
+                fd = _try_lock(self._file(kind, unit))
+                if fd is None:
+                    continue
+                lease.fds.append(fd)
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, job.encode(), 0)
+                taken.append(unit)
+            if len(taken) < count:
+                lease.release()
+                return None
+            lease.held[kind] = tuple(taken)
         return lease
 
     def acquire(
         self,
         job: str,
-        wanted: int | tuple[Gpu, ...],
+        wanted: Mapping[str, Wanted],
         *,
         stop: Callable[[], str | None],
         on_wait: Callable[[dict[str, object]], None],
     ) -> Lease:
-        """Wait for the GPUs, first come first served; `stop` says why to give up (Stopped)."""
+        """Wait for the units, first come first served; `stop` says why to give up (Stopped)."""
         self.queue.mkdir(parents=True, exist_ok=True)
         ticket = self.queue / f"{time.time_ns():020d}-{job}"
         mine = _try_lock(ticket)
@@ -145,15 +148,7 @@ class GpuLeases:
                         if lease is not None:
                             return lease
                 if not told:  # once: the job's log says what it waits for
-                    held = self.holders()
-                    on_wait(
-                        {
-                            "wants": len(wanted) if isinstance(wanted, tuple) else wanted,
-                            "free": sum(1 for h in held.values() if h is None),
-                            "held_by": sorted({h for h in held.values() if h}),
-                            "ahead": max(0, waiters.index(ticket)) if ticket in waiters else 0,
-                        }
-                    )
+                    on_wait(self._waiting(wanted, waiters.index(ticket)))
                     told = True
                 why = stop()
                 if why:
@@ -162,3 +157,12 @@ class GpuLeases:
         finally:
             ticket.unlink(missing_ok=True)
             os.close(mine)
+
+    def _waiting(self, wanted: Mapping[str, Wanted], ahead: int) -> dict[str, object]:
+        held = {kind: self.holders(kind) for kind in wanted}
+        return {
+            "wants": {k: len(w) if isinstance(w, tuple) else w for k, w in wanted.items()},
+            "free": {k: sum(1 for h in held[k].values() if h is None) for k in wanted},
+            "held_by": sorted({h for k in wanted for h in held[k].values() if h}),
+            "ahead": ahead,
+        }

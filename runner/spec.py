@@ -149,6 +149,8 @@ class JobSpec(BaseModel):
     num_nodes: int = Field(default=1, ge=1, le=64)
     gpus: int = Field(default=0, ge=0, le=64)
     """GPUs per node."""
+    cpus: int = Field(default=0, ge=0, le=4096)
+    """CPU cores per node, a set of the node's own (0: any, shared)."""
     gpu_ids: tuple[str, ...] = ()
     """The GPUs the job named (indices or UUIDs), split among its nodes; else any free ones."""
     timeout: float | None = Field(default=None, gt=0)

@@ -15,11 +15,11 @@ from runner.units import format_size
 @click.pass_context
 def gpus(ctx: click.Context, as_json: bool) -> None:
     """List the GPU pool (RUNNER_GPUS within CUDA_VISIBLE_DEVICES) and each GPU's job."""
-    from runner.leases import GpuLeases
+    from runner.leases import Leases
 
     settings = settings_of(ctx)
     pool = settings.gpu_pool()
-    held = GpuLeases(settings.leases_dir, pool).holders()
+    held = Leases(settings.leases_dir, {"gpu": [g.uuid for g in pool]}).holders("gpu")
     rows = [{**asdict(g), "node": g.node, "job": held[g.uuid]} for g in pool]
     lines = [f"{'INDEX':<6}{'NAME':<28}{'MEMORY':>10}  {'UUID':<42}JOB"]
     for g in pool:

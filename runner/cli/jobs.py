@@ -113,6 +113,11 @@ def _interrupt_on_sigterm() -> None:
     help="GPUs per node (N, or all), or the GPUs to use by index or UUID; waits until free.",
 )
 @click.option("--nnodes", type=click.IntRange(min=1), default=1, help="Local torchrun nodes.")
+@click.option(
+    "--cpus",
+    type=click.IntRange(min=1),
+    help="CPU cores per node, a set of its own (waits until free).",
+)
 @click.option("--torchrun", is_flag=True, help="Run under torchrun even with one process.")
 @click.option(
     "--env",
@@ -177,6 +182,7 @@ def train(
     nproc_per_node: int | None,
     gpus: str | None,
     nnodes: int,
+    cpus: int | None,
     torchrun: bool,
     env_vars: tuple[str, ...],
     env_files: tuple[str, ...],
@@ -217,6 +223,7 @@ def train(
         nproc_per_node = gpu_fields.get("gpus", 1) if torch_job else 1
     fields: dict[str, Any] = {
         **gpu_fields,
+        "cpus": cpus or 0,
         "entry": entry,
         "requirements": requirements,
         "index": index_of(index_url, extra_index_url, find_links),

@@ -10,8 +10,9 @@ the command line and the environment. `check` and `confine` read the same list.
 - `files`: what the job sees (the view), its HOME and data cache, mounts;
 - `limits`: memory and processes in a cgroup per node, else rlimits; CPU time
   and open files as rlimits;
-- `namespaces`: devices, lifetime (dies with the runner), network, IPC and
-  hostname, capabilities.
+- `devices`: the node's GPUs and CPU cores;
+- `namespaces`: lifetime (dies with the runner), network, IPC and hostname,
+  capabilities.
 
 Where bubblewrap is missing, `auto` runs with what works and logs one
 `sandbox.degraded` record naming what is not enforced; `strict` refuses.
@@ -26,10 +27,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from runner.sandbox.devices import Cpus, Devices
 from runner.sandbox.files import FileView, Home, Mounts
 from runner.sandbox.layer import INSTALL_BWRAP, Host, Layer, Line, Place, bwrap_problem
 from runner.sandbox.limits import DELEGATE_CGROUP, Limits
-from runner.sandbox.namespaces import Capabilities, Devices, Ipc, Lifetime, Network
+from runner.sandbox.namespaces import Capabilities, Ipc, Lifetime, Network
 from runner.sandbox.policy import Gap, Mount, SandboxPolicy, SandboxUnavailableError
 
 __all__ = [
@@ -58,6 +60,7 @@ ALLOWED_FROM_CALLER = (
 
 LAYERS: tuple[Layer, ...] = (
     Limits(),
+    Cpus(),
     Network(),
     FileView(),  # the view first: the layers below bind on top of it
     Devices(),

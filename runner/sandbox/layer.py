@@ -88,6 +88,10 @@ class Place:
     cgroups: JobCgroup | None = None
     gpus: tuple[Gpu, ...] = ()
     """The GPUs of this node: their device nodes are the only ones it sees."""
+    cpus: tuple[int, ...] = ()
+    """The CPU cores of this node: its processes run on these only."""
+    ranks: int = 1
+    """Processes per node that share the cores (OMP_NUM_THREADS is set per rank)."""
     device_root: Path = Path("/")
     """Where the device nodes are on the host (`/`; elsewhere in tests)."""
     host_id: str | None = None

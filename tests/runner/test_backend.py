@@ -16,6 +16,7 @@ from runner.backend import (
     LocalProcessBackend,
     LocalProcessBackendConfig,
     Lockfile,
+    cpus_per_node,
     gpus_per_node,
     ranks_per_node,
     trainer_client,
@@ -189,6 +190,11 @@ def test_resources_per_node_become_local_ranks_and_gpus() -> None:
     assert ranks_per_node({"gpu": 2, "cpu": 3}) == 2  # one rank per GPU, as on the cluster
     assert gpus_per_node({"nvidia.com/gpu": 1}) == 1
     assert gpus_per_node({"cpu": 3}) == 0
+    assert (cpus_per_node({"cpu": "500m"}), cpus_per_node({"cpu": 2}), cpus_per_node(None)) == (
+        0.5,
+        2,
+        0,
+    )
     with pytest.raises(ValueError, match="is not a whole number"):
         gpus_per_node({"gpu": "two"})
 

@@ -162,7 +162,7 @@ def test_concurrent_jobs_get_disjoint_gpus_and_a_third_waits_its_turn(
         wait_for(lambda: _queued(run, third) is not None, timeout=60)
         queued = _queued(run, third)
         assert queued is not None
-        assert (queued["wants"], queued["free"]) == (1, 0)
+        assert (queued["wants"], queued["free"]) == ({"gpu": 1}, {"gpu": 0})
         assert sorted(queued["held_by"]) == sorted([first, second])
         assert status(run, third)["status"] == "Created"  # waiting, as the SDK shows too
 
@@ -187,7 +187,7 @@ def test_first_come_first_served_and_cancel_or_timeout_while_waiting(
         wait_for(lambda: output(list(store.records(holder))), timeout=60)
         big = run("train", "--detach", "--gpus", "2", VIEW, "hold").stdout.strip()
         wait_for(lambda: _queued(run, big) is not None, timeout=60)
-        assert _queued(run, big)["free"] == 1  # type: ignore[index]
+        assert _queued(run, big)["free"] == {"gpu": 1}  # type: ignore[index]
         small = run("train", "--detach", "--gpus", "1", VIEW).stdout.strip()
         wait_for(lambda: _queued(run, small) is not None, timeout=60)
         assert _queued(run, small)["ahead"] == 1  # type: ignore[index]
@@ -319,3 +319,32 @@ def test_the_sdk_gets_the_gpus_of_resources_per_node(
                 func=show_gpus, packages_to_install=TORCH, resources_per_node={"gpu": 3}
             ),
         )
+
+
+def test_cpus_give_each_job_cores_of_its_own_and_a_job_waits_for_them(
+    run: RunCli, store: JobStore
+) -> None:
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.fail("this test needs 2 cores to give two jobs one each")
+    refused = run("train", "--cpus", str(len(cores) + 1), VIEW, check=False)
+    assert refused.returncode == 1 and f"and this runner may use {len(cores)}" in refused.stderr
+    first = run("train", "--detach", "--cpus", "1", VIEW, "hold").stdout.strip()
+    rest = run("train", "--detach", "--cpus", str(len(cores) - 1), VIEW, "hold").stdout.strip()
+    try:
+        for name in (first, rest):
+            wait_for(lambda n=name: output(list(store.records(n))), timeout=60)
+        mine, theirs = seen(run, first), seen(run, rest)
+        assert len(mine["cpus"]) == 1 and mine["OMP_NUM_THREADS"] == "1"
+        assert sorted(mine["cpus"] + theirs["cpus"]) == cores  # disjoint, all given out
+        assert status(run, first)["cpus"] == mine["cpus"]
+        waiting = run("train", "--detach", "--cpus", "1", VIEW).stdout.strip()
+        wait_for(lambda: _queued(run, waiting) is not None, timeout=60)
+        assert _queued(run, waiting)["wants"] == {"cpu": 1}  # type: ignore[index]
+        _release(store, first)
+        wait_for(lambda: store.load(waiting).done, timeout=60)
+        assert seen(run, waiting)["cpus"] == mine["cpus"]
+    finally:
+        for name in (first, rest):
+            _release(store, name)
+            wait_for(lambda n=name: store.load(n).done, timeout=60)

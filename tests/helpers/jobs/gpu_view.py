@@ -1,4 +1,4 @@
-"""Print what GPUs a job sees, as one JSON line; with `hold`, then wait for a `release` file."""
+"""Print the GPUs and CPUs a job sees, as one JSON line; with `hold`, then wait for `release`."""
 
 import json
 import os
@@ -14,6 +14,8 @@ seen = {
     "NVIDIA_VISIBLE_DEVICES": os.environ.get("NVIDIA_VISIBLE_DEVICES"),
     "NCCL_HOSTID": os.environ.get("NCCL_HOSTID"),
     "LOCAL_RANK": os.environ.get("LOCAL_RANK"),
+    "cpus": sorted(os.sched_getaffinity(0)),
+    "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
 }
 print(json.dumps(seen), flush=True)
 if sys.argv[1:] == ["hold"]:

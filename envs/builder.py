@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
+from packaging.utils import canonicalize_name
 from structlog.typing import FilteringBoundLogger as Logger
 
 from envs import bytecode
+from envs.base import PTH_FILE
 from envs.errors import BuildError
 from envs.lockfile import Lock
 from envs.proc import run as proc_run
@@ -92,10 +94,29 @@ class Uv:
             raise BuildError(f"{what} failed: {cause}\n(uv exit {proc.returncode})\n{detail}")
 
 
+def _wanted(spec: EnvSpec) -> list[str]:
+    """What to resolve: a layer leaves out what its base already holds as asked."""
+    wanted = []
+    for req in spec.requirements:
+        held = spec.base.versions.get(canonicalize_name(req.name)) if spec.base else None
+        if held and not req.extras and not req.url and req.specifier.contains(held, True):
+            continue
+        wanted.append(f"{req}\n")
+    return wanted
+
+
 def resolve(uv: Uv, spec: EnvSpec, workdir: Path, log: Logger | None = None) -> Lock:
-    """Solve the spec into an exact lock with hashes; nothing is installed."""
+    """Solve the spec into an exact lock with hashes; nothing is installed.
+
+    A layer's packages are solved with its base's versions as constraints: a
+    base package is never replaced (a pin against it fails here, naming both).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "requirements.in").write_text("".join(f"{r}\n" for r in spec.requirements))
+    (workdir / "requirements.in").write_text("".join(_wanted(spec)))
+    constraints: list[str] = []
+    if spec.base is not None:
+        (workdir / "base-constraints.txt").write_text("".join(f"{p}\n" for p in spec.base.pins()))
+        constraints = ["--constraint", "base-constraints.txt"]
     uv.run(
         [
             "pip",
@@ -108,15 +129,22 @@ def resolve(uv: Uv, spec: EnvSpec, workdir: Path, log: Logger | None = None) -> 
             "--quiet",
             "--python",
             spec.interpreter.executable,
+            *constraints,
             *index_args(spec.index),
             "--output-file",
             "pylock.toml",
         ],
-        what=f"resolving {', '.join(str(r) for r in spec.requirements) or 'an empty set'}",
+        what=f"resolving {', '.join(str(r) for r in spec.requirements) or 'an empty set'}"
+        + (f" over the base {spec.base.executable}" if spec.base else ""),
         cwd=workdir,
         log=log,
     )
     return Lock((workdir / "pylock.toml").read_text())
+
+
+def _site_packages(venv: Path) -> Path:
+    (site,) = (venv / "lib").glob("python*/site-packages")
+    return site
 
 
 def materialize(
@@ -137,8 +165,13 @@ def materialize(
         log=log,
     )
     (target / lock.filename).write_text(lock.text)
+    if spec.base is not None:  # the base's packages, after the layer's own, copied nowhere
+        site = _site_packages(target)
+        (site / PTH_FILE).write_text("".join(f"{d}\n" for d in spec.base.site_dirs))
     install = target / INSTALL_FILE
-    install.write_text(lock.installable(spec.interpreter))
+    install.write_text(
+        lock.installable(spec.interpreter, skip=spec.base.provides if spec.base else None)
+    )
     uv.run(
         [
             "pip",

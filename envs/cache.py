@@ -196,7 +196,7 @@ class EnvCache:
             if env is not None:
                 return hit(env, waited=True)
             lock = self._resolve(spec, log)
-            env_key = lock.env_key(spec.interpreter)
+            env_key = spec.env_key(lock)
             env = self._load(env_key)
             if env is not None:
                 log.info("env.shared", env=env_key, spec=spec.key)
@@ -210,7 +210,7 @@ class EnvCache:
     def _ensure_locked(
         self, spec: EnvSpec, lock: Lock, log: Logger, hit: Callable[[Env, bool], Env]
     ) -> Env:
-        env_key = lock.env_key(spec.interpreter)
+        env_key = spec.env_key(lock)
         env = self._load(env_key)
         if env is not None:
             return hit(env, False)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import tomllib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -239,7 +240,9 @@ class Lock:
         packages = [asdict(p) for p in self.packages]
         return digest({"requirements": packages, "interpreter": interpreter.identity()})
 
-    def installable(self, interpreter: Interpreter) -> str:
+    def installable(
+        self, interpreter: Interpreter, skip: Callable[[str, str], bool] | None = None
+    ) -> str:
         """The lock as the hashed requirements file uv installs it from.
 
         A `pylock` becomes one `name @ URL --hash=...` line per package (the
@@ -247,10 +250,19 @@ class Lock:
         downloads and unpacks every remote file again on each install, where
         hashed URL requirements come from its cache as hardlinks.
         """
-        if self.kind == "requirements":
+        if self.kind == "requirements" and skip is None:
             return self.text
         lines = []
         for package in self.packages:
+            if skip is not None and skip(package.name, package.version):
+                continue  # the base holds it
+            if self.kind == "requirements":
+                hashes = " ".join(f"--hash=sha256:{f.sha256}" for f in package.files)
+                url = package.files[0].url
+                pin = f" @ {url}" if url else f"=={package.version}"
+                marker = f" ; {package.marker}" if package.marker else ""
+                lines.append(f"{package.name}{pin}{marker} {hashes}\n")
+                continue
             chosen = package.file_for(interpreter)
             marker = f" ; {package.marker}" if package.marker else ""
             lines.append(f"{package.name} @ {chosen.uri}{marker} --hash=sha256:{chosen.sha256}\n")

@@ -20,11 +20,15 @@ import sysconfig
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from packaging.requirements import Requirement
 
 from envs.errors import EnvError, InvalidIndexError
+
+if TYPE_CHECKING:
+    from envs.base import PythonBase
+    from envs.lockfile import Lock
 from envs.requirements import canonical, check_unique
 
 KEY_VERSION = 1
@@ -179,6 +183,8 @@ class EnvSpec:
     requirements: tuple[Requirement, ...]
     index: IndexConfig = IndexConfig()
     interpreter: Interpreter = field(default_factory=Interpreter.current)
+    base: PythonBase | None = None
+    """A layer over an existing interpreter's packages; `interpreter` is then that one."""
 
     def __post_init__(self) -> None:
         check_unique(self.requirements)
@@ -189,11 +195,17 @@ class EnvSpec:
 
     @functools.cached_property
     def key(self) -> str:
-        return digest(
-            {
-                "version": KEY_VERSION,
-                "requirements": self.canonical_requirements,
-                "interpreter": self.interpreter.identity(),
-                "index": self.index.identity(),
-            }
-        )
+        data: dict[str, Any] = {
+            "version": KEY_VERSION,
+            "requirements": self.canonical_requirements,
+            "interpreter": self.interpreter.identity(),
+            "index": self.index.identity(),
+        }
+        if self.base is not None:  # absent otherwise: the keys of plain envs stay as they were
+            data["base"] = self.base.identity()
+        return digest(data)
+
+    def env_key(self, lock: Lock) -> str:
+        """The key of the env that holds `lock` (over the base, for a layer)."""
+        key = lock.env_key(self.interpreter)
+        return key if self.base is None else digest({"lock": key, "base": self.base.identity()})

@@ -239,6 +239,7 @@ class LocalProcessBackend(RuntimeBackend):
             "cpus": math.ceil(cpus_per_node(trainer.resources_per_node)),
             "num_nodes": trainer.num_nodes or runtime.trainer.num_nodes or 1,
             "runtime": runtime.name,
+            "base_python": str(self.cfg.base_python) if self.cfg.base_python else None,
             "sandbox": sandbox_policy(self.cfg, trainer.resources_per_node),
         }
         name = job_spec.get("metadata", {}).get("name")

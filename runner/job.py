@@ -21,6 +21,7 @@ from pathlib import Path
 from structlog.typing import FilteringBoundLogger as Logger
 
 from envs import EnvError
+from envs.base import probe as base_probe
 from envs.files import dir_problem, remove_tree
 from runner import launch
 from runner.cgroup import JobCgroup
@@ -182,7 +183,7 @@ def _life(store: JobStore, name: str, settings: RunnerSettings, log: Logger) -> 
     began = time.monotonic()
     record = store.update(name, owner=this_process())
     spec = record.spec
-    envspec = env_spec(settings, spec.packages, spec.index)
+    envspec = env_spec(settings, spec.packages, spec.index, spec.base_python)
     with open_cache(settings).lease(
         envspec, log, spec.lockfile.lock if spec.lockfile else None
     ) as env:
@@ -404,7 +405,11 @@ def _place(
         workdir=store.workdir(job.name),
         tmpdir=tmp,
         home=home,
-        env_dirs=(env_dir, Path(os.path.realpath(env_dir / "bin" / "python")).parents[1]),
+        env_dirs=(
+            env_dir,
+            Path(os.path.realpath(env_dir / "bin" / "python")).parents[1],
+            *_base_dirs(job.spec),
+        ),
         shared=_shared(job.spec),
         hidden=(settings.state_dir, settings.cache_dir),
         data_cache=data_cache,
@@ -412,6 +417,15 @@ def _place(
         ranks=job.spec.nproc_per_node,
         torch=job.spec.framework == "torch",
     )
+
+
+def _base_dirs(spec: JobSpec) -> tuple[Path, ...]:
+    """A layered env's base: its interpreter's prefix and its site folders, read-only."""
+    if spec.base_python is None:
+        return ()
+    base = base_probe(spec.base_python)
+    prefix = Path(os.path.realpath(spec.base_python)).parents[1]
+    return (prefix, *(Path(d) for d in base.site_dirs))
 
 
 def _log_sandbox(

@@ -125,6 +125,9 @@ def steps(spec: JobSpec, bin_dir: Path, jobdir: Path, hold_fd: int | None = None
     prog = program(spec, jobdir)
     if spec.framework != "torch":
         return [Step("node-0", (str(bin_dir / "python"), *prog))]
+    torchrun: tuple[str, ...] = (str(bin_dir / "torchrun"),)
+    if bin_dir.is_dir() and not (bin_dir / "torchrun").exists():  # torch is in a layer's base
+        torchrun = (str(bin_dir / "python"), "-m", "torch.distributed.run")
     net = job_loopback()
     endpoint = f"{net}1:{free_port(f'{net}1')}"
     host = (str(bin_dir / "python"), "-c", STORE_HOST, str(hold_fd))
@@ -132,7 +135,7 @@ def steps(spec: JobSpec, bin_dir: Path, jobdir: Path, hold_fd: int | None = None
         Step(
             f"node-{node}",
             (
-                *(host if node == 0 and hold_fd is not None else (str(bin_dir / "torchrun"),)),
+                *(host if node == 0 and hold_fd is not None else torchrun),
                 f"--nnodes={spec.num_nodes}",
                 f"--nproc-per-node={spec.nproc_per_node}",
                 "--rdzv-backend=c10d",

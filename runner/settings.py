@@ -54,6 +54,11 @@ class RunnerSettings(BaseSettings):
     python: Path | None = Field(
         default=None, description="Interpreter for new environments (default: the runner's own)."
     )
+    base_python: Path | None = Field(
+        default=None,
+        description="An interpreter whose installed packages (CUDA torch, say) every job's "
+        "env is a layer over, used as they are.",
+    )
     uv: str | None = Field(default=None, description="uv binary (default: the bundled one).")
     sandbox: Literal["auto", "strict", "off"] = Field(
         default="auto",

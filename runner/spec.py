@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from envs import EnvCache, EnvSpec, IndexConfig, Interpreter, formats
+from envs.base import probe as base_probe
 from envs.errors import EnvError
 from envs.lockfile import Lock
 from envs.requirements import check_unique, name_of, parse
@@ -159,6 +160,8 @@ class JobSpec(BaseModel):
     """None: the runner's settings decide."""
     lockfile: LockedSet | None = None
     """Run in exactly this lock instead of resolving `requirements`."""
+    base_python: str | None = None
+    """An interpreter whose installed packages the job's env is a layer over."""
 
     @field_validator("name")
     @classmethod
@@ -203,7 +206,11 @@ class JobSpec(BaseModel):
             raise ValueError(
                 "give packages or a lockfile, not both: the lockfile is the whole environment"
             )
-        if self.framework == "torch" and "torch" not in {name_of(r) for r in self.packages}:
+        if (
+            self.framework == "torch"
+            and "torch" not in {name_of(r) for r in self.packages}
+            and not self._base_has("torch")
+        ):
             if self.lockfile:
                 raise ValueError(
                     f"torch jobs run under torchrun, which comes with torch, and the lockfile "
@@ -214,6 +221,9 @@ class JobSpec(BaseModel):
                 "requirement (on these machines `torch==2.13.0`, the local CPU build)"
             )
         return self
+
+    def _base_has(self, name: str) -> bool:
+        return self.base_python is not None and name in base_probe(self.base_python).versions
 
     @property
     def packages(self) -> tuple[Requirement, ...]:
@@ -245,13 +255,16 @@ def env_spec(
     settings: RunnerSettings,
     requirements: Sequence[str | Requirement],
     index: IndexConfig | None = None,
+    base_python: str | None = None,
 ) -> EnvSpec:
-    """The env for a package set: job index options over settings over pip's variables."""
+    """The env for a package set: job index options over settings over pip's variables;
+    with `base_python`, a layer over that interpreter's installed packages."""
     reqs = tuple(r if isinstance(r, Requirement) else parse(r) for r in requirements)
     return EnvSpec(
         requirements=reqs,
         index=IndexConfig.layered(index or IndexConfig(), settings.index(os.environ)),
-        interpreter=Interpreter.at(settings.python),
+        interpreter=Interpreter.at(base_python or settings.python),
+        base=base_probe(base_python) if base_python else None,
     )
 
 

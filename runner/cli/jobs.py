@@ -138,6 +138,11 @@ def _interrupt_on_sigterm() -> None:
     type=click.Path(),
     help="Run in exactly this lock (pylock.toml, conda-lock.yml, hashed requirements).",
 )
+@click.option(
+    "--base-python",
+    type=click.Path(dir_okay=False),
+    help="Layer the env over this interpreter's installed packages (CUDA torch, say).",
+)
 @click.option("--name", help="Job name (default: a fresh one).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds.")
 @click.option("--detach", is_flag=True, help="Start the job and return; see `runner logs -f`.")
@@ -187,6 +192,7 @@ def train(
     env_vars: tuple[str, ...],
     env_files: tuple[str, ...],
     lockfile: str | None,
+    base_python: str | None,
     index_url: str | None,
     extra_index_url: tuple[str, ...],
     find_links: tuple[str, ...],
@@ -224,6 +230,7 @@ def train(
     fields: dict[str, Any] = {
         **gpu_fields,
         "cpus": cpus or 0,
+        "base_python": _base_python(base_python or settings.base_python),
         "entry": entry,
         "requirements": requirements,
         "index": index_of(index_url, extra_index_url, find_links),
@@ -302,6 +309,18 @@ def _entry(script: str | None, module: str | None, args: tuple[str, ...]) -> dic
     if not Path(script).is_file():
         raise InvalidJobError(f"script {script!r} does not exist")
     return {"kind": "script", "target": str(Path(script).resolve()), "argv": args}
+
+
+def _base_python(path: str | Path | None) -> str | None:
+    """The base interpreter as given (a venv's python stays itself: no symlink is followed)."""
+    if path is None:
+        return None
+    absolute = Path(path).expanduser().absolute()
+    if not absolute.is_file():
+        raise click.BadParameter(
+            f"{str(path)!r} is not a python executable", param_hint="--base-python"
+        )
+    return str(absolute)
 
 
 def _gpus(settings: RunnerSettings, value: str | None, nodes: int) -> dict[str, Any]:

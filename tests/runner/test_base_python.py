@@ -1,0 +1,74 @@
+"""Jobs in a layer over an interpreter's installed packages (`--base-python`), as on a GPU
+machine whose system Python holds CUDA torch: real uv, real venvs, the real sandbox."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from runner.settings import RunnerSettings
+from runner.spec import env_spec, open_cache
+from tests.envs.test_layers import make_base
+from tests.runner.conftest import JOBS, TORCH, RunCli, cli_runner
+from tests.runner.test_sandbox import output, records
+
+
+def test_a_job_over_a_base_python_imports_the_base_and_its_own_packages(
+    runner_cli: RunCli, settings: RunnerSettings, tmp_path: Path, wheelhouse: Path
+) -> None:
+    # the base lives under /tmp, which the sandbox hides: its site folder is bound back
+    base = make_base(tmp_path / "base", wheelhouse, "tiny-pkg==0.5")
+    script = tmp_path / "job" / "both.py"
+    script.parent.mkdir()
+    script.write_text(
+        "import dep_a, other_pkg, tiny_pkg\n"
+        "print(tiny_pkg.__version__, dep_a.__version__, other_pkg.__file__.split('/')[-3])\n"
+    )
+    runner_cli(
+        "train", "--name", "layered", "--base-python", str(base), "--with", "other-pkg", str(script)
+    )
+    assert output(records(runner_cli, "layered")) == ["0.5 1.0 site-packages"]
+    (env,) = (settings.cache_dir / "envs").iterdir()
+    assert not list(env.rglob("tiny_pkg*")) and list(env.rglob("other_pkg*"))  # own only
+
+    bad = runner_cli("train", "--base-python", str(tmp_path / "nope"), str(script), check=False)
+    assert bad.returncode == 2 and "is not a python executable" in bad.stderr
+
+
+@pytest.mark.torch
+def test_a_torch_job_runs_on_the_torch_its_base_python_holds(
+    torch_cache: Path, tmp_path: Path
+) -> None:
+    """No torch requirement, no index: torchrun and torch come from the base, as they would
+    from a GPU machine's preinstalled CUDA torch."""
+    settings = RunnerSettings(cache_dir=torch_cache)  # the torch tests' env, built once
+    torch_env = open_cache(settings).ensure(env_spec(settings, TORCH))
+    environ = {
+        **os.environ,
+        "RUNNER_CACHE_DIR": str(tmp_path / "layers"),
+        "RUNNER_STATE_DIR": str(tmp_path / "state"),
+        "RUNNER_NO_INDEX": "1",  # nothing may come from an index: torch is the base's
+    }
+    run = cli_runner(environ, tmp_path, "--log-format", "json")
+    base = str(torch_env.path / "bin" / "python")
+    run(
+        "train",
+        "--name",
+        "on-base",
+        "--base-python",
+        base,
+        "--nproc-per-node",
+        "2",
+        str(JOBS / "ddp_check.py"),
+    )
+    lines = {
+        json.loads(line)["line"]
+        for line in run("logs", "on-base", "--json").stdout.splitlines()
+        if '"output"' in line
+    }
+    assert {"rank 0 of 2 sum 1", "rank 1 of 2 sum 1"} <= lines
+    (layer,) = (tmp_path / "layers" / "envs").iterdir()
+    assert not list(layer.rglob("torch"))  # the base's torch, used where it is

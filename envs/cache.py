@@ -57,6 +57,10 @@ class EnvMeta(BaseModel):
     created: datetime
     size_bytes: int
     build_seconds: float
+    base: dict[str, str] | None = None
+    """A layer's base: its python and fingerprint (`PythonBase.identity`)."""
+    base_env: str | None = None
+    """The key of the cached env that is the layer's base, if it is one: kept while used."""
 
 
 @dataclass(frozen=True)
@@ -316,6 +320,8 @@ class EnvCache:
                 created=datetime.now(UTC),
                 size_bytes=tree_size(workdir),
                 build_seconds=round(time.monotonic() - started, 3),
+                base=spec.base.identity() if spec.base else None,
+                base_env=self._env_of(spec.base.executable) if spec.base else None,
             )
             (workdir / META).write_text(meta.model_dump_json(indent=2))
             workdir.rename(self.envs_dir / env_key)
@@ -346,21 +352,41 @@ class EnvCache:
         """
         for _attempt in range(3):
             env = self.ensure(spec, log, lock)
-            fd = os.open(self.leases_dir / env.key, os.O_RDWR | os.O_CREAT, 0o644)
+            held = [env.key, *([env.meta.base_env] if env.meta.base_env else [])]
+            fds = [os.open(self.leases_dir / k, os.O_RDWR | os.O_CREAT, 0o644) for k in held]
             try:
-                fcntl.flock(fd, fcntl.LOCK_SH)
-                if (env.path / META).exists():  # not evicted between ensure and flock
+                for fd in fds:  # a layer's lease holds its base too
+                    fcntl.flock(fd, fcntl.LOCK_SH)
+                if all((self.envs_dir / k / META).exists() for k in held):  # none evicted
                     yield env
                     return
             finally:
-                os.close(fd)
+                for fd in fds:
+                    os.close(fd)
         raise EnvError(f"environment {spec.key} kept disappearing while being leased")
 
+    def _env_of(self, python: str) -> str | None:
+        """The key of the cached env whose interpreter `python` is (None: not one of ours)."""
+        path = Path(python).absolute()
+        if self.envs_dir.absolute() in path.parents:
+            return path.relative_to(self.envs_dir.absolute()).parts[0]
+        return None
+
+    def layers_of(self, env_key: str) -> list[str]:
+        """The ready envs that are layers over `env_key`."""
+        return [e.key for e in self.ready() if e.meta.base_env == env_key]
+
     def remove(self, env_key: str) -> int:
-        """Remove an env unless a job holds it; returns the bytes freed."""
+        """Remove an env unless a job holds it or a layer stands on it; returns the bytes freed."""
         env = self._load(env_key)
         if env is None:
             raise EnvNotFoundError(f"no cached environment with key {env_key!r}")
+        layers = self.layers_of(env_key)
+        if layers:
+            raise EnvInUseError(
+                f"environment {env_key[:12]} is the base of {len(layers)} layered "
+                f"environment(s) ({', '.join(k[:12] for k in layers)}); remove those first"
+            )
         fd = os.open(self.leases_dir / env_key, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:

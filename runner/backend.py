@@ -27,11 +27,12 @@ from kubeflow.trainer import TrainerClient
 from kubeflow.trainer.backends.base import RuntimeBackend
 from kubeflow.trainer.constants import constants
 from kubeflow.trainer.types import types
+from packaging.requirements import Requirement
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
 from envs import EnvError, IndexConfig, Interpreter
-from envs.requirements import merge, parse_all
+from envs.requirements import merge, name_of, parse_all
 from runner import job as jobs
 from runner.logs import as_text
 from runner.sandbox import Mount, SandboxPolicy
@@ -95,8 +96,13 @@ class LocalRuntime:
         )
 
 
+TORCH_RUNTIME_PACKAGES = ("torch==2.13.0", "numpy")
+"""What the cluster's `torch-distributed` runtime image holds (pytorch/pytorch:2.13.0-...):
+locally, the cached env that trainers' `packages_to_install` layer over."""
+
 RUNTIMES = {
-    rt.name: rt for rt in [LocalRuntime(constants.DEFAULT_TRAINING_RUNTIME, "torch", ("torch",))]
+    rt.name: rt
+    for rt in [LocalRuntime(constants.DEFAULT_TRAINING_RUNTIME, "torch", TORCH_RUNTIME_PACKAGES)]
 }
 
 
@@ -125,6 +131,23 @@ def cpus_per_node(resources: dict[str, Any] | None) -> float:
 def ranks_per_node(resources: dict[str, Any] | None) -> int:
     """Local ranks from `resources_per_node`: one per GPU asked for, else one per whole CPU."""
     return gpus_per_node(resources) or max(1, int(cpus_per_node(resources)))
+
+
+def _layering(
+    runtime: LocalRuntime, wanted: list[Requirement], locked: bool, base_python: bool
+) -> dict[str, Any]:
+    """The job's packages, as on the cluster: the trainer's `packages_to_install` go on top
+    of the runtime's (torch), which are a cached env of their own, built once and shared.
+
+    A lockfile is the whole env; a trainer that names a runtime package (another torch)
+    gets one full env, its pins winning, as before; over a base python nothing is merged.
+    """
+    base = parse_all(runtime.packages)
+    if locked or base_python:
+        return {"requirements": wanted}
+    if not wanted or {name_of(r) for r in wanted} & {name_of(r) for r in base}:
+        return {"requirements": merge(base, wanted)}
+    return {"requirements": wanted, "base_packages": base}
 
 
 LOCKFILE_KEY = "sandbox_runner_lockfile"
@@ -228,8 +251,7 @@ class LocalProcessBackend(RuntimeBackend):
         wanted = parse_all(trainer.packages_to_install or [])
         fields: dict[str, Any] = {
             "entry": FunctionEntry.of(trainer.func, trainer.func_args),
-            # a lockfile is the whole env (the runtime's packages included): nothing to merge
-            "requirements": wanted if locked else merge(parse_all(local.packages), wanted),
+            **_layering(local, wanted, locked is not None, self.cfg.base_python is not None),
             "lockfile": locked,
             "index": IndexConfig.from_urls(_explicit_urls(trainer.pip_index_urls)),
             "env": dict(trainer.env or {}),

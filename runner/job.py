@@ -8,6 +8,7 @@ record in the job's `log.jsonl`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -183,10 +184,16 @@ def _life(store: JobStore, name: str, settings: RunnerSettings, log: Logger) -> 
     began = time.monotonic()
     record = store.update(name, owner=this_process())
     spec = record.spec
-    envspec = env_spec(settings, spec.packages, spec.index, spec.base_python)
-    with open_cache(settings).lease(
-        envspec, log, spec.lockfile.lock if spec.lockfile else None
-    ) as env:
+    cache = open_cache(settings)
+    with contextlib.ExitStack() as held:
+        base_python = spec.base_python
+        if spec.base_packages:  # the runtime's packages: a cached env, the base of this one
+            base_spec = env_spec(settings, spec.base_packages, spec.index)
+            base_python = str(held.enter_context(cache.lease(base_spec, log)).python)
+        envspec = env_spec(settings, spec.packages, spec.index, base_python)
+        env = held.enter_context(
+            cache.lease(envspec, log, spec.lockfile.lock if spec.lockfile else None)
+        )
         try:
             lease = _wait_for_devices(store, spec, settings, log, began)
         except Stopped as exc:
@@ -201,6 +208,7 @@ def _life(store: JobStore, name: str, settings: RunnerSettings, log: Logger) -> 
                 started=now(),
                 env_key=env.key,
                 index=asdict(envspec.index),
+                base_python=base_python,
                 gpus=list(lease.held.get("gpu", ())),
                 cpus=[int(c) for c in lease.held.get("cpu", ())],
             )
@@ -408,7 +416,7 @@ def _place(
         env_dirs=(
             env_dir,
             Path(os.path.realpath(env_dir / "bin" / "python")).parents[1],
-            *_base_dirs(job.spec),
+            *_base_dirs(job.base_python),
         ),
         shared=_shared(job.spec),
         hidden=(settings.state_dir, settings.cache_dir),
@@ -419,12 +427,12 @@ def _place(
     )
 
 
-def _base_dirs(spec: JobSpec) -> tuple[Path, ...]:
+def _base_dirs(base_python: str | None) -> tuple[Path, ...]:
     """A layered env's base: its interpreter's prefix and its site folders, read-only."""
-    if spec.base_python is None:
+    if base_python is None:
         return ()
-    base = base_probe(spec.base_python)
-    prefix = Path(os.path.realpath(spec.base_python)).parents[1]
+    base = base_probe(base_python)
+    prefix = Path(os.path.realpath(base_python)).parents[1]
     return (prefix, *(Path(d) for d in base.site_dirs))
 
 

@@ -162,6 +162,8 @@ class JobSpec(BaseModel):
     """Run in exactly this lock instead of resolving `requirements`."""
     base_python: str | None = None
     """An interpreter whose installed packages the job's env is a layer over."""
+    base_packages: tuple[Req, ...] = ()
+    """A cached env of these packages (a runtime's) is the base the job's env layers over."""
 
     @field_validator("name")
     @classmethod
@@ -223,6 +225,8 @@ class JobSpec(BaseModel):
         return self
 
     def _base_has(self, name: str) -> bool:
+        if name in {name_of(r) for r in self.base_packages}:
+            return True
         return self.base_python is not None and name in base_probe(self.base_python).versions
 
     @property

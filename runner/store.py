@@ -118,6 +118,8 @@ class JobRecord(BaseModel):
     steps: list[StepRecord] = Field(default_factory=list)
     gpus: list[str] = Field(default_factory=list)
     """The UUIDs of the GPUs the job holds while it runs, node-0's first."""
+    base_python: str | None = None
+    """The interpreter the job's env is a layer over (a cached env's, or one given)."""
     cpus: list[int] = Field(default_factory=list)
     """The CPU cores the job holds while it runs, node-0's first."""
 

@@ -129,7 +129,7 @@ def test_runtimes(cfg: LocalProcessBackendConfig) -> None:
     (runtime,) = backend.list_runtimes()
     assert runtime.name == "torch-distributed" and runtime.trainer.framework == "torch"
     assert backend.get_runtime("torch-distributed") == runtime
-    assert backend.get_runtime_packages(runtime) == ["torch"]
+    assert backend.get_runtime_packages(runtime) == ["torch==2.13.0", "numpy"]  # the image's
     with pytest.raises(ValueError, match=r"Runtime 'nope' not found\."):
         backend.get_runtime("nope")
 

@@ -72,3 +72,51 @@ def test_a_torch_job_runs_on_the_torch_its_base_python_holds(
     assert {"rank 0 of 2 sum 1", "rank 1 of 2 sum 1"} <= lines
     (layer,) = (tmp_path / "layers" / "envs").iterdir()
     assert not list(layer.rglob("torch"))  # the base's torch, used where it is
+
+
+def uses_tiny() -> None:
+    import tiny_pkg
+    import torch
+
+    print(f"tiny {tiny_pkg.__version__} torch {torch.__version__.split('+')[0]}")
+
+
+def uses_other() -> None:
+    import other_pkg
+    import torch
+
+    print(f"other {other_pkg.__name__} torch {torch.__version__.split('+')[0]}")
+
+
+@pytest.mark.torch
+def test_sdk_trainers_layer_their_packages_over_one_cached_runtime_env(
+    torch_cache: Path, tmp_path: Path, wheelhouse: Path
+) -> None:
+    from kubeflow.trainer import CustomTrainer
+
+    from envs.cache import EnvInUseError
+    from runner.backend import LocalProcessBackend, LocalProcessBackendConfig
+
+    links = [str(wheelhouse), *os.environ.get("PIP_FIND_LINKS", "").split()]
+    cfg = LocalProcessBackendConfig(
+        cache_dir=torch_cache, state_dir=tmp_path / "state", find_links=links
+    )
+    backend = LocalProcessBackend(cfg)
+    said = []
+    for func, package in ((uses_tiny, "tiny-pkg"), (uses_other, "other-pkg")):
+        job = backend.train(
+            runtime="torch-distributed",
+            trainer=CustomTrainer(func=func, packages_to_install=[package]),
+        )
+        backend.wait_for_job_status(job, polling_interval=0.2, timeout=600)
+        said += [line for line in backend.get_job_logs(job) if "torch 2.13.0" in line]
+        record = backend.store.load(job)
+        assert record.base_python is not None
+    assert said == ["tiny 1.0 torch 2.13.0", "other other_pkg torch 2.13.0"]
+    cache = open_cache(cfg)
+    layers = [e for e in cache.ready() if e.meta.base_env]
+    assert len(layers) == 2 and len({e.meta.base_env for e in layers}) == 1  # one torch base
+    assert all(e.meta.size_bytes < 1_000_000 for e in layers)  # torch is not in them
+    (base_key,) = {e.meta.base_env for e in layers}
+    with pytest.raises(EnvInUseError, match="is the base of 2 layered"):
+        cache.remove(str(base_key))

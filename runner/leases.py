@@ -136,7 +136,8 @@ class Leases:
         """Wait for the units, first come first served; `stop` says why to give up (Stopped)."""
         self.queue.mkdir(parents=True, exist_ok=True)
         ticket = self.queue / f"{time.time_ns():020d}-{job}"
-        mine = _try_lock(ticket)
+        with _locked(self.folder / "take.lock"):  # no scan sees it before it is locked
+            mine = _try_lock(ticket)
         assert mine is not None
         told = False
         try:

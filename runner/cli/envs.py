@@ -42,10 +42,24 @@ def _env_row(env: Env, specs: list[str] | None = None) -> dict[str, Any]:
         "size_bytes": env.meta.size_bytes,
         "created": env.meta.created.isoformat(),
         "last_used": env.last_used.isoformat(),
+        "base": env.meta.base,
+        "base_env": env.meta.base_env,
     }
     if specs is not None:
         row["specs"] = specs
     return row
+
+
+def _base_of(row: dict[str, Any]) -> str | None:
+    """How a layer names its base: the cached env's key, or the base python."""
+    if row["base_env"]:
+        return str(row["base_env"][:12])
+    return str(row["base"]["python"]) if row["base"] else None
+
+
+def _over(row: dict[str, Any]) -> str:
+    base = _base_of(row)
+    return f"  (layer over {base})" if base else ""
 
 
 @envs.command("list")
@@ -59,7 +73,7 @@ def envs_list(ctx: click.Context, as_json: bool) -> None:
     lines = [f"{'KEY':<12}  {'SIZE':>10}  {'LAST USED':<19}  REQUIREMENTS"]
     lines += [
         f"{r['key'][:12]}  {format_size(r['size_bytes']):>10}  "
-        f"{r['last_used'][:19]:<19}  {' '.join(r['requirements']) or '(empty)'}"
+        f"{r['last_used'][:19]:<19}  {' '.join(r['requirements']) or '(empty)'}" + _over(r)
         for r in rows
     ]
     total = sum(r["size_bytes"] for r in rows)
@@ -86,6 +100,7 @@ def envs_show(ctx: click.Context, key: str, as_json: bool) -> None:
             f"requirements: {' '.join(row['requirements']) or '(empty)'}",
             f"python:       {env.meta.interpreter['version']} ({env.meta.interpreter['abi']})",
             f"size:         {format_size(env.meta.size_bytes)}",
+            f"layer over:   {_base_of(row) or '-'}",
             f"created:      {row['created']}",
             f"last used:    {row['last_used']}",
             f"built in:     {env.meta.build_seconds:.2f} s",

@@ -33,6 +33,8 @@ def test_a_job_over_a_base_python_imports_the_base_and_its_own_packages(
     assert output(records(runner_cli, "layered")) == ["0.5 1.0 site-packages"]
     (env,) = (settings.cache_dir / "envs").iterdir()
     assert not list(env.rglob("tiny_pkg*")) and list(env.rglob("other_pkg*"))  # own only
+    assert f"(layer over {base})" in runner_cli("envs", "list").stdout
+    assert f"layer over:   {base}" in runner_cli("envs", "show", env.name).stdout
 
     bad = runner_cli("train", "--base-python", str(tmp_path / "nope"), str(script), check=False)
     assert bad.returncode == 2 and "is not a python executable" in bad.stderr
@@ -108,7 +110,10 @@ def test_sdk_trainers_layer_their_packages_over_one_cached_runtime_env(
             runtime="torch-distributed",
             trainer=CustomTrainer(func=func, packages_to_install=[package]),
         )
-        backend.wait_for_job_status(job, polling_interval=0.2, timeout=600)
+        backend.wait_for_job_status(
+            job, polling_interval=0.2, timeout=600, status={"Complete", "Failed"}
+        )
+        assert backend.get_job(job).status == "Complete", list(backend.get_job_logs(job))[-15:]
         said += [line for line in backend.get_job_logs(job) if "torch 2.13.0" in line]
         record = backend.store.load(job)
         assert record.base_python is not None

@@ -130,6 +130,7 @@ def envs_rm(ctx: click.Context, keys: tuple[str, ...]) -> None:
     if unknown:
         raise click.ClickException("; ".join(unknown) + "; nothing was removed")
     busy = 0
+    found.sort(key=lambda e: e.meta.base_env is None)  # layers before the bases they stand on
     for env in found:
         try:
             freed = cache.remove(env.key)

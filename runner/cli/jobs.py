@@ -139,6 +139,12 @@ def _interrupt_on_sigterm() -> None:
     help="Run in exactly this lock (pylock.toml, conda-lock.yml, hashed requirements).",
 )
 @click.option(
+    "--base",
+    "base_key",
+    metavar="KEY",
+    help="Layer the env over this cached env (`runner envs list`; a key prefix will do).",
+)
+@click.option(
     "--base-python",
     type=click.Path(dir_okay=False),
     help="Layer the env over this interpreter's installed packages (CUDA torch, say).",
@@ -192,6 +198,7 @@ def train(
     env_vars: tuple[str, ...],
     env_files: tuple[str, ...],
     lockfile: str | None,
+    base_key: str | None,
     base_python: str | None,
     index_url: str | None,
     extra_index_url: tuple[str, ...],
@@ -230,7 +237,7 @@ def train(
     fields: dict[str, Any] = {
         **gpu_fields,
         "cpus": cpus or 0,
-        "base_python": _base_python(base_python or settings.base_python),
+        "base_python": _base_python(settings, base_key, base_python),
         "entry": entry,
         "requirements": requirements,
         "index": index_of(index_url, extra_index_url, find_links),
@@ -311,16 +318,29 @@ def _entry(script: str | None, module: str | None, args: tuple[str, ...]) -> dic
     return {"kind": "script", "target": str(Path(script).resolve()), "argv": args}
 
 
-def _base_python(path: str | Path | None) -> str | None:
-    """The base interpreter as given (a venv's python stays itself: no symlink is followed)."""
+def _base_python(settings: RunnerSettings, key: str | None, given: str | None) -> str | None:
+    """The base: a cached env's interpreter (`--base KEY`), or one given (`--base-python`, the
+    setting; a name is looked up on PATH). A venv's python stays itself: no link is followed."""
+    import shutil
+
+    from runner.spec import open_cache
+
+    if key and given:
+        raise click.UsageError("give --base or --base-python, not both")
+    if key:
+        return str(open_cache(settings).get(key).python)
+    path = given or settings.base_python
     if path is None:
         return None
     absolute = Path(path).expanduser().absolute()
-    if not absolute.is_file():
+    if absolute.is_file():
+        return str(absolute)
+    found = shutil.which(str(path)) if "/" not in str(path) else None
+    if found is None:
         raise click.BadParameter(
             f"{str(path)!r} is not a python executable", param_hint="--base-python"
         )
-    return str(absolute)
+    return found
 
 
 def _gpus(settings: RunnerSettings, value: str | None, nodes: int) -> dict[str, Any]:

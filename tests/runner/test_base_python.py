@@ -125,3 +125,29 @@ def test_sdk_trainers_layer_their_packages_over_one_cached_runtime_env(
     (base_key,) = {e.meta.base_env for e in layers}
     with pytest.raises(EnvInUseError, match="is the base of 2 layered"):
         cache.remove(str(base_key))
+
+
+def test_a_job_layers_over_a_cached_env_named_by_its_key(
+    runner_cli: RunCli, settings: RunnerSettings, tmp_path: Path
+) -> None:
+    runner_cli("envs", "create", "--with", "tiny-pkg==0.5")
+    (base,) = (settings.cache_dir / "envs").iterdir()
+    script = tmp_path / "job" / "both.py"
+    script.parent.mkdir()
+    script.write_text("import other_pkg, tiny_pkg\nprint(tiny_pkg.__version__)\n")
+    runner_cli(
+        "train", "--name", "on-key", "--base", base.name[:8], "--with", "other-pkg", str(script)
+    )
+    assert output(records(runner_cli, "on-key")) == ["0.5"]
+    listing = runner_cli("envs", "list").stdout
+    assert f"(layer over {base.name[:12]})" in listing
+    # the base stays while a layer stands on it; both go when named together, layer first
+    refused = runner_cli("envs", "rm", base.name, check=False)
+    assert refused.returncode == 1 and "is the base of 1 layered" in refused.stderr
+    layer = next(p.name for p in (settings.cache_dir / "envs").iterdir() if p != base)
+    runner_cli("envs", "rm", base.name, layer)
+    assert not list((settings.cache_dir / "envs").iterdir())
+    both = runner_cli(
+        "train", "--base", "abcd", "--base-python", "python3", str(script), check=False
+    )
+    assert both.returncode == 2 and "not both" in both.stderr

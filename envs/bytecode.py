@@ -96,17 +96,12 @@ def compile_tree(python: Path, env: Path, objects: Path, tag: str) -> int:
         return _compile_tree(python, env, objects, tag)
 
 
-def _compile_tree(python: Path, env: Path, objects: Path, tag: str) -> int:
-    (site,) = env.glob("lib/python*/site-packages")
-    modules = _modules(env, site, tag)
-    linked = 0
-    for pyc, key in modules:
-        stored = objects / key
-        if stored.exists():
-            pyc.parent.mkdir(exist_ok=True)
-            os.link(stored, pyc)
-            linked += 1
-    proc = proc_run(  # compiles only the modules without up-to-date bytecode
+def _compile(python: Path, env: Path, site: Path, workers: int) -> None:
+    """compileall over `site`: only the modules without up-to-date bytecode are compiled.
+
+    `workers` 0 is a process per CPU, worth its start-up only for many modules.
+    """
+    proc = proc_run(
         [
             str(python),
             "-c",
@@ -114,7 +109,7 @@ def _compile_tree(python: Path, env: Path, objects: Path, tag: str) -> int:
             "-q",
             "-q",  # files that do not compile (test data, other Pythons) are skipped, as pip does
             "-j",
-            "0",
+            str(workers),
             "-s",
             str(env),
             "-p",
@@ -127,6 +122,21 @@ def _compile_tree(python: Path, env: Path, objects: Path, tag: str) -> int:
     )
     if proc.returncode not in (0, 1):  # 1: some file did not compile
         raise BuildError(f"compiling bytecode failed: {proc.stderr.strip() or proc.returncode}")
+
+
+def _compile_tree(python: Path, env: Path, objects: Path, tag: str) -> int:
+    (site,) = env.glob("lib/python*/site-packages")
+    modules = _modules(env, site, tag)
+    linked = 0
+    for pyc, key in modules:
+        stored = objects / key
+        if stored.exists():
+            pyc.parent.mkdir(exist_ok=True)
+            os.link(stored, pyc)
+            linked += 1
+    missing = len(modules) - linked
+    if missing:  # all linked from the store: nothing to compile, no interpreter to start
+        _compile(python, env, site, workers=0 if missing > 64 else 1)
     for pyc, key in modules:
         stored = objects / key
         if pyc.exists() and pyc.stat().st_nlink == 1:

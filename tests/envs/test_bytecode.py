@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from envs import EnvCache, bytecode
 from envs.bytecode import RECORDED_PREFIX
 from envs.gc import collect
@@ -158,3 +160,22 @@ def test_compiler_workers_die_with_a_killed_build(tmp_path: Path) -> None:
         parent.wait()
         for pid in _compilers(source):
             os.kill(pid, 9)
+
+
+def test_a_rebuild_whose_modules_are_all_stored_starts_no_compiler(
+    cache: EnvCache, make_spec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = make_spec(["tiny-pkg"])
+    first = cache.ensure(spec)
+    cache.remove(first.key)
+    started: list[int] = []
+    compile_ = bytecode._compile
+    monkeypatch.setattr(
+        bytecode, "_compile", lambda *a, **k: started.append(1) or compile_(*a, **k)
+    )
+    again = cache.ensure(spec)
+    assert started == []  # every .pyc was linked from the store
+    pycs = list(again.path.rglob("tiny_pkg/__pycache__/*.pyc"))
+    assert pycs and all(p.stat().st_nlink > 1 for p in pycs)
+    fresh = cache.ensure(make_spec(["other-pkg"]))  # new modules: the compiler runs, once
+    assert started == [1] and list(fresh.path.rglob("other_pkg/__pycache__/*.pyc"))

@@ -19,10 +19,10 @@ import contextlib
 import fcntl
 import hashlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 from envs.errors import BuildError
+from envs.files import flocked
 from envs.proc import run as proc_run
 
 RECORDED_PREFIX = "/sandbox-runner-env"
@@ -60,20 +60,10 @@ def _key(source: Path, relative: str, tag: str) -> str:
     return hashlib.sha256(identity.encode()).hexdigest()
 
 
-@contextlib.contextmanager
-def _locked(objects: Path, mode: int) -> Iterator[bool]:
+def _locked(objects: Path, mode: int) -> contextlib.AbstractContextManager[bool]:
     """Hold the store's lock in `mode` (fcntl.LOCK_SH / LOCK_EX, maybe | LOCK_NB)."""
     objects.mkdir(parents=True, exist_ok=True)
-    fd = os.open(objects / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, mode)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
+    return flocked(objects / LOCK, mode)
 
 
 def _modules(env: Path, site: Path, tag: str) -> list[tuple[Path, Path]]:

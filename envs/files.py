@@ -7,6 +7,7 @@ import fcntl
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -46,6 +47,22 @@ def remove_tree(path: Path) -> None:
     """Remove a directory tree; one that is already gone is fine."""
     with contextlib.suppress(FileNotFoundError):
         shutil.rmtree(path)
+
+
+@contextlib.contextmanager
+def flocked(path: Path, mode: int = fcntl.LOCK_EX) -> Iterator[bool]:
+    """Hold the OS lock on `path` (made if missing) in `mode` while inside; with LOCK_NB,
+    yields False at once where another process holds it. Released by the holder's death too."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, mode)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
 
 
 def held(path: Path) -> bool:

@@ -15,13 +15,14 @@ never take the same unit.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from envs.files import flocked
 
 POLL = 0.2
 """Seconds between a waiting job's looks at the pool."""
@@ -54,16 +55,6 @@ def _try_lock(path: Path, shared: bool = False) -> int | None:
         os.close(fd)
         return None
     return fd
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 class Leases:
@@ -136,13 +127,13 @@ class Leases:
         """Wait for the units, first come first served; `stop` says why to give up (Stopped)."""
         self.queue.mkdir(parents=True, exist_ok=True)
         ticket = self.queue / f"{time.time_ns():020d}-{job}"
-        with _locked(self.folder / "take.lock"):  # no scan sees it before it is locked
+        with flocked(self.folder / "take.lock"):  # no scan sees it before it is locked
             mine = _try_lock(ticket)
         assert mine is not None
         told = False
         try:
             while True:
-                with _locked(self.folder / "take.lock"):
+                with flocked(self.folder / "take.lock"):
                     waiters = self._waiters()
                     if waiters and waiters[0] == ticket:
                         lease = self._take(job, wanted)

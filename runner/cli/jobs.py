@@ -483,6 +483,8 @@ def status(ctx: click.Context, name: str, as_json: bool) -> None:
             f"exit code: {record.exit_code if record.exit_code is not None else '-'}",
             f"env:       {record.env_key or '-'}",
             f"gpus:      {', '.join(record.gpus) or '-'}",
+            f"cpus:      {', '.join(map(str, record.cpus)) or '-'}",
+            f"base:      {record.base_python or '-'}",
             f"created:   {record.created.isoformat()}",
             f"seconds:   {record.duration:.2f}" if record.duration is not None else "seconds:   -",
         ]

@@ -19,6 +19,7 @@ from structlog.typing import FilteringBoundLogger as Logger
 from envs import bytecode
 from envs.base import PTH_FILE
 from envs.errors import BuildError
+from envs.files import site_packages
 from envs.lockfile import Lock
 from envs.proc import run as proc_run
 from envs.spec import EnvSpec, IndexConfig
@@ -142,11 +143,6 @@ def resolve(uv: Uv, spec: EnvSpec, workdir: Path, log: Logger | None = None) -> 
     return Lock((workdir / "pylock.toml").read_text())
 
 
-def _site_packages(venv: Path) -> Path:
-    (site,) = (venv / "lib").glob("python*/site-packages")
-    return site
-
-
 def materialize(
     uv: Uv, lock: Lock, spec: EnvSpec, target: Path, objects: Path, log: Logger | None = None
 ) -> None:
@@ -166,7 +162,7 @@ def materialize(
     )
     (target / lock.filename).write_text(lock.text)
     if spec.base is not None:  # the base's packages, after the layer's own, copied nowhere
-        site = _site_packages(target)
+        site = site_packages(target)
         (site / PTH_FILE).write_text("".join(f"{d}\n" for d in spec.base.site_dirs))
     install = target / INSTALL_FILE
     install.write_text(

@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 
 from envs.errors import BuildError
-from envs.files import flocked
+from envs.files import flocked, site_packages
 from envs.proc import run as proc_run
 
 RECORDED_PREFIX = "/sandbox-runner-env"
@@ -115,7 +115,7 @@ def _compile(python: Path, env: Path, site: Path, workers: int) -> None:
 
 
 def _compile_tree(python: Path, env: Path, objects: Path, tag: str) -> int:
-    (site,) = env.glob("lib/python*/site-packages")
+    site = site_packages(env)
     modules = _modules(env, site, tag)
     linked = 0
     for pyc, key in modules:

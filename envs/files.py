@@ -49,6 +49,12 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path)
 
 
+def site_packages(venv: Path) -> Path:
+    """A venv's one site-packages folder."""
+    (site,) = venv.glob("lib/python*/site-packages")
+    return site
+
+
 @contextlib.contextmanager
 def flocked(path: Path, mode: int = fcntl.LOCK_EX) -> Iterator[bool]:
     """Hold the OS lock on `path` (made if missing) in `mode` while inside; with LOCK_NB,

@@ -35,6 +35,10 @@ class Gpu:
     minor: int
     memory_bytes: int | None = None
 
+    def is_named(self, name: str) -> bool:
+        """Whether `name` (an index, as `runner gpus` shows it, or the UUID) is this GPU."""
+        return name in (str(self.index), self.uuid)
+
     @property
     def node(self) -> str:
         """Its device node, as the job sees it."""
@@ -105,7 +109,7 @@ def _select(gpus: list[Gpu], value: str, source: str) -> list[Gpu]:
         return []
     chosen = []
     for item in (part.strip() for part in value.split(",") if part.strip()):
-        match = [g for g in gpus if item in (str(g.index), g.uuid)]
+        match = [g for g in gpus if g.is_named(item)]
         if not match:
             raise InvalidJobError(
                 f"{source} names GPU {item!r}, which this machine does not have "

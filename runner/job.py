@@ -113,7 +113,7 @@ def _check_gpus(spec: JobSpec, pool: list[Gpu]) -> None:
             f"the pool has {len(pool)}: {names} (RUNNER_GPUS, CUDA_VISIBLE_DEVICES decide it)"
         )
     for name in spec.gpu_ids:
-        if not any(name in (str(g.index), g.uuid) for g in pool):
+        if not any(g.is_named(name) for g in pool):
             raise InvalidJobError(f"GPU {name!r} is not in the pool: {names}")
 
 
@@ -234,8 +234,9 @@ def _wait_for_devices(
         pools["gpu"] = [g.uuid for g in pool]
         wanted["gpu"] = spec.gpus * spec.num_nodes
         if spec.gpu_ids:
-            by_name = {n: g.uuid for g in pool for n in (str(g.index), g.uuid)}
-            wanted["gpu"] = tuple(by_name[name] for name in spec.gpu_ids)
+            wanted["gpu"] = tuple(
+                next(g.uuid for g in pool if g.is_named(name)) for name in spec.gpu_ids
+            )
     if spec.cpus:
         pools["cpu"] = [str(c) for c in cpu_pool()]
         wanted["cpu"] = spec.cpus * spec.num_nodes

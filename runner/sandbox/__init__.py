@@ -128,7 +128,11 @@ def gaps(policy: SandboxPolicy, host: Host) -> tuple[Gap, ...]:
 
 def check(policy: SandboxPolicy, bwrap: str | None) -> tuple[Gap, ...]:
     """The layers this machine cannot enforce; in strict mode, refuse instead."""
-    found = gaps(policy, Host.probe(bwrap))
+    return _checked(policy, Host.probe(bwrap))
+
+
+def _checked(policy: SandboxPolicy, host: Host) -> tuple[Gap, ...]:
+    found = gaps(policy, host)
     if found and policy.mode == "strict":
         raise SandboxUnavailableError(
             f"sandbox is strict but cannot enforce: {'; '.join(g.layer for g in found)} "
@@ -150,8 +154,8 @@ def degraded_record(found: tuple[Gap, ...]) -> dict[str, object]:
 
 def confine(policy: SandboxPolicy, bwrap: str | None, place: Place) -> Confinement:
     """The command-line prefix and variables of one step: every layer, in order."""
-    not_enforced = check(policy, bwrap)
     host = Host.probe(bwrap)
+    not_enforced = _checked(policy, host)
     line = Line(boxed=policy.mode != "off" and host.bwrap is not None)
     try:
         for layer in LAYERS:

@@ -37,7 +37,7 @@ def split_list(value: object) -> object:
 class RunnerSettings(BaseSettings):
     """Everything the runner can be told; each field is `RUNNER_<NAME>` in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="RUNNER_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="RUNNER_", extra="ignore", env_ignore_empty=True)
 
     cache_dir: Path = Field(
         default_factory=lambda: Path(platformdirs.user_cache_dir(APP)),

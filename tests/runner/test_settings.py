@@ -39,3 +39,12 @@ def test_bad_value_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RUNNER_LOG_FORMAT", "xml")
     with pytest.raises(ValidationError, match="log_format"):
         RunnerSettings()
+
+
+def test_an_empty_variable_is_an_unset_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `RUNNER_NO_INDEX= runner ...` (or `export RUNNER_NO_INDEX=`) means "not set", as in a shell
+    monkeypatch.setenv("RUNNER_NO_INDEX", "")
+    monkeypatch.setenv("RUNNER_SANDBOX", "")
+    settings = RunnerSettings()
+    assert settings.no_index is False
+    assert settings.sandbox == RunnerSettings.model_fields["sandbox"].default

@@ -4,15 +4,24 @@ A cgroup limits what rlimits cannot: the memory a whole process tree really
 uses (not its address space, which torch alone reserves by the gigabyte) and
 the number of its processes (RLIMIT_NPROC counts per user, and never applies
 to root). The runner makes a child of its own cgroup (cgroup v1 `memory` and
-`pids` hierarchies, or v2 where its cgroup delegates those controllers), and
-the job's first process moves itself in before it runs anything, so every
-process of the node is counted. Where no cgroup can be made, the caller falls
-back to rlimits.
+`pids` hierarchies, or v2 where its cgroup is its to manage: root's, or one
+delegated to its user), and the job's first process moves itself in before it
+runs anything, so every process of the node is counted. Where no cgroup can be
+made, the caller falls back to rlimits.
+
+On v2 a cgroup that hands controllers to its children may hold no process
+itself (the root cgroup excepted). A runner started alone in a delegated
+cgroup (`systemd-run --user --scope -p Delegate=yes runner ...`, a container's
+own cgroup) first moves itself into a leaf of its own, `...-runner`, as
+systemd asks of the programs it delegates to; it never moves other processes.
+Where its cgroup is shared with others, an ordinary user gets rlimits (and is
+told so); root makes the job cgroups under `/sys/fs/cgroup/sandbox-runner`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import time
@@ -23,6 +32,10 @@ from runner.process import is_same_process, start_ticks
 
 ROOT = Path("/sys/fs/cgroup")
 PREFIX = "sandbox-runner-"
+TOP = "sandbox-runner"
+"""v2, root only: the top-level cgroup of job cgroups when the runner's own is shared."""
+RUNNER_LEAF = "-runner"
+"""The end of the name of the v2 leaf a runner moves itself into."""
 STALE_AFTER = 60.0
 """Seconds after which an empty job cgroup left by a killed runner is removed."""
 
@@ -38,20 +51,50 @@ A move that fails ends the node before ARGV runs: a limit asked for applies or
 the job does not run."""
 
 
+def unified() -> bool:
+    """Whether this machine runs cgroup v2 alone (the unified hierarchy)."""
+    return (ROOT / "cgroup.controllers").exists()
+
+
 def _own_path(controller: str) -> Path | None:
-    """This process's cgroup directory holding `controller` (v1), or its v2 cgroup."""
+    """The cgroup this runner makes children of: its own, holding `controller` (v1), or
+    its v2 cgroup (the one above, once the runner moved itself into its leaf)."""
     try:
         lines = Path("/proc/self/cgroup").read_text().splitlines()
     except OSError:
         return None
-    unified = (ROOT / "cgroup.controllers").exists()
+    v2 = unified()
     for line in lines:
         _id, names, path = line.split(":", 2)
-        if unified and names == "":
-            return ROOT / path.lstrip("/")
-        if not unified and controller in names.split(","):
+        if v2 and names == "":
+            own = ROOT / path.lstrip("/")
+            leaf = own.name.startswith(PREFIX) and own.name.endswith(RUNNER_LEAF)
+            return own.parent if leaf else own
+        if not v2 and controller in names.split(","):
             return ROOT / names / path.lstrip("/")
     return None
+
+
+def _delegate(parent: Path, controller: str, *, own: bool = True) -> bool:
+    """v2: let `parent`'s children have `controller`; in the runner's `own` cgroup, moving
+    the runner out of the way into a leaf."""
+    control = parent / "cgroup.subtree_control"
+    try:
+        if controller in control.read_text().split():
+            return True
+        control.write_text(f"+{controller}")
+        return True
+    except OSError as exc:
+        if exc.errno != errno.EBUSY or not own:  # not ours to manage
+            return False
+    try:  # busy: processes live in it; if only this runner, it moves to a leaf of its own
+        leaf = parent / f"{PREFIX}{_owner_tag()}{RUNNER_LEAF}"
+        leaf.mkdir(exist_ok=True)
+        (leaf / "cgroup.procs").write_text(str(os.getpid()))
+        control.write_text(f"+{controller}")
+    except OSError:
+        return False  # other processes are there too: they are not the runner's to move
+    return True
 
 
 def _read_counter(path: Path, key: str) -> int:
@@ -87,17 +130,35 @@ def _remove_stale(parent: Path) -> None:
                     child.rmdir()
 
 
-def _make(controller: str, name: str, limits: dict[str, str]) -> Path | None:
-    """A child cgroup with `limits` written, or None where the machine does not allow it."""
-    parent = _own_path(controller)
-    if parent is None or not parent.is_dir():
+def _parent(controllers: tuple[str, ...]) -> Path | None:
+    """The cgroup to make a node's cgroup in: the runner's own where it can hand the
+    controllers to children; on v2, for root, else a `sandbox-runner` cgroup at the top."""
+    own = _own_path(controllers[0])
+    if not unified():
+        return own if own is not None and own.is_dir() else None
+    if own is not None and own.is_dir() and all(_delegate(own, c) for c in controllers):
+        return own
+    if os.geteuid() != 0:
         return None
-    if (ROOT / "cgroup.controllers").exists():
-        try:  # v2: the controller must be delegated to our children
-            if controller not in (parent / "cgroup.subtree_control").read_text().split():
-                (parent / "cgroup.subtree_control").write_text(f"+{controller}")
-        except OSError:
-            return None
+    top = ROOT / TOP
+    try:
+        top.mkdir(exist_ok=True)
+    except OSError:
+        return None
+    if all(_delegate(ROOT, c, own=False) and _delegate(top, c, own=False) for c in controllers):
+        return top
+    return None
+
+
+def _make(controllers: tuple[str, ...], name: str, limits: dict[str, str]) -> Path | None:
+    """A child cgroup with `limits` written, or None where the machine does not allow it.
+
+    v1 has a hierarchy per controller (one controller per call); v2 has one, where
+    a node's one cgroup holds all its controllers.
+    """
+    parent = _parent(controllers)
+    if parent is None:
+        return None
     _remove_stale(parent)
     path = parent / f"{PREFIX}{_owner_tag()}-{name}"
     try:
@@ -119,7 +180,7 @@ def available(controller: str) -> bool:
 
 @functools.cache
 def _available(_root: Path, controller: str) -> bool:
-    path = _make(controller, f"probe-{os.getpid()}", {})
+    path = _make((controller,), f"probe-{os.getpid()}", {})
     if path is None:
         return False
     with contextlib.suppress(OSError):
@@ -136,26 +197,29 @@ class JobCgroup:
 
     @classmethod
     def make(cls, name: str, *, memory: int | None, processes: int | None) -> JobCgroup:
-        mem = None
+        limits = {}
         if memory is not None:
-            mem = _make(
-                "memory",
-                name,
-                {  # v1 (swap counted too, so a job cannot page its way past the limit), then v2
-                    "memory.limit_in_bytes": str(memory),
-                    "memory.memsw.limit_in_bytes": str(memory),
-                    "memory.max": str(memory),
-                    "memory.swap.max": "0",
-                },
-            )
-        pids = None
+            limits["memory"] = {  # v1 (swap counted too, so no paging past the limit), then v2
+                "memory.limit_in_bytes": str(memory),
+                "memory.memsw.limit_in_bytes": str(memory),
+                "memory.max": str(memory),
+                "memory.swap.max": "0",
+            }
         if processes is not None:
-            pids = _make("pids", name, {"pids.max": str(processes)})
-        return cls(mem, pids)
+            limits["pids"] = {"pids.max": str(processes)}
+        if not unified():
+            made = {c: _make((c,), name, files) for c, files in limits.items()}
+            return cls(made.get("memory"), made.get("pids"))
+        held = tuple(c for c in limits if available(c))  # one cgroup holds them all
+        if not held:
+            return cls(None, None)
+        path = _make(held, name, {k: v for c in held for k, v in limits[c].items()})
+        return cls(path if "memory" in held else None, path if "pids" in held else None)
 
     def enter(self) -> tuple[str, ...]:
         """The argv prefix that moves the node's first process into these cgroups."""
-        procs = [str(p / "cgroup.procs") for p in (self.memory, self.pids) if p is not None]
+        paths = dict.fromkeys(p for p in (self.memory, self.pids) if p is not None)
+        procs = [str(p / "cgroup.procs") for p in paths]
         return ("sh", "-c", ENTER, "sh", *procs, "--") if procs else ()
 
     def memory_exceeded(self) -> bool:

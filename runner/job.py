@@ -25,7 +25,7 @@ from envs import EnvError
 from envs.base import probe as base_probe
 from envs.files import dir_problem, remove_tree
 from runner import launch
-from runner.cgroup import JobCgroup
+from runner.cgroup import JobCgroup, unified
 from runner.errors import DataDirError, InvalidJobError, JobNotFoundError
 from runner.gpus import Gpu
 from runner.leases import Lease, Leases, Stopped, Wanted
@@ -442,11 +442,12 @@ def _log_sandbox(
 ) -> None:
     """Once per job: how its limits are held, and what of its sandbox is not as asked."""
     if cgroup:
+        kind = f"cgroup v{2 if unified() else 1}"
         held = {
             "memory": policy.memory
-            and ("cgroup" if cgroup.memory else "rlimit (address space per process)"),
+            and (kind if cgroup.memory else "rlimit (address space per process)"),
             "processes": policy.processes
-            and ("cgroup" if cgroup.pids else "rlimit (per user, above its count; not root)"),
+            and (kind if cgroup.pids else "rlimit (per user, above its count; not root)"),
         }
         held["cgroup"] = str(cgroup.memory or cgroup.pids or "") or None  # which one it is
         log.info("sandbox.limits", **{k: v for k, v in held.items() if v})

@@ -14,7 +14,7 @@ from runner.sandbox.layer import Host, Line, Place
 from runner.sandbox.policy import Gap, SandboxPolicy
 
 DELEGATE_CGROUP = (
-    "run as root, or inside a cgroup delegated to this user "
+    "run as root, or start the runner alone in a cgroup delegated to this user "
     "(systemd: systemd-run --user --scope -p Delegate=yes runner ...)"
 )
 

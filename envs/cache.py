@@ -31,13 +31,12 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from filelock import FileLock
 from pydantic import BaseModel
 from structlog.typing import FilteringBoundLogger as Logger
 
 from envs import builder
 from envs.errors import BuildError, CacheDirError, EnvError, EnvNotFoundError
-from envs.files import atomic_write_text, dir_problem, held, remove_tree, tree_size
+from envs.files import atomic_write_text, dir_problem, flocked, held, remove_tree, tree_size
 from envs.lockfile import FILENAMES, Lock
 from envs.spec import EnvSpec
 
@@ -195,7 +194,7 @@ class EnvCache:
         env = self.lookup(spec)
         if env is not None:
             return hit(env, waited=False)
-        with FileLock(self.locks_dir / f"spec-{spec.key}.lock"):
+        with flocked(self.locks_dir / f"spec-{spec.key}.lock"):
             env = self.lookup(spec)  # another process may have built it while we waited
             if env is not None:
                 return hit(env, waited=True)
@@ -205,7 +204,7 @@ class EnvCache:
             if env is not None:
                 log.info("env.shared", env=env_key, spec=spec.key)
             else:
-                with FileLock(self.locks_dir / f"env-{env_key}.lock"):
+                with flocked(self.locks_dir / f"env-{env_key}.lock"):
                     env = self._load(env_key) or self._build(spec, lock, env_key, log)
             atomic_write_text(self.specs_dir / f"{spec.key}.json", env_key + "\n")
             self._touch(env_key)
@@ -218,7 +217,7 @@ class EnvCache:
         env = self._load(env_key)
         if env is not None:
             return hit(env, False)
-        with FileLock(self.locks_dir / f"env-{env_key}.lock"):
+        with flocked(self.locks_dir / f"env-{env_key}.lock"):
             env = self._load(env_key)
             if env is not None:
                 return hit(env, True)
@@ -231,7 +230,7 @@ class EnvCache:
         env = self.lookup(spec)
         if env is not None:
             return env.lock
-        with FileLock(self.locks_dir / f"spec-{spec.key}.lock"):
+        with flocked(self.locks_dir / f"spec-{spec.key}.lock"):
             return self._resolve(spec, log or _log)
 
     def _workdir(self, kind: str, key: str) -> Path:

@@ -32,43 +32,45 @@ def draw(report: dict[str, Any], path: Path) -> Path | None:
     except ImportError:
         return None
     results = report["results"]
-    if "overhead" not in results:  # a --quick run: only the numpy cold build
+    if "second_job" not in results:  # a --quick run: only the numpy cold build
         return None
     fig, axes = plt.subplots(2, 2, figsize=(13, 8))
     cold, torch = results["cold_numpy"], results["cold_torch_numpy"]
     _bars(
         axes[0][0],
-        "Cold env (fresh set)",
+        "A job in a new set (whole process)",
         [
-            ("numpy: original", cold["original"]),
-            ("numpy: runner, empty uv cache", cold["runner_uv_cache_empty"]),
-            ("numpy: runner, warm caches", cold["runner_uv_cache_warm"]),
-            ("torch+numpy: original", torch["original"]),
-            ("torch+numpy: runner, empty uv cache", torch["runner_uv_cache_empty"]),
-            ("torch+numpy: runner, warm caches", torch["runner_uv_cache_warm"]),
+            ("numpy: original, caches empty", cold["original_cache_empty"]),
+            ("numpy: runner, caches empty", cold["runner_cache_empty"]),
+            ("numpy: original, caches warm", cold["original_cache_warm"]),
+            ("numpy: runner, caches warm", cold["runner_cache_warm"]),
+            ("torch+numpy: original, caches empty", torch["original_cache_empty"]),
+            ("torch+numpy: runner, caches empty", torch["runner_cache_empty"]),
+            ("torch+numpy: original, caches warm", torch["original_cache_warm"]),
+            ("torch+numpy: runner, caches warm", torch["runner_cache_warm"]),
         ],
     )
-    warm = results["warm_reuse"]
+    second = results["second_job"]
     _bars(
         axes[0][1],
-        "Second job, same set (torch+numpy): env set-up",
+        "Second job, same set (torch+numpy), whole process",
         [
-            ("original (rebuilds)", warm["original_rebuild"]),
-            ("uv run --with", warm["uv_run_with"]),
-            ("runner cache hit", warm["runner_hit_in_process"]),
+            ("original (rebuilds)", second["original_rebuild"]),
+            ("uv run --with", second["uv_run_with"]),
+            ("runner train", second["runner_train"]),
+            ("env's python", second["direct"]),
         ],
     )
-    over = results["overhead"]
+    sdk, torch_jobs = results["sdk_end_to_end"], results["torch_jobs"]
     _bars(
         axes[1][0],
-        "Job wall time in a warm env",
+        "Torch jobs: train() to Complete",
         [
-            ("python job: direct", over["python_direct"]),
-            ("python job: runner", over["python_runner"]),
-            ("1-rank torchrun: direct", over["torch_1_direct"]),
-            ("1-rank torchrun: SDK backend", over["torch_1_sdk"]),
-            ("2-rank torchrun: direct", over["torch_2_direct"]),
-            ("2-rank torchrun: SDK backend", over["torch_2_sdk"]),
+            ("SDK example: original backend", sdk["original"]),
+            ("SDK example: ours, first job", sdk["runner_first"]),
+            ("SDK example: ours, second job", sdk["runner_second"]),
+            ("2 ranks: torchrun from the shell", torch_jobs["torch_2_direct"]),
+            ("2 ranks: our SDK backend", torch_jobs["torch_2_sdk"]),
         ],
     )
     shared = results["shared_torch"]

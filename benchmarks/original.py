@@ -16,9 +16,9 @@ from pathlib import Path
 from benchmarks.measure import run
 
 
-def build(target: Path, packages: Sequence[str]) -> None:
-    """A fresh venv at `target` holding `packages`, the original way."""
-    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+def build(target: Path, packages: Sequence[str], pip_cache: Path) -> None:
+    """A fresh venv at `target` holding `packages`, the original way, with `pip_cache`."""
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_CACHE_DIR": str(pip_cache)}
     run([sys.executable, "-m", "venv", "--without-pip", str(target)], env=env)
     python = str(target / "bin" / "python")
     run([python, "-m", "ensurepip", "--upgrade", "--default-pip"], env=env)
@@ -27,10 +27,12 @@ def build(target: Path, packages: Sequence[str]) -> None:
     )
 
 
-def build_and_remove(root: Path, packages: Sequence[str]) -> None:
+def build_and_run(root: Path, packages: Sequence[str], script: Path, pip_cache: Path) -> None:
+    """One job the original way: a new venv for it, then its script; the venv removed."""
     target = root / "original-venv"
     shutil.rmtree(target, ignore_errors=True)
     try:
-        build(target, packages)
+        build(target, packages, pip_cache)
+        run([str(target / "bin" / "python"), str(script)])
     finally:
         shutil.rmtree(target, ignore_errors=True)

@@ -1,4 +1,5 @@
-"""The benchmark script runs end to end (a quick run: numpy only) and writes its report.
+"""The benchmark script runs end to end (a quick run: numpy only) and writes its report;
+README's figures are the report's, and the report measured the code that is here.
 
 No figure is asserted: timings belong in the report and README, not in tests.
 """
@@ -6,11 +7,21 @@ No figure is asserted: timings belong in the report and README, not in tests.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from benchmarks.run import markdown, targets
+
 ROOT = Path(__file__).parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+MEASURED = ("envs", "runner", "benchmarks", ":!benchmarks/results")
+"""What the benchmark measures: a change there makes the report stale."""
+UNMEASURED_CHANGES: dict[str, str] = {}
+"""Commits after the report's that change what it measures, each with why it does not matter."""
 
 
 def test_quick_benchmark_writes_a_report(tmp_path: Path) -> None:
@@ -25,10 +36,43 @@ def test_quick_benchmark_writes_a_report(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
     cold = report["results"]["cold_numpy"]
-    for contender in ("original", "runner_uv_cache_empty", "runner_uv_cache_warm"):
-        assert cold[contender]["runs"] == 1 and cold[contender]["median"] > 0
-    assert report["results"]["cli_startup"]["runs"] == 10
+    for side in ("original", "runner"):
+        for caches in ("empty", "warm"):
+            figure = cold[f"{side}_cache_{caches}"]
+            assert figure["runs"] == 1 and figure["median"] > 0
+    cli = report["results"]["cli"]
+    assert cli["help"]["runs"] == 10 and cli["job_count"] == 100
     assert report["machine"]["cpus"] and report["command"].startswith("python -m benchmarks")
+    assert len(report["code"]["commit"]) == 40
+
+
+def test_readme_shows_the_report_whole() -> None:
+    report = json.loads((RESULTS / "report.json").read_text())
+    report["targets"] = targets(report)
+    summary = (RESULTS / "summary.md").read_text()
+    assert markdown(report) == summary, "summary.md is not the report's: rerun python -m benchmarks"
+    readme = (ROOT / "README.md").read_text()
+    assert summary in readme, "README's Performance tables differ from benchmarks/results"
+
+
+def test_the_report_measured_the_code_that_is_here() -> None:
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout: the report's commit cannot be compared")
+    code = json.loads((RESULTS / "report.json").read_text())["code"]
+    assert code["dirty"] == [], f"the report measured uncommitted changes: {code['dirty']}"
+    log = subprocess.run(
+        ["git", "log", "--format=%H", f"{code['commit']}..HEAD", "--", *MEASURED],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    later = [c for c in log.stdout.split() if c not in UNMEASURED_CHANGES]
+    assert later == [], (
+        f"{len(later)} commit(s) changed envs/, runner/ or benchmarks/ after the report's "
+        f"{code['commit'][:12]}: rerun `python -m benchmarks` (or name them, with why they do "
+        "not matter, in UNMEASURED_CHANGES)"
+    )
 
 
 def test_bad_arguments_are_refused() -> None:

@@ -11,11 +11,11 @@ def _bars(ax: Any, title: str, rows: list[tuple[str, dict[str, Any]]], unit: str
     medians = [r["median"] for _, r in rows]
     low = [r["median"] - r["min"] for _, r in rows]
     high = [r["max"] - r["median"] for _, r in rows]
-    colors = [
-        "#b0b0b0" if "original" in label or "direct" in label else "#2b7bb9" for label in labels
-    ]
+    ours = ("runner", "ours", "our ")
+    colors = ["#2b7bb9" if any(o in label for o in ours) else "#b0b0b0" for label in labels]
     ax.barh(labels, medians, xerr=[low, high], color=colors, capsize=3)
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter("")  # decades only: minor labels overlap on short ranges
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(unit)
     for y, value in enumerate(medians):

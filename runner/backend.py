@@ -60,6 +60,12 @@ class LocalProcessBackendConfig(RunnerSettings):
     """Host paths every job of this backend sees, `SRC[:DST][:ro|rw]` (read-only unless rw),
     as a container backend's volumes; added to the settings' `mounts`."""
 
+    torchrun_agent: bool = False
+    """Run one-node, one-rank torch jobs under torchrun's agent too. By default their rank
+    starts directly, with the variables torchrun gives it (`RANK`, `LOCAL_RANK`,
+    `WORLD_SIZE`, `MASTER_ADDR`/`MASTER_PORT`, `TORCHELASTIC_RUN_ID`, ...): about a second
+    less per job. Jobs of several ranks or nodes always run under torchrun."""
+
     _split_volumes = field_validator("volumes", mode="before")(split_list)
 
     @field_validator("volumes")
@@ -256,6 +262,7 @@ class LocalProcessBackend(RuntimeBackend):
             "index": IndexConfig.from_urls(_explicit_urls(trainer.pip_index_urls)),
             "env": dict(trainer.env or {}),
             "framework": local.framework,
+            "launcher": "torchrun" if self.cfg.torchrun_agent else "direct",
             "nproc_per_node": ranks_per_node(trainer.resources_per_node),
             "gpus": gpus_per_node(trainer.resources_per_node),
             "cpus": math.ceil(cpus_per_node(trainer.resources_per_node)),

@@ -291,7 +291,13 @@ def _on_line(log: Logger, spec: JobSpec, refused: set[str]) -> Callable[[str, st
     """Turn each line a step prints into an `output` record, with its rank where known."""
 
     def on_line(stream: str, line: str, partial: bool) -> None:
-        rank, text = launch.split_rank(line) if spec.framework == "torch" else (None, line)
+        rank: int | None
+        if launch.direct(spec):
+            rank, text = 0, line
+        elif spec.framework == "torch":
+            rank, text = launch.split_rank(line)
+        else:
+            rank, text = None, line
         if stream == "stderr":
             refused.update(k for k, pattern in REFUSALS.items() if pattern.match(text))
         fields: dict[str, object] = {"stream": stream}
@@ -361,6 +367,7 @@ def _start_steps(
             job_env={
                 **_module_path(spec),
                 **(launch.torch_environ() if spec.framework == "torch" else {}),
+                **dict(step.env),
                 **spec.env,
             },
             torch=spec.framework == "torch",

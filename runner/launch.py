@@ -37,6 +37,8 @@ class Step:
 
     name: str
     argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+    """Variables of this step alone (a direct rank's torchrun variables)."""
 
 
 def write_entry(entry: FunctionEntry, jobdir: Path) -> list[str]:
@@ -109,6 +111,34 @@ def split_rank(line: str) -> tuple[int | None, str]:
     return (int(match[1]), match[2]) if match else (None, line)
 
 
+def direct(spec: JobSpec) -> bool:
+    """Whether the job's one rank starts without torchrun's agent (`JobSpec.launcher`)."""
+    single = spec.num_nodes == 1 and spec.nproc_per_node == 1
+    return spec.framework == "torch" and spec.launcher == "direct" and single
+
+
+def rank_environ(spec: JobSpec, master: str, port: int) -> dict[str, str]:
+    """What torchrun's agent gives the one worker of a one-node, one-rank job."""
+    return {
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "GROUP_RANK": "0",
+        "ROLE_RANK": "0",
+        "ROLE_NAME": "default",
+        "LOCAL_WORLD_SIZE": "1",
+        "WORLD_SIZE": "1",
+        "GROUP_WORLD_SIZE": "1",
+        "ROLE_WORLD_SIZE": "1",
+        "MASTER_ADDR": master,
+        "MASTER_PORT": str(port),
+        "TORCHELASTIC_RESTART_COUNT": "0",
+        "TORCHELASTIC_MAX_RESTARTS": "0",
+        "TORCHELASTIC_RUN_ID": spec.name,
+        "TORCHELASTIC_USE_AGENT_STORE": "False",  # rank 0 hosts the store itself
+        "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",
+    }
+
+
 def steps(spec: JobSpec, bin_dir: Path, jobdir: Path, hold_fd: int | None = None) -> list[Step]:
     """The argv of every step. Torch jobs get one torchrun agent per local node.
 
@@ -125,6 +155,10 @@ def steps(spec: JobSpec, bin_dir: Path, jobdir: Path, hold_fd: int | None = None
     prog = program(spec, jobdir)
     if spec.framework != "torch":
         return [Step("node-0", (str(bin_dir / "python"), *prog))]
+    if direct(spec):
+        net = job_loopback()
+        env = rank_environ(spec, f"{net}1", free_port(f"{net}1"))
+        return [Step("node-0", (str(bin_dir / "python"), *prog), tuple(env.items()))]
     torchrun: tuple[str, ...] = (str(bin_dir / "torchrun"),)
     if bin_dir.is_dir() and not (bin_dir / "torchrun").exists():  # torch is in a layer's base
         torchrun = (str(bin_dir / "python"), "-m", "torch.distributed.run")

@@ -146,6 +146,10 @@ class JobSpec(BaseModel):
     index: IndexConfig = IndexConfig()
     env: dict[str, str] = Field(default_factory=dict)
     framework: Literal["torch", "python"] = "python"
+    launcher: Literal["torchrun", "direct"] = "torchrun"
+    """Torch jobs of one node and one rank: `direct` starts the rank itself, with the
+    variables torchrun gives its workers, instead of torchrun's agent (which imports torch
+    before the rank does, and takes most of a second to end)."""
     nproc_per_node: int = Field(default=1, ge=1, le=1024)
     num_nodes: int = Field(default=1, ge=1, le=64)
     gpus: int = Field(default=0, ge=0, le=64)

@@ -242,6 +242,43 @@ def test_readme_example_completes_and_a_second_train_reuses_the_env(
     assert "env.hit" in reasons and "env.build" not in reasons
 
 
+def show_torch_env() -> None:
+    """What a worker is given, and that ranks meet with it (gloo, one all_reduce)."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group(backend="gloo")
+    total = torch.ones(1)
+    dist.all_reduce(total)
+    names = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_NAME")
+    print(" ".join(f"{n}={os.environ.get(n)}" for n in names), f"sum={int(total.item())}")
+    print(f"run={os.environ.get('TORCHELASTIC_RUN_ID')} master={os.environ.get('MASTER_ADDR')}")
+    dist.destroy_process_group()
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("agent", [False, True])
+def test_a_one_rank_job_gets_torchruns_variables_with_or_without_its_agent(
+    torch_cfg: LocalProcessBackendConfig, agent: bool
+) -> None:
+    backend = LocalProcessBackend(torch_cfg.model_copy(update={"torchrun_agent": agent}))
+    job = backend.train(runtime="torch-distributed", trainer=trainer(show_torch_env))
+    done = backend.wait_for_job_status(job, polling_interval=0.1, timeout=300)
+    logs = list(backend.get_job_logs(job))
+    assert done.status == "Complete", logs
+    want = "RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 LOCAL_WORLD_SIZE=1 GROUP_RANK=0 ROLE_NAME=default"
+    assert f"{want} sum=1" in logs, logs
+    (run,) = [line for line in logs if "run=" in line]
+    assert f"run={job} master=127." in run, run
+    records = list(backend.store.records(job))
+    assert {r.get("rank") for r in records if r["event"] == "output"} == {0}
+    (start,) = [r for r in records if r["event"] == "job.start"]
+    under_agent = any("torchrun" in a or "torch.distributed.run" in a for a in start["argv"])
+    assert under_agent == agent, start["argv"]
+
+
 @pytest.mark.torch
 def test_func_args_arrive_as_keyword_arguments_with_env_and_name(
     torch_cfg: LocalProcessBackendConfig,

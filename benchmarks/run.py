@@ -485,9 +485,10 @@ def markdown(report: dict[str, Any]) -> str:
         f"{fig(w['hit_in_process'], 1000, 'ms')} | - |"
     )
     t = res["torch_jobs"]
+    what = {1: "1-rank job, a function that only prints", 2: "2-rank job, a gloo all_reduce"}
     for ranks in (1, 2):
         rows.append(
-            f"| {ranks}-rank torch job: job time | torchrun from the shell: "
+            f"| {what[ranks]}: job time | torchrun from the shell: "
             f"{fig(t[f'torch_{ranks}_direct'])} | SDK `train()` to Complete, in a running "
             f"Python: {fig(t[f'torch_{ranks}_sdk'])} | {t[f'torch_{ranks}_ratio']:.2f}x torchrun |"
         )

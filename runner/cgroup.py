@@ -238,13 +238,18 @@ class JobCgroup:
     def remove(self) -> None:
         """Remove the cgroups; call once every process of the node has exited."""
         for path in (self.memory, self.pids):
-            if path is None:
-                continue
-            for _ in range(50):  # the kernel frees a cgroup a moment after its last process
-                try:
-                    path.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.02)
+            if path is not None:
+                rmdir(path)
+
+
+def rmdir(path: Path, wait: float = 1.0) -> None:
+    """Remove an empty cgroup (gone already is fine), trying for up to `wait` seconds: the
+    kernel frees a cgroup a moment after its last process has exited."""
+    for _ in range(max(1, round(wait / 0.02))):
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.02)

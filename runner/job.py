@@ -287,17 +287,21 @@ def _limit_hit(
     return ""
 
 
+def _ranks(spec: JobSpec) -> Callable[[str], tuple[int | None, str]]:
+    """How a step's line tells its rank: a direct rank is 0, torchrun prefixes its workers'."""
+    if launch.direct(spec):
+        return lambda line: (0, line)
+    if spec.framework == "torch":
+        return launch.split_rank
+    return lambda line: (None, line)
+
+
 def _on_line(log: Logger, spec: JobSpec, refused: set[str]) -> Callable[[str, str, bool], None]:
     """Turn each line a step prints into an `output` record, with its rank where known."""
+    split = _ranks(spec)  # once per job, not per line
 
     def on_line(stream: str, line: str, partial: bool) -> None:
-        rank: int | None
-        if launch.direct(spec):
-            rank, text = 0, line
-        elif spec.framework == "torch":
-            rank, text = launch.split_rank(line)
-        else:
-            rank, text = None, line
+        rank, text = split(line)
         if stream == "stderr":
             refused.update(k for k, pattern in REFUSALS.items() if pattern.match(text))
         fields: dict[str, object] = {"stream": stream}

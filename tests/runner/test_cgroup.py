@@ -29,15 +29,8 @@ ENTER = 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"'
 
 def _rmdir_tree(path: Path) -> None:
     for child in sorted((p for p in path.rglob("*") if p.is_dir()), reverse=True):
-        _rmdir_tree(child)
-    for _ in range(100):  # the kernel frees a cgroup a moment after its last process
-        try:
-            path.rmdir()
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            time.sleep(0.05)
+        cgroup.rmdir(child, wait=5.0)
+    cgroup.rmdir(path, wait=5.0)
 
 
 @pytest.fixture

@@ -11,20 +11,23 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import structlog
 from packaging.utils import canonicalize_name
-from structlog.typing import FilteringBoundLogger as Logger
 
 from envs import bytecode
 from envs.base import PTH_FILE
 from envs.errors import BuildError
 from envs.files import site_packages
 from envs.lockfile import Lock
+from envs.log import get_logger
 from envs.proc import run as proc_run
 from envs.spec import EnvSpec, IndexConfig
 
-_log: Logger = structlog.get_logger("envs.builder")
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger as Logger
+
+_log = get_logger("envs.builder")
 
 
 INSTALL_FILE = "install-requirements.txt"

@@ -28,19 +28,21 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import structlog
 from pydantic import BaseModel
-from structlog.typing import FilteringBoundLogger as Logger
 
 from envs import builder
 from envs.errors import BuildError, CacheDirError, EnvError, EnvNotFoundError
 from envs.files import atomic_write_text, dir_problem, flocked, held, remove_tree, tree_size
 from envs.lockfile import FILENAMES, Lock
+from envs.log import get_logger
 from envs.spec import EnvSpec
 
-_log: Logger = structlog.get_logger("envs.cache")
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger as Logger
+
+_log = get_logger("envs.cache")
 
 META = "runner-env.json"
 

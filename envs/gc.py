@@ -10,14 +10,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-import structlog
-
 from envs import bytecode
 from envs.cache import EnvCache, EnvInUseError
 from envs.errors import EnvNotFoundError
 from envs.files import held
+from envs.log import get_logger
 
-log = structlog.get_logger("envs.gc")
+log = get_logger("envs.gc")
 
 STALE_TMP_SECONDS = 86400.0
 

@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-import structlog
 from kubeflow.common import constants as common_constants
 from kubeflow.trainer import LocalProcessBackendConfig as SdkLocalConfig
 from kubeflow.trainer import TrainerClient
@@ -32,6 +31,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
 from envs import EnvError, IndexConfig, Interpreter
+from envs.log import get_logger
 from envs.requirements import merge, name_of, parse_all
 from runner import job as jobs
 from runner.logs import as_text
@@ -41,7 +41,7 @@ from runner.spec import FunctionEntry, JobSpec, LockedSet
 from runner.store import JobRecord, JobStore
 from runner.units import parse_size
 
-_log = structlog.get_logger("runner.backend")
+_log = get_logger("runner.backend")
 
 STATUSES = {
     constants.TRAINJOB_CREATED,

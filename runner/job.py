@@ -18,8 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-
-from structlog.typing import FilteringBoundLogger as Logger
+from typing import TYPE_CHECKING
 
 from envs import EnvError
 from envs.base import probe as base_probe
@@ -55,6 +54,9 @@ from runner.store import (
     now,
 )
 from runner.units import format_size
+
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger as Logger
 
 CANCELLED = "cancelled"
 REFUSALS = {

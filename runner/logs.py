@@ -14,48 +14,53 @@ import sys
 import threading
 from collections.abc import Callable, MutableMapping
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
-import structlog
-
+from envs import log as deferred
 from envs.files import atomic_write_text
+
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger, Processor
 
 LogFormat = Literal["auto", "json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
-
-_SHARED: list[structlog.typing.Processor] = [
-    structlog.contextvars.merge_contextvars,
-    structlog.processors.add_log_level,
-    structlog.processors.TimeStamper(fmt="iso", utc=True),
-]
-
-
-def json_processors() -> list[structlog.typing.Processor]:
-    """The chain that turns an event dict into one JSON line (also used for job log files)."""
-    return [
-        *_SHARED,
-        structlog.processors.dict_tracebacks,
-        structlog.processors.JSONRenderer(sort_keys=False),
-    ]
 
 
 def configure(
     fmt: LogFormat = "auto", level: LogLevel = "info", stream: TextIO | None = None
 ) -> None:
-    """Send the runner's own events to `stream` (stderr), as JSON unless it is a terminal."""
-    stream = stream or sys.stderr
-    console = fmt == "console" or (fmt == "auto" and stream.isatty())
-    processors: list[structlog.typing.Processor] = (
-        [*_SHARED, structlog.dev.ConsoleRenderer(colors=stream.isatty())]
-        if console
-        else json_processors()
-    )
-    structlog.configure(
-        processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(stream),
-        cache_logger_on_first_use=False,
-    )
+    """Send the runner's own events to `stream` (stderr), as JSON unless it is a terminal.
+
+    structlog is set up when the first event is logged (see `envs.log`): a
+    command that logs nothing does not import it.
+    """
+    out = stream or sys.stderr
+    console = fmt == "console" or (fmt == "auto" and out.isatty())
+
+    def setup() -> None:
+        import structlog
+
+        render: Processor = (
+            structlog.dev.ConsoleRenderer(colors=out.isatty())
+            if console
+            else structlog.processors.JSONRenderer(sort_keys=False)
+        )
+        structlog.configure(
+            processors=[
+                structlog.contextvars.merge_contextvars,
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                *([] if console else [structlog.processors.dict_tracebacks]),
+                render,
+            ],
+            wrapper_class=structlog.make_filtering_bound_logger(
+                logging.getLevelName(level.upper())
+            ),
+            logger_factory=structlog.PrintLoggerFactory(out),
+            cache_logger_on_first_use=False,
+        )
+
+    deferred.when_first_used(setup)
 
 
 Echo = Callable[[dict[str, Any]], None]
@@ -81,11 +86,13 @@ class JobLog:
         self._lock = threading.Lock()
         self._echo = echo
         self._level = _LEVELS[level.upper()]
-        self.logger: structlog.typing.FilteringBoundLogger = structlog.wrap_logger(
+        import structlog
+
+        self.logger: FilteringBoundLogger = structlog.wrap_logger(
             None,
             processors=[
                 structlog.processors.add_log_level,
-                _timestamp,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
                 structlog.processors.format_exc_info,
                 self._write,
             ],
@@ -113,6 +120,8 @@ class JobLog:
                     self._echo(record)
                 except Exception:
                     self._echo = None
+        import structlog
+
         raise structlog.DropEvent
 
     def check(self) -> None:
@@ -137,9 +146,6 @@ class JobLog:
     def close(self) -> None:
         with self._lock:
             self._fh.close()
-
-
-_timestamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
 
 
 def as_text(record: dict[str, Any], ranks: bool) -> str:

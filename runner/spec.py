@@ -16,7 +16,7 @@ import string
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from packaging.requirements import Requirement
 from pydantic import (
@@ -30,14 +30,17 @@ from pydantic import (
     model_validator,
 )
 
-from envs import EnvCache, EnvSpec, IndexConfig, Interpreter, formats
+from envs import EnvSpec, IndexConfig, Interpreter
 from envs.base import probe as base_probe
 from envs.errors import EnvError
-from envs.lockfile import Lock
 from envs.requirements import check_unique, name_of, parse
 from runner.errors import InvalidJobError
 from runner.sandbox import SandboxPolicy
 from runner.settings import RunnerSettings
+
+if TYPE_CHECKING:
+    from envs import EnvCache
+    from envs.lockfile import Lock
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -126,12 +129,16 @@ class LockedSet(BaseModel):
     @classmethod
     def read(cls, path: str | os.PathLike[str], interpreter: Interpreter) -> LockedSet:
         """Read any lockfile format; one for another Python or platform is refused."""
+        from envs import formats
+
         lock = formats.read(Path(path), interpreter)
         return cls(kind=lock.kind, text=lock.text, source=str(Path(path).resolve()))
 
     @property
     def lock(self) -> Lock:
         """The lock; a relative file `path` in it is relative to the lockfile's folder."""
+        from envs.lockfile import Lock
+
         return Lock(self.text, self.kind, base=str(Path(self.source).parent))
 
 
@@ -278,6 +285,8 @@ def env_spec(
 
 def open_cache(settings: RunnerSettings, *, writing: bool = False) -> EnvCache:
     """The cache; with `writing`, one that cannot be written is refused first, naming it."""
+    from envs import EnvCache
+
     cache = EnvCache(settings.cache_dir, uv_binary=settings.uv)
     if writing:
         cache.check_writable()

@@ -5,6 +5,7 @@ import json
 
 import structlog
 
+from envs.log import get_logger
 from runner.logs import configure
 
 
@@ -13,8 +14,8 @@ def test_json_lines_with_timestamp_level_event_and_bound_context() -> None:
     configure("json", stream=stream)
     try:
         with structlog.contextvars.bound_contextvars(job="j1", step="node-0"):
-            structlog.get_logger().info("env.hit", seconds=0.01)
-        structlog.get_logger().debug("hidden")
+            get_logger("test").info("env.hit", seconds=0.01)
+        get_logger("test").debug("hidden")
     finally:
         structlog.reset_defaults()
     lines = stream.getvalue().splitlines()
@@ -29,7 +30,7 @@ def test_console_format_is_readable() -> None:
     stream = io.StringIO()
     configure("console", stream=stream)
     try:
-        structlog.get_logger().info("env.build", seconds=1.5)
+        get_logger("test").info("env.build", seconds=1.5)
     finally:
         structlog.reset_defaults()
     text = stream.getvalue()

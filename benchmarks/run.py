@@ -61,6 +61,17 @@ class Bench:
         self.pip_cache = root / "pip-cache"
         """The original's download cache when it is warm (one of its own, not the user's)."""
 
+    def without_bases(self) -> EnvCache:
+        """A second cache sharing this one's warm uv cache and bytecode store, but none of its
+        envs: a new set there is a full env (here it may be a layer over a cached subset)."""
+        other = self.root / "full-envs"
+        if not other.exists():
+            other.mkdir()
+            for shared in ("uv", "objects"):
+                (self.cache.root / shared).mkdir(exist_ok=True)
+                (other / shared).symlink_to(self.cache.root / shared)
+        return EnvCache(other)
+
     def spec(self, packages: list[str]) -> EnvSpec:
         from runner.spec import env_spec
 
@@ -118,6 +129,7 @@ class Bench:
                 self.cache.remove(env.key)
 
         runner_warm = repeat(self.reps, lambda: self.runner_train(packages), setup=forget)
+        forget()  # a later set would be a layer over it: each new set here starts with none
         return {
             "original_cache_empty": orig_empty,
             "runner_cache_empty": runner_empty,
@@ -301,12 +313,13 @@ class Bench:
         return result
 
     def shared_torch(self) -> dict[str, Any]:
-        log("scale: 16 sets sharing torch, each with one small package")
+        log("scale: 16 sets sharing torch, each with one small package, as full envs")
         envs = []
         seconds = []
+        full = self.without_bases()
         for extra in SMALL:
             spec = self.spec([*TORCH, extra])
-            seconds.append(timed(lambda spec=spec: envs.append(self.cache.ensure(spec))))
+            seconds.append(timed(lambda spec=spec: envs.append(full.ensure(spec))))
         one_env = disk_usage(envs[0].path)
         together = disk_usage(*(e.path for e in envs))
         separate = sum(disk_usage(e.path) for e in envs)
@@ -341,12 +354,24 @@ class Bench:
         self.cache.ensure(six)  # uv's cache holds six now
         as_layer = repeat(self.reps, lambda: self.cache.ensure(six), setup=lambda: forget(six))
         layer_env = self.cache.ensure(six)
-        log("layered: the same set as a full env")
+        log("layered: the same set as a full env (a cache without the torch env)")
         full_spec = self.spec([*TORCH, "six"])
+        full = self.without_bases()
+
+        def forget_full() -> None:
+            env = full.lookup(full_spec)
+            if env is not None:
+                full.remove(env.key)
+
+        full.ensure(full_spec)
+        as_full = repeat(self.reps, lambda: full.ensure(full_spec), setup=forget_full)
+        log("layered: the same set as the cache picks it: resolved whole, a layer over torch's")
         self.cache.ensure(full_spec)
-        as_full = repeat(
+        picked = repeat(
             self.reps, lambda: self.cache.ensure(full_spec), setup=lambda: forget(full_spec)
         )
+        picked_env = self.cache.ensure(full_spec)
+        assert picked_env.meta.base_env == base.key, "the cache did not layer it over torch's"
         log("layered: uv run --with torch --with numpy --with six, its env new each time")
         uv_env = {**os.environ, "UV_CACHE_DIR": str(self.cache.root / "uv"), "UV_NO_CONFIG": "1"}
         index = index_args(self.spec(TORCH).index)
@@ -367,6 +392,8 @@ class Bench:
             "layer": as_layer,
             "layer_bytes": disk_usage(layer_env.path),
             "full_env": as_full,
+            "picked": picked,
+            "picked_bytes": disk_usage(picked_env.path),
             "uv_run_with": uv_run,
             "speedup_vs_full": as_full["median"] / as_layer["median"],
             "speedup_vs_uv_run": uv_run["median"] / as_layer["median"],
@@ -507,7 +534,8 @@ def markdown(report: dict[str, Any]) -> str:
     d = res["shared_torch"]
     gib = 2**30
     rows.append(
-        f"| disk: {d['sets']} sets sharing torch | {d['sum_of_separate_envs_bytes'] / gib:.2f} GiB "
+        f"| disk: {d['sets']} sets sharing torch, full envs | "
+        f"{d['sum_of_separate_envs_bytes'] / gib:.2f} GiB "
         f"as separate envs | {d['all_envs_bytes'] / gib:.2f} GiB (one torch env: "
         f"{d['one_torch_env_bytes'] / gib:.2f} GiB) | {d['ratio_to_one_env']:.2f}x one env |"
     )
@@ -517,6 +545,13 @@ def markdown(report: dict[str, Any]) -> str:
         f"layer: {fig(lay['layer'])}, {lay['layer_bytes'] / 1e6:.2f} MB of its own | "
         f"{lay['speedup_vs_full']:.1f}x |"
     )
+    if "picked" in lay:
+        rows.append(
+            f"| the same set, no base named: the cache picks the torch env (in-process) | full "
+            f"env: {fig(lay['full_env'])} | resolved whole, then a layer: {fig(lay['picked'])}, "
+            f"{lay['picked_bytes'] / 1e6:.2f} MB of its own | "
+            f"{lay['full_env']['median'] / lay['picked']['median']:.1f}x |"
+        )
     rows.append(
         f"| the same set, its env new (process) | `uv run --with`: {fig(lay['uv_run_with'])} | "
         f"- | - |"

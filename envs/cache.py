@@ -25,7 +25,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,11 +33,12 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from envs import builder
+from envs.base import probe
 from envs.errors import BuildError, CacheDirError, EnvError, EnvNotFoundError
 from envs.files import atomic_write_text, dir_problem, flocked, held, remove_tree, tree_size
 from envs.lockfile import FILENAMES, Lock
 from envs.log import get_logger
-from envs.spec import EnvSpec
+from envs.spec import EnvSpec, Interpreter
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger as Logger
@@ -201,13 +202,14 @@ class EnvCache:
             if env is not None:
                 return hit(env, waited=True)
             lock = self._resolve(spec, log)
-            env_key = spec.env_key(lock)
-            env = self._load(env_key)
-            if env is not None:
-                log.info("env.shared", env=env_key, spec=spec.key)
-            else:
-                with flocked(self.locks_dir / f"env-{env_key}.lock"):
-                    env = self._load(env_key) or self._build(spec, lock, env_key, log)
+            with self._over_cached(spec, lock, log) as built:  # a layer where a base fits
+                env_key = built.env_key(lock)
+                env = self._load(env_key)
+                if env is not None:
+                    log.info("env.shared", env=env_key, spec=spec.key)
+                else:
+                    with flocked(self.locks_dir / f"env-{env_key}.lock"):
+                        env = self._load(env_key) or self._build(built, lock, env_key, log)
             atomic_write_text(self.specs_dir / f"{spec.key}.json", env_key + "\n")
             self._touch(env_key)
             return env
@@ -226,6 +228,41 @@ class EnvCache:
             env = self._build(spec, lock, env_key, log)
             self._touch(env_key)
             return env
+
+    @contextlib.contextmanager
+    def _over_cached(self, spec: EnvSpec, lock: Lock, log: Logger) -> Iterator[EnvSpec]:
+        """`spec` as a layer over the largest cached env whose packages `lock` holds too.
+
+        `lock` is the full resolution of `spec`, so the result is the same packages
+        either way: the layer installs what `lock` holds beyond the base's, and sees
+        the base's own (the very same files: name, version and hashes, whatever
+        index they came from) through its `.pth`. `spec` itself when no plain env
+        of the same interpreter fits. The base is leased until the caller is done
+        (the layer is published).
+        """
+        pins, wanted = set(lock.pins()), set(lock.packages)
+        fits = [
+            env
+            for env in self.ready()
+            if spec.base is None
+            and env.meta.base is None
+            and env.meta.interpreter == spec.interpreter.identity()
+            and set(env.meta.packages) < pins  # cheap first: from its metadata
+        ]
+        for env in sorted(fits, key=lambda e: len(e.meta.packages), reverse=True):
+            if not set(env.lock.packages) <= wanted:
+                continue
+            fd = os.open(self.leases_dir / env.key, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH)
+                if (env.path / META).exists():  # not removed meanwhile
+                    log.info("env.layer", spec=spec.key, base_env=env.key)
+                    python = str(env.python)
+                    yield replace(spec, interpreter=Interpreter.at(python), base=probe(python))
+                    return
+            finally:
+                os.close(fd)
+        yield spec
 
     def resolve(self, spec: EnvSpec, log: Logger | None = None) -> Lock:
         """The lock for `spec`: the cached env's where there is one, else a fresh resolution."""
@@ -322,7 +359,7 @@ class EnvCache:
                 size_bytes=tree_size(workdir),
                 build_seconds=round(time.monotonic() - started, 3),
                 base=spec.base.identity() if spec.base else None,
-                base_env=self._env_of(spec.base.executable) if spec.base else None,
+                base_env=self.env_of(spec.base.executable) if spec.base else None,
             )
             (workdir / META).write_text(meta.model_dump_json(indent=2))
             workdir.rename(self.envs_dir / env_key)
@@ -366,7 +403,7 @@ class EnvCache:
                     os.close(fd)
         raise EnvError(f"environment {spec.key} kept disappearing while being leased")
 
-    def _env_of(self, python: str) -> str | None:
+    def env_of(self, python: str) -> str | None:
         """The key of the cached env whose interpreter `python` is (None: not one of ours)."""
         path = Path(python).absolute()
         if self.envs_dir.absolute() in path.parents:
@@ -382,12 +419,6 @@ class EnvCache:
         env = self._load(env_key)
         if env is None:
             raise EnvNotFoundError(f"no cached environment with key {env_key!r}")
-        layers = self.layers_of(env_key)
-        if layers:
-            raise EnvInUseError(
-                f"environment {env_key[:12]} is the base of {len(layers)} layered "
-                f"environment(s) ({', '.join(k[:12] for k in layers)}); remove those first"
-            )
         fd = os.open(self.leases_dir / env_key, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
@@ -397,6 +428,12 @@ class EnvCache:
                     f"environment {env_key[:12]} is in use by a running job; "
                     "cancel the job or try again when it ends"
                 ) from None
+            layers = self.layers_of(env_key)  # under the lock: a layer being built holds it
+            if layers:
+                raise EnvInUseError(
+                    f"environment {env_key[:12]} is the base of {len(layers)} layered "
+                    f"environment(s) ({', '.join(k[:12] for k in layers)}); remove those first"
+                )
             trash = self._workdir("trash", env_key)
             (self.envs_dir / env_key).rename(trash)  # gone from the ready view in one step
             for spec_key in self.spec_keys(env_key):

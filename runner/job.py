@@ -196,6 +196,8 @@ def _life(store: JobStore, name: str, settings: RunnerSettings, log: Logger) -> 
         env = held.enter_context(
             cache.lease(envspec, log, spec.lockfile.lock if spec.lockfile else None)
         )
+        if env.meta.base is not None:  # a layer the cache chose: its base is bound too
+            base_python = env.meta.base["python"]
         try:
             lease = _wait_for_devices(store, spec, settings, log, began)
         except Stopped as exc:

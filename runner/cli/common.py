@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -100,3 +101,56 @@ def index_of(
     from envs import IndexConfig
 
     return IndexConfig(index_url=index_url, extra_index_urls=extra_index_url, find_links=find_links)
+
+
+def base_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--base KEY|LOCKFILE` and `--base-python PATH`: what the env is a layer over."""
+    command = click.option(
+        "--base-python",
+        type=click.Path(dir_okay=False),
+        help="Layer the env over this interpreter's installed packages (CUDA torch, say).",
+    )(command)
+    return click.option(
+        "--base",
+        metavar="KEY|LOCKFILE",
+        help="Layer the env over a cached env: its key (`runner envs list`; a prefix will do), "
+        "or a lockfile, whose env is built once and cached.",
+    )(command)
+
+
+def base_python_of(settings: RunnerSettings, base: str | None, given: str | None) -> str | None:
+    """The base's interpreter: a cached env's (`--base KEY`, or the env of `--base LOCKFILE`,
+    built if it is not cached yet), or one given (`--base-python`, the setting; a name is
+    looked up on PATH). A venv's python stays itself: no link is followed."""
+    import shutil
+
+    from runner.spec import open_cache
+
+    if base and given:
+        raise click.UsageError("give --base or --base-python, not both")
+    if base and Path(base).is_file():
+        return str(_locked_env(settings, Path(base)))
+    if base:
+        return str(open_cache(settings).get(base).python)
+    path = given or settings.base_python
+    if path is None:
+        return None
+    absolute = Path(path).expanduser().absolute()
+    if absolute.is_file():
+        return str(absolute)
+    found = shutil.which(str(path)) if "/" not in str(path) else None
+    if found is None:
+        raise click.BadParameter(
+            f"{str(path)!r} is not a python executable", param_hint="--base-python"
+        )
+    return found
+
+
+def _locked_env(settings: RunnerSettings, lockfile: Path) -> Path:
+    """The python of the cached env that holds exactly `lockfile` (built the first time)."""
+    from envs import Interpreter
+    from runner.spec import LockedSet, env_spec, open_cache
+
+    lock = LockedSet.read(lockfile, Interpreter.at(settings.python)).lock
+    spec = env_spec(settings, lock.pins())
+    return open_cache(settings, writing=True).ensure(spec, lock=lock).python

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from runner.cli.common import (
+    base_options,
+    base_python_of,
     emit,
     index_of,
     json_option,
@@ -138,17 +140,7 @@ def _interrupt_on_sigterm() -> None:
     type=click.Path(),
     help="Run in exactly this lock (pylock.toml, conda-lock.yml, hashed requirements).",
 )
-@click.option(
-    "--base",
-    "base_key",
-    metavar="KEY",
-    help="Layer the env over this cached env (`runner envs list`; a key prefix will do).",
-)
-@click.option(
-    "--base-python",
-    type=click.Path(dir_okay=False),
-    help="Layer the env over this interpreter's installed packages (CUDA torch, say).",
-)
+@base_options
 @click.option("--name", help="Job name (default: a fresh one).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds.")
 @click.option("--detach", is_flag=True, help="Start the job and return; see `runner logs -f`.")
@@ -198,7 +190,7 @@ def train(
     env_vars: tuple[str, ...],
     env_files: tuple[str, ...],
     lockfile: str | None,
-    base_key: str | None,
+    base: str | None,
     base_python: str | None,
     index_url: str | None,
     extra_index_url: tuple[str, ...],
@@ -237,7 +229,7 @@ def train(
     fields: dict[str, Any] = {
         **gpu_fields,
         "cpus": cpus or 0,
-        "base_python": _base_python(settings, base_key, base_python),
+        "base_python": base_python_of(settings, base, base_python),
         "entry": entry,
         "requirements": requirements,
         "index": index_of(index_url, extra_index_url, find_links),
@@ -316,31 +308,6 @@ def _entry(script: str | None, module: str | None, args: tuple[str, ...]) -> dic
     if not Path(script).is_file():
         raise InvalidJobError(f"script {script!r} does not exist")
     return {"kind": "script", "target": str(Path(script).resolve()), "argv": args}
-
-
-def _base_python(settings: RunnerSettings, key: str | None, given: str | None) -> str | None:
-    """The base: a cached env's interpreter (`--base KEY`), or one given (`--base-python`, the
-    setting; a name is looked up on PATH). A venv's python stays itself: no link is followed."""
-    import shutil
-
-    from runner.spec import open_cache
-
-    if key and given:
-        raise click.UsageError("give --base or --base-python, not both")
-    if key:
-        return str(open_cache(settings).get(key).python)
-    path = given or settings.base_python
-    if path is None:
-        return None
-    absolute = Path(path).expanduser().absolute()
-    if absolute.is_file():
-        return str(absolute)
-    found = shutil.which(str(path)) if "/" not in str(path) else None
-    if found is None:
-        raise click.BadParameter(
-            f"{str(path)!r} is not a python executable", param_hint="--base-python"
-        )
-    return found
 
 
 def _gpus(settings: RunnerSettings, value: str | None, nodes: int) -> dict[str, Any]:

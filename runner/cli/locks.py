@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from runner.cli.common import index_of, package_options, packages_of, settings_of
+from runner.cli.common import (
+    base_options,
+    base_python_of,
+    index_of,
+    package_options,
+    packages_of,
+    settings_of,
+)
 
 if TYPE_CHECKING:
     from envs.lockfile import Lock
@@ -47,6 +54,7 @@ format_option = click.option("--format", "fmt", type=FORMAT_CHOICE, help="Lockfi
 
 @click.command("lock")
 @package_options
+@base_options
 @output_option
 @format_option
 @click.pass_context
@@ -57,6 +65,8 @@ def lock(
     index_url: str | None,
     extra_index_url: tuple[str, ...],
     find_links: tuple[str, ...],
+    base: str | None,
+    base_python: str | None,
     output: str | None,
     fmt: str | None,
 ) -> None:
@@ -66,6 +76,10 @@ def lock(
     runner lock --with torch==2.13.0 --with numpy -o pylock.toml
     runner lock -r requirements.in -o conda-lock.yml
     runner train --lockfile pylock.toml examples/train_ddp.py
+
+    Over a cached base (--base KEY|LOCKFILE) the lock holds the base's packages and the
+    layer's, solved as the layer is: the whole set, for a machine that has neither. Over
+    an interpreter (--base-python) it holds the layer's own packages; the base is named.
     """
     from runner.cli.progress import resolving
     from runner.spec import env_spec, open_cache
@@ -74,7 +88,19 @@ def lock(
     reqs = packages_of(with_, req_files)
     if not reqs:
         raise click.UsageError("give the packages to lock: --with REQ or -r FILE")
+    python = base_python_of(settings, base, base_python)
+    cache = open_cache(settings, writing=True)
+    index = index_of(index_url, extra_index_url, find_links)
     with resolving(reqs):
-        index = index_of(index_url, extra_index_url, find_links)
-        resolved = open_cache(settings, writing=True).resolve(env_spec(settings, reqs, index))
+        resolved = cache.resolve(env_spec(settings, reqs, index, python))
+        base_env = cache.env_of(python) if python else None
+        if base_env is not None:  # the base's pins and the layer's, as one full set
+            pins = sorted({*cache.get(base_env).lock.pins(), *resolved.pins()})
+            resolved = cache.resolve(env_spec(settings, pins, index))
+    if python and base_env is None:
+        click.echo(
+            f"note: the lock holds the layer's own packages; its base, {python}, is named, "
+            "not locked: a machine that uses it needs that interpreter's packages",
+            err=True,
+        )
     write_lock(ctx, resolved, output, fmt)

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from envs import BuildError, EnvCache, EnvSpec, IndexConfig, Interpreter
+from envs import BuildError, EnvCache, EnvInUseError, EnvSpec, IndexConfig, Interpreter
 from envs.base import PTH_FILE, probe
 from envs.builder import default_uv
+from tests.conftest import UvSpy
 from tests.envs.test_cache import run_in_env
 
 
@@ -90,3 +91,35 @@ def test_a_pin_against_the_base_is_refused_naming_it(
     said = str(caught.value).splitlines()[0]
     assert "over the base" in said and str(base_python) in said
     assert cache.ready() == []
+
+
+def test_a_set_that_extends_a_cached_env_is_a_layer_over_it_holding_what_a_full_env_would(
+    cache: EnvCache,
+    make_spec,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    uv_spy: UvSpy,
+) -> None:
+    base = cache.ensure(make_spec(["tiny-pkg==0.5"]))
+    spec = make_spec(["tiny-pkg==0.5", "other-pkg"])
+    env = cache.ensure(spec)
+    assert env.meta.base_env == base.key  # picked by itself
+    full = EnvCache(tmp_path / "alone", uv_binary=default_uv()).ensure(spec)
+    assert env.lock.pins() == full.lock.pins() == ["dep-a==1.0", "other-pkg==1.0", "tiny-pkg==0.5"]
+    code = "import dep_a, other_pkg, tiny_pkg; print(tiny_pkg.__version__, dep_a.__version__)"
+    assert run_in_env(env, code) == run_in_env(full, code) == "0.5 1.0"
+    own = {p.name for p in next(env.path.glob("lib/python*/site-packages")).iterdir()}
+    assert not any(n.startswith(("tiny_pkg", "dep_a")) for n in own)  # nothing of the base again
+    calls = len(uv_spy.calls())
+    assert cache.ensure(spec).key == env.key and len(uv_spy.calls()) == calls  # a hit
+    with pytest.raises(EnvInUseError, match="is the base of 1 layered"):
+        cache.remove(base.key)
+
+
+def test_a_cached_env_whose_versions_a_full_resolve_would_change_is_not_a_base(
+    cache: EnvCache,
+    make_spec,  # type: ignore[no-untyped-def]
+) -> None:
+    newest = cache.ensure(make_spec(["other-pkg"]))  # other-pkg 1.0 with dep-a 2.0
+    env = cache.ensure(make_spec(["other-pkg", "tiny-pkg==0.5"]))  # tiny 0.5 needs dep-a < 2
+    assert "dep-a==2.0" in newest.lock.pins() and "dep-a==1.0" in env.lock.pins()
+    assert env.meta.base_env is None  # a full env, as a resolve alone gives

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from envs.lockfile import Lock
 from runner.settings import RunnerSettings
 from runner.spec import env_spec, open_cache
 from tests.envs.test_layers import make_base
@@ -151,3 +152,56 @@ def test_a_job_layers_over_a_cached_env_named_by_its_key(
         "train", "--base", "abcd", "--base-python", "python3", str(script), check=False
     )
     assert both.returncode == 2 and "not both" in both.stderr
+
+
+def test_a_lockfile_base_is_built_once_and_the_lock_of_a_layer_holds_base_and_layer(
+    runner_cli: RunCli, settings: RunnerSettings, tmp_path: Path, wheelhouse: Path
+) -> None:
+    base_lock = tmp_path / "base.toml"
+    runner_cli("lock", "--with", "tiny-pkg==0.5", "-o", str(base_lock))
+    script = tmp_path / "job" / "both.py"
+    script.parent.mkdir()
+    script.write_text("import dep_a, other_pkg, tiny_pkg\nprint(dep_a.__version__)\n")
+    for name in ("first", "second"):
+        runner_cli(
+            "train", "--name", name, "--base", str(base_lock), "--with", "other-pkg", str(script)
+        )
+        assert output(records(runner_cli, name)) == ["1.0"]  # tiny-pkg 0.5 holds dep-a < 2
+    cache = open_cache(settings)
+    (layer,) = [e for e in cache.ready() if e.meta.base_env]
+    assert {e.key for e in cache.ready()} == {layer.key, layer.meta.base_env}  # built once each
+    assert cache.get(str(layer.meta.base_env)).lock.pins() == Lock(base_lock.read_text()).pins()
+
+    # `runner lock` of the layered set: the base's packages and the layer's, one full set
+    whole = tmp_path / "whole.toml"
+    runner_cli("lock", "--base", str(base_lock), "--with", "other-pkg", "-o", str(whole))
+    pins = ["dep-a==1.0", "other-pkg==1.0", "tiny-pkg==0.5"]
+    assert Lock(whole.read_text()).pins() == pins
+    runner_cli("train", "--name", "whole", "--lockfile", str(whole), str(script))
+    assert output(records(runner_cli, "whole")) == ["1.0"]  # as one env, on a fresh machine
+    by_key = runner_cli("lock", "--base", layer.meta.base_env or "", "--with", "other-pkg")
+    assert Lock(by_key.stdout).pins() == pins
+
+    # over an interpreter: the layer's own packages; the base is named, not locked
+    python = make_base(tmp_path / "venv", wheelhouse, "tiny-pkg==0.5")
+    own = runner_cli("lock", "--base-python", str(python), "--with", "other-pkg")
+    assert "tiny-pkg" not in own.stdout and "other-pkg" in own.stdout
+    assert f"its base, {python}, is named, not locked" in own.stderr
+
+
+def test_a_job_whose_set_extends_a_cached_env_runs_in_a_layer_over_it_in_the_sandbox(
+    runner_cli: RunCli, settings: RunnerSettings, tmp_path: Path
+) -> None:
+    script = tmp_path / "job" / "both.py"
+    script.parent.mkdir()
+    script.write_text("import dep_a, tiny_pkg\nprint(tiny_pkg.__version__, dep_a.__version__)\n")
+    runner_cli("train", "--name", "small", "--with", "tiny-pkg==0.5", str(script))
+    runner_cli(
+        "train", "--name", "more", "--with", "tiny-pkg==0.5", "--with", "other-pkg", str(script)
+    )
+    assert output(records(runner_cli, "more")) == ["0.5 1.0"]  # the base's, bound read-only
+    small, more = (json.loads(runner_cli("status", n, "--json").stdout) for n in ("small", "more"))
+    base = open_cache(settings).get(small["env_key"])
+    assert open_cache(settings).get(more["env_key"]).meta.base_env == base.key
+    assert more["base_python"] == str(base.python)
+    assert f"(layer over {base.key[:12]})" in runner_cli("envs", "list").stdout

@@ -21,6 +21,7 @@ from envs.errors import BuildError
 from envs.files import site_packages
 from envs.lockfile import Lock
 from envs.log import get_logger
+from envs.pipconfig import mask
 from envs.proc import run as proc_run
 from envs.spec import EnvSpec, IndexConfig
 
@@ -45,6 +46,7 @@ def default_uv() -> str:
 
 
 def index_args(index: IndexConfig) -> list[str]:
+    """uv's options for where packages come from and how to reach them."""
     args: list[str] = []
     if index.no_index:
         args.append("--no-index")
@@ -54,7 +56,24 @@ def index_args(index: IndexConfig) -> list[str]:
         args += ["--extra-index-url", url]
     for location in index.find_links:
         args += ["--find-links", location]
+    for host in index.connection.trusted_hosts:
+        args += ["--allow-insecure-host", host]
+    if index.connection.cert:
+        args += ["--cert", index.connection.cert]
     return args
+
+
+def connection_environ(index: IndexConfig) -> dict[str, str]:
+    """What uv takes from its environment only: a client certificate, a proxy, timeouts."""
+    c = index.connection
+    env = {
+        "SSL_CLIENT_CERT": c.client_cert,
+        "HTTP_PROXY": c.proxy,
+        "HTTPS_PROXY": c.proxy,
+        "UV_HTTP_TIMEOUT": c.timeout,
+        "UV_HTTP_RETRIES": c.retries,
+    }
+    return {k: v for k, v in env.items() if v}
 
 
 @dataclass(frozen=True)
@@ -75,14 +94,22 @@ class Uv:
         )
         return env
 
-    def run(self, args: Sequence[str], *, what: str, cwd: Path, log: Logger | None = None) -> None:
-        """Run uv; on failure raise BuildError with uv's own words."""
+    def run(
+        self,
+        args: Sequence[str],
+        *,
+        what: str,
+        cwd: Path,
+        log: Logger | None = None,
+        index: IndexConfig | None = None,
+    ) -> None:
+        """Run uv (reaching the sources as `index` says); on failure raise BuildError with
+        uv's own words."""
         argv = [self.binary, *args]
-        (log or _log).debug("uv.run", argv=argv)
+        (log or _log).debug("uv.run", argv=[mask(a) for a in argv])
+        env = {**self.environ(), **(connection_environ(index) if index else {})}
         try:
-            proc = proc_run(
-                argv, cwd=cwd, env=self.environ(), capture_output=True, text=True, check=False
-            )
+            proc = proc_run(argv, cwd=cwd, env=env, capture_output=True, text=True, check=False)
         except OSError as exc:
             raise BuildError(f"cannot run uv at {self.binary!r}: {exc}") from None
         if proc.returncode != 0:
@@ -121,6 +148,8 @@ def resolve(uv: Uv, spec: EnvSpec, workdir: Path, log: Logger | None = None) -> 
     if spec.base is not None:
         (workdir / "base-constraints.txt").write_text("".join(f"{p}\n" for p in spec.base.pins()))
         constraints = ["--constraint", "base-constraints.txt"]
+    for path in spec.index.constraints:  # the user's (pip's `constraint`): caps, not requests
+        constraints += ["--constraint", path]
     uv.run(
         [
             "pip",
@@ -142,6 +171,7 @@ def resolve(uv: Uv, spec: EnvSpec, workdir: Path, log: Logger | None = None) -> 
         + (f" over the base {spec.base.executable}" if spec.base else ""),
         cwd=workdir,
         log=log,
+        index=spec.index,
     )
     return Lock((workdir / "pylock.toml").read_text())
 
@@ -185,6 +215,7 @@ def materialize(
         what="installing the locked packages",
         cwd=target,
         log=log,
+        index=spec.index,
     )
     install.unlink()
     tag = spec.interpreter.cache_tag

@@ -25,7 +25,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -319,6 +319,8 @@ class EnvCache:
     def _resolve(self, spec: EnvSpec, log: Logger) -> Lock:
         started = time.monotonic()
         log.info("env.resolve", spec=spec.key, requirements=[str(r) for r in spec.requirements])
+        for option, origin in spec.index.unused:
+            log.warning("pip.option_not_used", option=option, origin=origin, cause="uv is not told")
         for stale in self.tmp_dir.glob(f"resolve-{spec.key}-*"):
             self._discard_if_dead(stale)  # left by a resolver that died
         with self._claimed("resolve", spec.key) as workdir:
@@ -352,7 +354,7 @@ class EnvCache:
             meta = EnvMeta(
                 key=env_key,
                 requirements=spec.canonical_requirements,
-                index=asdict(spec.index),
+                index=spec.index.shown(),
                 interpreter=spec.interpreter.identity(),
                 packages=lock.pins(),
                 created=datetime.now(UTC),

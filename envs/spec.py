@@ -17,14 +17,17 @@ import re
 import subprocess
 import sys
 import sysconfig
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from packaging.requirements import Requirement
 
+from envs import pipconfig
 from envs.errors import EnvError, InvalidIndexError
+from envs.pipconfig import mask
 
 if TYPE_CHECKING:
     from envs.base import PythonBase
@@ -51,28 +54,91 @@ def _absolute(location: str) -> str:
 
 
 @dataclass(frozen=True)
+class Connection:
+    """How uv reaches the package sources: not part of any key (the same files arrive)."""
+
+    trusted_hosts: tuple[str, ...] = ()
+    cert: str | None = None
+    client_cert: str | None = None
+    proxy: str | None = None
+    timeout: str | None = None
+    retries: str | None = None
+
+
+@dataclass(frozen=True)
 class IndexConfig:
-    """Where packages come from. `index_url=None` means uv's default (PyPI)."""
+    """Where packages come from. `index_url=None` means uv's default (PyPI).
+
+    `origins` says where each option came from (`--index-url`, `RUNNER_FIND_LINKS`,
+    `PIP_INDEX_URL`, `/etc/pip.conf [global]`); it is not part of the key.
+    """
 
     index_url: str | None = None
     extra_index_urls: tuple[str, ...] = ()
     find_links: tuple[str, ...] = ()
     no_index: bool = False
+    constraints: tuple[str, ...] = ()
+    """Constraint files (pip's `constraint`): their content is part of the key."""
+    connection: Connection = Connection()
+    origins: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+    unused: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+    """(option, origin) of each pip option that would change what `pip install` gets but
+    that uv is not told: named in a warning when a set is resolved, never dropped silently."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "find_links", tuple(_absolute(f) for f in self.find_links))
+        object.__setattr__(self, "constraints", tuple(_absolute(f) for f in self.constraints))
         for url in (self.index_url, *self.extra_index_urls):
             if url is not None and not _INDEX_URL.match(url):
                 raise InvalidIndexError(
-                    f"index URL {url!r} is not a URL: give http(s)://HOST/PATH or file:///PATH "
-                    "(a folder of wheels goes to find-links)"
+                    f"index URL {mask(url)!r} is not a URL: give http(s)://HOST/PATH or "
+                    "file:///PATH (a folder of wheels goes to find-links)"
                 )
 
     def identity(self) -> dict[str, Any]:
-        """What the key holds: naming PyPI, the default, is the same as naming no index."""
-        data = asdict(self)
+        """What the key holds: the sources (credentials left out, so a new token is the same
+        index) and what the constraint files say. Naming PyPI, the default, is naming none."""
+        data: dict[str, Any] = {
+            "index_url": mask(self.index_url) if self.index_url else None,
+            "extra_index_urls": [mask(u) for u in self.extra_index_urls],
+            "find_links": [mask(f) for f in self.find_links],
+            "no_index": self.no_index,
+        }
         if self.index_url is not None and self.index_url.rstrip("/") in PYPI:
             data["index_url"] = None
+        if self.constraints:  # absent otherwise: keys without constraints stay as they were
+            data["constraints"] = [self._constraint_text(f) for f in self.constraints]
+        return data
+
+    def _constraint_text(self, path: str) -> str:
+        try:
+            return Path(path).read_text()
+        except OSError as exc:
+            raise InvalidIndexError(
+                f"constraint file {path!r} (from {self.origin('constraints')}) cannot be "
+                f"read: {exc.strerror or exc}"
+            ) from None
+
+    def origin(self, name: str) -> str:
+        return dict(self.origins).get(name, "default")
+
+    def labelled(self, label: str | Mapping[str, str]) -> IndexConfig:
+        """This layer with `label` as the origin of each option it sets (`label[name]`)."""
+        names = [f for f in _SET_BY if _SET_BY[f](self)]
+        origins = dict(self.origins)
+        for name in names:
+            origins.setdefault(name, label if isinstance(label, str) else label[name])
+        return replace(self, origins=tuple(sorted(origins.items())))
+
+    def shown(self) -> dict[str, Any]:
+        """The configuration as records and people see it: credentials masked, origins."""
+        data = asdict(self)
+        data["index_url"] = mask(self.index_url) if self.index_url else None
+        data["extra_index_urls"] = [mask(u) for u in self.extra_index_urls]
+        data["find_links"] = [mask(f) for f in self.find_links]
+        data["connection"]["proxy"] = mask(self.connection.proxy) if self.connection.proxy else None
+        data["origins"] = dict(self.origins)
+        data["unused"] = [{"option": o, "origin": w} for o, w in self.unused]
         return data
 
     @classmethod
@@ -81,13 +147,36 @@ class IndexConfig:
         return cls(index_url=urls[0], extra_index_urls=tuple(urls[1:])) if urls else cls()
 
     @classmethod
-    def from_pip_env(cls, environ: Mapping[str, str]) -> IndexConfig:
-        """The user's pip variables, which uv itself never reads."""
-        return cls(
-            index_url=environ.get("PIP_INDEX_URL") or None,
-            extra_index_urls=tuple(environ.get("PIP_EXTRA_INDEX_URL", "").split()),
-            find_links=tuple(environ.get("PIP_FIND_LINKS", "").split()),
-            no_index=environ.get("PIP_NO_INDEX", "").strip().lower() in _TRUE,
+    def from_pip(cls, environ: Mapping[str, str], prefix: str = sys.prefix) -> IndexConfig:
+        """What `pip install` would use: pip's files and `PIP_*` variables (`envs.pipconfig`),
+        which uv never reads. Options uv has no equivalent for: see `pip_ignored`."""
+        found = pipconfig.read(environ, prefix)
+
+        def value(name: str) -> str | None:
+            return found[name].value.strip() if name in found else None
+
+        def values(name: str) -> tuple[str, ...]:
+            return tuple((value(name) or "").split())
+
+        config = cls(
+            index_url=value("index-url"),
+            extra_index_urls=values("extra-index-url"),
+            find_links=values("find-links"),
+            no_index=pipconfig.is_true(value("no-index") or ""),
+            constraints=values("constraint"),
+            connection=Connection(
+                trusted_hosts=values("trusted-host"),
+                cert=value("cert"),
+                client_cert=value("client-cert"),
+                proxy=value("proxy"),
+                timeout=value("timeout"),
+                retries=value("retries"),
+            ),
+        )
+        used = set(_PIP_NAMES.values()) | pipconfig.INERT
+        unused = tuple(sorted((n, s.origin) for n, s in found.items() if n not in used))
+        return replace(config, unused=unused).labelled(
+            {name: found[option].origin for name, option in _PIP_NAMES.items() if option in found}
         )
 
     @classmethod
@@ -98,14 +187,54 @@ class IndexConfig:
         that makes it wins whole, so a job's explicit index undoes PIP_NO_INDEX.
         """
         main = next((la for la in layers if la.index_url or la.no_index), cls())
+        chosen: dict[str, IndexConfig] = {"index_url": main, "no_index": main}
+        for name, is_set in _SET_BY.items():
+            chosen.setdefault(name, next((la for la in layers if is_set(la)), cls()))
+        connection = {
+            f.name: getattr(chosen[f.name].connection, f.name) for f in fields(Connection)
+        }
         return cls(
             index_url=main.index_url,
-            extra_index_urls=next(
-                (la.extra_index_urls for la in layers if la.extra_index_urls), ()
-            ),
-            find_links=next((la.find_links for la in layers if la.find_links), ()),
+            extra_index_urls=chosen["extra_index_urls"].extra_index_urls,
+            find_links=chosen["find_links"].find_links,
             no_index=main.no_index,
+            constraints=chosen["constraints"].constraints,
+            connection=Connection(**connection),
+            unused=tuple(sorted({u for layer in layers for u in layer.unused})),
+            origins=tuple(
+                sorted(
+                    (name, layer.origin(name))
+                    for name, layer in chosen.items()
+                    if _SET_BY[name](layer)
+                )
+            ),
         )
+
+
+_SET_BY: dict[str, Callable[[IndexConfig], object]] = {
+    "index_url": lambda c: c.index_url,
+    "no_index": lambda c: c.no_index,
+    "extra_index_urls": lambda c: c.extra_index_urls,
+    "find_links": lambda c: c.find_links,
+    "constraints": lambda c: c.constraints,
+    **{f.name: attrgetter(f"connection.{f.name}") for f in fields(Connection)},
+}
+"""Each option of an IndexConfig, and whether a layer sets it."""
+
+_PIP_NAMES = {
+    "index_url": "index-url",
+    "no_index": "no-index",
+    "extra_index_urls": "extra-index-url",
+    "find_links": "find-links",
+    "constraints": "constraint",
+    "trusted_hosts": "trusted-host",
+    "cert": "cert",
+    "client_cert": "client-cert",
+    "proxy": "proxy",
+    "timeout": "timeout",
+    "retries": "retries",
+}
+"""pip's name for each option (`envs.pipconfig`)."""
 
 
 _PROBE = (

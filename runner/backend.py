@@ -259,7 +259,9 @@ class LocalProcessBackend(RuntimeBackend):
             "entry": FunctionEntry.of(trainer.func, trainer.func_args),
             **_layering(local, wanted, locked is not None, self.cfg.base_python is not None),
             "lockfile": locked,
-            "index": IndexConfig.from_urls(_explicit_urls(trainer.pip_index_urls)),
+            "index": IndexConfig.from_urls(_explicit_urls(trainer.pip_index_urls)).labelled(
+                "pip_index_urls"
+            ),
             "env": dict(trainer.env or {}),
             "framework": local.framework,
             "launcher": "torchrun" if self.cfg.torchrun_agent else "direct",

@@ -16,7 +16,7 @@ import shutil
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -211,7 +211,7 @@ def _life(store: JobStore, name: str, settings: RunnerSettings, log: Logger) -> 
                 RUNNING,
                 started=now(),
                 env_key=env.key,
-                index=asdict(envspec.index),
+                index=envspec.index.shown(),
                 base_python=base_python,
                 gpus=list(lease.held.get("gpu", ())),
                 cpus=[int(c) for c in lease.held.get("cpu", ())],

@@ -154,13 +154,22 @@ class RunnerSettings(BaseSettings):
         return self.data_dir or self.cache_dir / "data"
 
     def index(self, environ: Mapping[str, str] | None = None) -> IndexConfig:
-        """The settings' index layer over the user's pip variables."""
+        """The settings' index layer over what pip is configured with (files, `PIP_*`)."""
         mine = IndexConfig(
             index_url=self.index_url,
             extra_index_urls=tuple(self.extra_index_urls),
             find_links=tuple(self.find_links),
             no_index=self.no_index,
-        )
+        ).labelled(_SETTING_NAMES)
         return IndexConfig.layered(
-            mine, IndexConfig.from_pip_env(os.environ if environ is None else environ)
+            mine, IndexConfig.from_pip(os.environ if environ is None else environ)
         )
+
+
+_SETTING_NAMES = {
+    "index_url": "RUNNER_INDEX_URL",
+    "extra_index_urls": "RUNNER_EXTRA_INDEX_URLS",
+    "find_links": "RUNNER_FIND_LINKS",
+    "no_index": "RUNNER_NO_INDEX",
+}
+"""Where each index option of the settings comes from, for `runner config`."""

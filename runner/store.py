@@ -132,6 +132,7 @@ class JobRecord(BaseModel):
         (job.json itself keeps them, readable by its user alone)."""
         data: dict[str, Any] = self.model_dump(mode="json")
         data["spec"]["env"] = sorted(self.spec.env)
+        data["spec"]["index"] = self.spec.index.shown()  # credentials masked
         data["duration"] = self.duration
         return data
 

@@ -37,6 +37,7 @@ def _private_runner_dirs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
     """No test reads or writes the user's real cache or job records."""
     monkeypatch.setenv("RUNNER_CACHE_DIR", str(tmp_path / "default-cache"))
     monkeypatch.setenv("RUNNER_STATE_DIR", str(tmp_path / "default-state"))
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)  # nor the machine's pip files
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from runner.cli.common import Group
+from runner.cli.config import config
 from runner.cli.data import data
 from runner.cli.envs import envs
 from runner.cli.gpus import gpus
@@ -42,7 +43,7 @@ def cli(ctx: click.Context, log_format: str | None) -> None:
     ctx.obj = settings
 
 
-for command in (train, jobs, status, logs, cancel, rm, supervise, envs, data, gpus, lock):
+for command in (train, jobs, status, logs, cancel, rm, supervise, envs, data, gpus, lock, config):
     cli.add_command(command)
 
 

@@ -100,7 +100,15 @@ def index_of(
     """The index options of `package_options`: the job's layer, over settings and PIP_*."""
     from envs import IndexConfig
 
-    return IndexConfig(index_url=index_url, extra_index_urls=extra_index_url, find_links=find_links)
+    return IndexConfig(
+        index_url=index_url, extra_index_urls=extra_index_url, find_links=find_links
+    ).labelled(
+        {
+            "index_url": "--index-url",
+            "extra_index_urls": "--extra-index-url",
+            "find_links": "--find-links",
+        }
+    )
 
 
 def base_options(command: Callable[..., Any]) -> Callable[..., Any]:

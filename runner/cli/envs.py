@@ -22,6 +22,7 @@ from runner.cli.common import (
     settings_of,
     size_option,
 )
+from runner.cli.config import source_lines
 from runner.cli.locks import format_option, output_option, write_lock
 from runner.units import format_size
 
@@ -104,6 +105,8 @@ def envs_show(ctx: click.Context, key: str, as_json: bool) -> None:
             f"created:      {row['created']}",
             f"last used:    {row['last_used']}",
             f"built in:     {env.meta.build_seconds:.2f} s",
+            "sources:",
+            *source_lines(env.meta.index),
             "packages:",
             *(f"  {p}" for p in env.meta.packages),
         ]

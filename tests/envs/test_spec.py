@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 
 import pytest
@@ -88,8 +89,13 @@ def test_duplicate_names_are_refused() -> None:
 
 
 def test_index_layers_job_over_settings_over_pip_env() -> None:
-    pip_env = IndexConfig.from_pip_env(
-        {"PIP_INDEX_URL": "https://pip/simple", "PIP_FIND_LINKS": "/a /b", "PIP_NO_INDEX": "0"}
+    pip_env = IndexConfig.from_pip(
+        {
+            "PIP_CONFIG_FILE": os.devnull,
+            "PIP_INDEX_URL": "https://pip/simple",
+            "PIP_FIND_LINKS": "/a /b",
+            "PIP_NO_INDEX": "0",
+        }
     )
     settings_layer = IndexConfig(extra_index_urls=("https://settings/simple",))
     job = IndexConfig.from_urls(["https://job/simple", "https://job-extra/simple"])
@@ -113,8 +119,12 @@ def test_naming_pypi_explicitly_is_the_default_index() -> None:
 
 
 def test_the_jobs_explicit_index_wins_over_the_pip_variables() -> None:
-    pip_env = IndexConfig.from_pip_env(
-        {"PIP_INDEX_URL": "https://mirror.example/simple", "PIP_NO_INDEX": "1"}
+    pip_env = IndexConfig.from_pip(
+        {
+            "PIP_CONFIG_FILE": os.devnull,
+            "PIP_INDEX_URL": "https://mirror.example/simple",
+            "PIP_NO_INDEX": "1",
+        }
     )
     assert pip_env.no_index
     pypi = IndexConfig.layered(IndexConfig.from_urls(["https://pypi.org/simple"]), pip_env)

@@ -1,0 +1,63 @@
+"""`runner config`: where packages come from for a job, and why (which option, file or variable)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from runner.cli.common import emit, index_of, json_option, settings_of
+
+_ROWS = (  # (pip's name, where IndexConfig.shown() keeps it)
+    ("index-url", ("index_url",)),
+    ("extra-index-url", ("extra_index_urls",)),
+    ("find-links", ("find_links",)),
+    ("no-index", ("no_index",)),
+    ("constraint", ("constraints",)),
+    ("trusted-host", ("connection", "trusted_hosts")),
+    ("cert", ("connection", "cert")),
+    ("client-cert", ("connection", "client_cert")),
+    ("proxy", ("connection", "proxy")),
+    ("timeout", ("connection", "timeout")),
+    ("retries", ("connection", "retries")),
+)
+
+
+def source_lines(shown: dict[str, Any]) -> list[str]:
+    """An `IndexConfig.shown()` as aligned lines: each option, its value, where it came from."""
+    origins = shown.get("origins", {})
+    lines = []
+    for name, path in _ROWS:
+        value: Any = shown
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, (list, tuple)):
+            value = " ".join(value)
+        if name == "no-index":
+            value = "yes" if value else None
+        if not value and name == "index-url" and not shown.get("no_index"):
+            value = "https://pypi.org/simple"
+        origin = origins.get(path[-1], "default")
+        lines.append(f"  {name:<16} {value or '-'}" + (f"  ({origin})" if value else ""))
+    return lines
+
+
+@click.command("config")
+@json_option
+@click.pass_context
+def config(ctx: click.Context, as_json: bool) -> None:
+    """Show where a job's packages come from: each option and its origin, in the order they
+    are read (pip's files, PIP_* variables, RUNNER_* settings, then the job's options)."""
+    import os
+
+    from envs.pipconfig import config_files
+    from envs.spec import IndexConfig
+
+    settings = settings_of(ctx)
+    shown = IndexConfig.layered(index_of(None, (), ()), settings.index(os.environ)).shown()
+    files = [str(f) for f in config_files(os.environ) if f.is_file()]
+    lines = ["package sources (job options > RUNNER_* > PIP_* > pip's files):"]
+    lines += source_lines(shown)
+    lines.append("pip configuration files read: " + (", ".join(files) or "none"))
+    lines += [f"not passed to uv: {u['option']} ({u['origin']})" for u in shown["unused"]]
+    emit({"sources": shown, "pip_files": files}, as_json, "\n".join(lines))

@@ -26,7 +26,7 @@ from benchmarks import original
 from benchmarks.jobs import all_reduce, get_torch_dist, trivial
 from benchmarks.measure import disk_usage, repeat, run, stats, timed
 from envs import EnvCache, EnvSpec
-from envs.builder import default_uv, index_args
+from envs.builder import connection_environ, default_uv, index_args
 from envs.requirements import parse_all
 
 NUMPY = ["numpy"]
@@ -150,7 +150,12 @@ class Bench:
         reps = max(10, self.reps)
         runner_job = repeat(reps, lambda: self.runner_train(TORCH_RESPELLED))
         log("second job: uv run --with, its caches warm")
-        uv_env = {**os.environ, "UV_CACHE_DIR": str(self.cache.root / "uv"), "UV_NO_CONFIG": "1"}
+        uv_env = {
+            **os.environ,
+            **connection_environ(self.spec(TORCH).index),  # its CA bundle, as ours gets
+            "UV_CACHE_DIR": str(self.cache.root / "uv"),
+            "UV_NO_CONFIG": "1",
+        }
         index = index_args(self.spec(TORCH).index)
         with_args = [arg for req in TORCH_RESPELLED for arg in ("--with", req)]
         uv_argv = [default_uv(), "run", "--no-project", *index, *with_args, "python"]
@@ -373,7 +378,12 @@ class Bench:
         picked_env = self.cache.ensure(full_spec)
         assert picked_env.meta.base_env == base.key, "the cache did not layer it over torch's"
         log("layered: uv run --with torch --with numpy --with six, its env new each time")
-        uv_env = {**os.environ, "UV_CACHE_DIR": str(self.cache.root / "uv"), "UV_NO_CONFIG": "1"}
+        uv_env = {
+            **os.environ,
+            **connection_environ(self.spec(TORCH).index),  # its CA bundle, as ours gets
+            "UV_CACHE_DIR": str(self.cache.root / "uv"),
+            "UV_NO_CONFIG": "1",
+        }
         index = index_args(self.spec(TORCH).index)
         with_args = [arg for req in [*TORCH, "six"] for arg in ("--with", req)]
         uv_argv = [default_uv(), "run", "--no-project", *index, *with_args, "python", "-c", "0"]

@@ -58,15 +58,15 @@ def index_args(index: IndexConfig) -> list[str]:
         args += ["--find-links", location]
     for host in index.connection.trusted_hosts:
         args += ["--allow-insecure-host", host]
-    if index.connection.cert:
-        args += ["--cert", index.connection.cert]
     return args
 
 
 def connection_environ(index: IndexConfig) -> dict[str, str]:
-    """What uv takes from its environment only: a client certificate, a proxy, timeouts."""
+    """What uv takes from its environment: the CA bundle (`uv run` has no `--cert`), a client
+    certificate, a proxy, timeouts."""
     c = index.connection
     env = {
+        "SSL_CERT_FILE": c.cert,
         "SSL_CLIENT_CERT": c.client_cert,
         "HTTP_PROXY": c.proxy,
         "HTTPS_PROXY": c.proxy,

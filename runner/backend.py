@@ -32,7 +32,7 @@ from pydantic_settings import NoDecode
 
 from envs import EnvError, IndexConfig, Interpreter
 from envs.log import get_logger
-from envs.requirements import merge, name_of, parse_all
+from envs.requirements import merge, name_of, parse, parse_all
 from runner import job as jobs
 from runner.logs import as_text
 from runner.sandbox import Mount, SandboxPolicy
@@ -110,6 +110,13 @@ RUNTIMES = {
     rt.name: rt
     for rt in [LocalRuntime(constants.DEFAULT_TRAINING_RUNTIME, "torch", TORCH_RUNTIME_PACKAGES)]
 }
+
+
+def runtime_torch(name: str) -> str | None:
+    """The torch the cluster runtime `name`'s image holds (`torch==2.13.0`), if it is known."""
+    runtime = RUNTIMES.get(name)
+    torch = [p for p in runtime.packages if name_of(parse(p)) == "torch"] if runtime else []
+    return torch[0] if torch else None
 
 
 def gpus_per_node(resources: dict[str, Any] | None) -> int:
@@ -330,6 +337,23 @@ class LocalProcessBackend(RuntimeBackend):
         return [
             self._trainjob(r) for r in records if runtime is None or r.spec.runtime == runtime.name
         ]
+
+    def export_trainjob(
+        self, name: str, *, runtime: str | None = None, force: bool = False
+    ) -> dict[str, Any]:
+        """The job as a Kubeflow TrainJob (a dict: `yaml.safe_dump` it for `kubectl apply -f`)
+        that installs exactly the lock it ran in and runs the same function; notes (a package
+        that came from a local mirror, say) are logged as `export.note` warnings."""
+        from runner.export import DEFAULT_RUNTIME, trainjob
+
+        record = self._record(name)
+        chosen = runtime or record.spec.runtime or DEFAULT_RUNTIME
+        doc, notes = trainjob(
+            self.cfg, record, runtime=chosen, runtime_torch=runtime_torch(chosen), force=force
+        )
+        for note in notes:
+            _log.warning("export.note", job=name, note=note)
+        return doc
 
     def get_job(self, name: str) -> types.TrainJob:
         return self._trainjob(self._record(name))

@@ -12,6 +12,7 @@ from runner.cli.common import Group
 from runner.cli.config import config
 from runner.cli.data import data
 from runner.cli.envs import envs
+from runner.cli.export import export
 from runner.cli.gpus import gpus
 from runner.cli.jobs import cancel, jobs, logs, rm, status, supervise, train
 from runner.cli.locks import lock
@@ -43,7 +44,21 @@ def cli(ctx: click.Context, log_format: str | None) -> None:
     ctx.obj = settings
 
 
-for command in (train, jobs, status, logs, cancel, rm, supervise, envs, data, gpus, lock, config):
+for command in (
+    train,
+    jobs,
+    status,
+    logs,
+    cancel,
+    rm,
+    supervise,
+    envs,
+    data,
+    gpus,
+    lock,
+    config,
+    export,
+):
     cli.add_command(command)
 
 

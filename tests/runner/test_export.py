@@ -1,0 +1,258 @@
+"""`runner export trainjob`: a local job as a Kubeflow TrainJob, validated against the CRD's own
+OpenAPI schema and the kubeflow SDK's own models. No cluster is reachable here; the command a
+manifest carries is run for real, in a fresh venv, as the cluster's container would run it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from runner.export import cluster_name
+from runner.sandbox import SandboxPolicy
+from runner.settings import RunnerSettings
+from runner.spec import FunctionEntry, JobSpec, ScriptEntry
+from runner.store import JobStore
+from tests.envs.test_layers import make_base
+from tests.runner.conftest import RunCli
+from tests.wheelhouse import make_wheel
+
+ROOT = Path(__file__).parents[2]
+SCHEMA = ROOT / "tests" / "data" / "trainjob.v1alpha1.schema.json"
+SHARED = ROOT.parent / "shared" / "schemas" / SCHEMA.name
+
+
+def test_the_schema_copy_is_the_crds_unchanged() -> None:
+    recorded = re.search(
+        r"trainjob\.v1alpha1\.schema\.json.*sha256 ([0-9a-f]{64})",
+        (ROOT / "tests" / "data" / "SOURCES.txt").read_text(),
+    )
+    assert recorded is not None
+    assert hashlib.sha256(SCHEMA.read_bytes()).hexdigest() == recorded[1]
+    if SHARED.exists():  # beside the project on the machines it is made on
+        assert SHARED.read_bytes() == SCHEMA.read_bytes()
+
+
+def valid(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The CRD's schema, its name rules (CEL, which jsonschema does not run), the SDK's models."""
+    from kubeflow_trainer_api import models
+
+    jsonschema.validate(manifest, json.loads(SCHEMA.read_text()))
+    name = manifest["metadata"]["name"]
+    assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name) and len(name) <= 63
+    assert models.TrainerV1alpha1TrainJob.from_dict(manifest).to_dict() == manifest
+    return manifest
+
+
+def export(run: RunCli, name: str, *args: str) -> dict[str, Any]:
+    return valid(yaml.safe_load(run("export", "trainjob", name, *args).stdout))
+
+
+def script_of(manifest: dict[str, Any]) -> str:
+    command = manifest["spec"]["trainer"]["command"]
+    assert command[:2] == ["bash", "-c"]
+    return str(command[2])
+
+
+def installed(manifest: dict[str, Any]) -> list[str]:
+    """The `name==version` lines the command installs."""
+    found = re.search(r"requirements.txt <<'(\w+)'\n(.*?)\n\1\n", script_of(manifest), re.S)
+    return [] if found is None else [line.split(" ")[0] for line in found[2].splitlines()]
+
+
+def greet(greeting: str, times: int) -> None:
+    import tiny_pkg
+
+    for _ in range(times):
+        print(greeting, tiny_pkg.__version__)
+
+
+def test_a_function_job_exports_its_lock_and_its_call_and_the_command_runs(
+    runner_cli: RunCli, store: JobStore, tmp_path: Path, wheelhouse: Path
+) -> None:
+    entry = FunctionEntry.of(greet, {"greeting": "hello from the pod", "times": 2})
+    store.create(JobSpec.create(name="fn-job", entry=entry, requirements=["tiny-pkg"]))
+    manifest = export(runner_cli, "fn-job")
+    assert manifest["apiVersion"] == "trainer.kubeflow.org/v1alpha1"
+    assert manifest["kind"] == "TrainJob" and manifest["metadata"]["name"] == "fn-job"
+    assert manifest["spec"]["runtimeRef"] == {"name": "torch-distributed"}
+    assert installed(manifest) == ["dep-a==2.0", "tiny-pkg==1.0"]
+
+    # the container's part, for real: a fresh venv, pip from the job's pins, the same call
+    venv = tmp_path / "pod"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pod = {
+        "PATH": f"{venv / 'bin'}:{os.environ['PATH']}",
+        "PIP_FIND_LINKS": str(wheelhouse),
+        "PIP_NO_INDEX": "1",
+        "PIP_CONFIG_FILE": os.devnull,
+        "HOME": str(tmp_path),
+    }
+    ran = subprocess.run(
+        ["bash", "-c", script_of(manifest)],
+        cwd=tmp_path,
+        env=pod,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.splitlines()[-2:] == ["hello from the pod 1.0"] * 2
+
+
+def test_a_torch_script_job_of_two_nodes_with_gpus_memory_and_env(
+    runner_cli: RunCli, store: JobStore, tmp_path: Path, wheelhouse: Path
+) -> None:
+    torch = make_wheel(tmp_path / "wheels", "torch", "2.13.0")  # a stand-in: the image has it
+    script = tmp_path / "train_ddp.py"
+    script.write_text("import os\nprint('rank', os.environ.get('RANK'))\n")
+    store.create(
+        JobSpec.create(
+            name="0ddp-" + "x" * 58,
+            entry=ScriptEntry(kind="script", target=str(script), argv=("--epochs", "3", "a b")),
+            requirements=["torch==2.13.0", "tiny-pkg==0.5"],
+            index={"find_links": [str(torch.parent), str(wheelhouse)], "no_index": True},
+            framework="torch",
+            num_nodes=2,
+            nproc_per_node=2,
+            gpus=1,
+            cpus=4,
+            env={"WANDB_MODE": "offline", "LR": "0.1"},
+            sandbox=SandboxPolicy(memory=8 * 2**30),
+        )
+    )
+    manifest = export(runner_cli, "0ddp-" + "x" * 58)
+    assert manifest["metadata"]["name"] == ("job-0ddp-" + "x" * 58)[:63]
+    trainer = manifest["spec"]["trainer"]
+    assert trainer["numNodes"] == 2 and trainer["numProcPerNode"] == 2
+    asked = {"cpu": "4", "memory": "8Gi", "nvidia.com/gpu": "1"}
+    assert trainer["resourcesPerNode"] == {"limits": asked, "requests": asked}
+    assert trainer["env"] == [
+        {"name": "LR", "value": "0.1"},
+        {"name": "WANDB_MODE", "value": "offline"},
+    ]
+    assert installed(manifest) == ["dep-a==1.0", "tiny-pkg==0.5"]  # torch is the image's
+    command = script_of(manifest)
+    assert "print('rank', os.environ.get('RANK'))" in command  # the script travels inline
+    assert command.rstrip().endswith("torchrun train_ddp.py --epochs 3 'a b'")
+
+
+def test_names_are_made_valid_for_the_cluster() -> None:
+    assert cluster_name("my-job") == "my-job"
+    assert cluster_name("0abc") == "job-0abc"
+    assert cluster_name("My_Job.v2--") == "my-job-v2"
+    assert cluster_name("a" * 80) == "a" * 63
+    assert cluster_name("9" + "-" * 70) == "job-9"
+
+
+def test_a_layer_over_an_interpreter_installs_its_own_and_over_a_cached_env_both(
+    runner_cli: RunCli, tmp_path: Path, wheelhouse: Path
+) -> None:
+    """An interpreter base is the machine's (a preinstalled torch): the runtime's image stands
+    in for it. A cached env base was built here from an index: the cluster installs it too."""
+    script = tmp_path / "job" / "both.py"
+    script.parent.mkdir()
+    script.write_text("import other_pkg, tiny_pkg\n")
+    python = make_base(tmp_path / "venv", wheelhouse, "tiny-pkg==0.5")
+    runner_cli(
+        "train",
+        "--name",
+        "on-python",
+        "--base-python",
+        str(python),
+        "--with",
+        "other-pkg",
+        str(script),
+    )
+    assert installed(export(runner_cli, "on-python")) == ["other-pkg==1.0"]
+
+    runner_cli("envs", "create", "--with", "tiny-pkg==0.5")
+    runner_cli(
+        "train", "--name", "on-env", "--with", "tiny-pkg==0.5", "--with", "other-pkg", str(script)
+    )
+    assert installed(export(runner_cli, "on-env")) == [
+        "dep-a==1.0",
+        "other-pkg==1.0",
+        "tiny-pkg==0.5",
+    ]
+
+
+def test_a_lockfile_job_exports_exactly_its_lock(runner_cli: RunCli, tmp_path: Path) -> None:
+    lock = tmp_path / "pylock.toml"
+    runner_cli("lock", "--with", "tiny-pkg==0.5", "-o", str(lock))
+    script = tmp_path / "job" / "show.py"
+    script.parent.mkdir()
+    script.write_text("import tiny_pkg\n")
+    runner_cli("train", "--name", "locked", "--lockfile", str(lock), str(script))
+    exported = installed(export(runner_cli, "locked"))
+    key = json.loads(runner_cli("status", "locked", "--json").stdout)["env_key"]
+    env_lock = runner_cli("envs", "export", key, "--format", "requirements").stdout
+    assert (
+        exported
+        == re.findall(r"^([a-z0-9-]+==\S+)", env_lock, re.M)
+        == [
+            "dep-a==1.0",
+            "tiny-pkg==0.5",
+        ]
+    )
+
+
+def test_what_cannot_run_on_the_cluster_is_refused_naming_it(
+    runner_cli: RunCli, store: JobStore, tmp_path: Path, wheelhouse: Path
+) -> None:
+    script = tmp_path / "job" / "show.py"
+    script.parent.mkdir()
+    script.write_text("import tiny_pkg\n")
+    lines = [  # a hashed requirements lock naming local files: it runs here, and only here
+        f"{name} @ {wheel.as_uri()} --hash=sha256:{hashlib.sha256(wheel.read_bytes()).hexdigest()}"
+        for name, wheel in [
+            ("tiny-pkg", wheelhouse / "tiny_pkg-1.0-py3-none-any.whl"),
+            ("dep-a", wheelhouse / "dep_a-2.0-py3-none-any.whl"),
+        ]
+    ]
+    (tmp_path / "local.txt").write_text("\n".join(lines) + "\n")
+    runner_cli(
+        "train", "--name", "local-wheel", "--lockfile", str(tmp_path / "local.txt"), str(script)
+    )
+    refused = runner_cli("export", "trainjob", "local-wheel", check=False)
+    assert refused.returncode == 1
+    assert "dep-a 2.0 is a local file here (dep_a-2.0-py3-none-any.whl)" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+    # a torch other than the runtime image's: refused unless --force
+    other = make_wheel(tmp_path / "wheels", "torch", "9.9")
+    store.create(
+        JobSpec.create(
+            name="other-torch",
+            entry=ScriptEntry(kind="script", target=str(script)),
+            requirements=["torch==9.9"],
+            index={"find_links": [str(other.parent)], "no_index": True},
+            framework="torch",
+        )
+    )
+    mismatch = runner_cli("export", "trainjob", "other-torch", check=False)
+    assert mismatch.returncode == 1 and "ran torch 9.9 here" in mismatch.stderr
+    assert "torch==2.13.0" in mismatch.stderr and "--force" in mismatch.stderr
+    export(runner_cli, "other-torch", "--force")
+
+    missing = runner_cli("export", "trainjob", "nope", check=False)
+    assert missing.returncode == 1 and "nope" in missing.stderr
+
+
+def test_the_sdk_backend_exports_the_same_manifest(
+    runner_cli: RunCli, store: JobStore, settings: RunnerSettings
+) -> None:
+    from runner.backend import LocalProcessBackend, LocalProcessBackendConfig
+
+    entry = FunctionEntry.of(greet, {"greeting": "hi", "times": 1})
+    store.create(JobSpec.create(name="sdk-fn", entry=entry, requirements=["tiny-pkg"]))
+    backend = LocalProcessBackend(LocalProcessBackendConfig(**settings.model_dump()))
+    assert valid(backend.export_trainjob("sdk-fn")) == export(runner_cli, "sdk-fn")

@@ -16,14 +16,19 @@ The entry travels inside the command, as the SDK's own function jobs do: the
 function's source with its arguments, or the script's text. A ConfigMap would
 need a volume the TrainJob's trainer has no field for (only a runtime patch of
 the pod), so one file inline keeps the manifest a single object;
-scripts over 256 KiB are refused (bake them into the image).
+scripts over 256 KiB are refused (bake them into the image). Asked to
+(`folder`), the script's whole folder travels too, packed (tar.gz, base64), up
+to 768 KiB: the modules beside it, small data files.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import re
 import shlex
+import tarfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +47,7 @@ if TYPE_CHECKING:
 API_VERSION = "trainer.kubeflow.org/v1alpha1"
 DEFAULT_RUNTIME = "torch-distributed"
 MAX_INLINE = 256 * 1024
+MAX_PACKED = 768 * 1024
 _EOF = "__SANDBOX_RUNNER_EOF__"
 _IMAGE_STACK = re.compile(r"^(torch|triton|pytorch-triton|nvidia-.*)$")
 """torch and what its image brings with it (the CUDA libraries): the runtime's, never ours."""
@@ -138,9 +144,35 @@ def _heredoc(path: str, text: str) -> str:
     return f"cat > {shlex.quote(path)} <<'{_EOF}'\n{text.rstrip(chr(10))}\n{_EOF}\n"
 
 
-def command(spec: JobSpec, pins: list[str], index_args: list[str]) -> list[str]:
-    """`bash -c` that installs exactly `pins`, writes the entry, and runs it as the runtime
-    does (torchrun for torch jobs; its settings come from the TrainJob's torch plugin)."""
+def _packed(folder: Path) -> str:
+    """`folder` (hidden files, `__pycache__` left out) as a base64 tar.gz, small enough to
+    travel in the command, or refused."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        tar.add(folder, arcname=".", filter=_worth_packing)
+    packed = base64.b64encode(out.getvalue()).decode()
+    if len(packed) > MAX_PACKED:
+        raise ExportError(
+            f"folder {str(folder)!r} packs to {len(packed) // 1024} KiB, over the "
+            f"{MAX_PACKED // 1024} KiB that travel in the TrainJob's command: bake it into "
+            "the runtime's image, or export the script alone"
+        )
+    return packed
+
+
+def _worth_packing(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    name = Path(info.name).name
+    if name != "." and (name.startswith(".") or name == "__pycache__"):
+        return None
+    return info if info.isfile() or info.isdir() else None
+
+
+def command(
+    spec: JobSpec, pins: list[str], index_args: list[str], folder: bool = False
+) -> list[str]:
+    """`bash -c` that installs exactly `pins`, writes the entry (with `folder`, the script's
+    whole folder), and runs it as the runtime does (torchrun for torch jobs; its settings
+    come from the TrainJob's torch plugin)."""
     launcher = "torchrun" if spec.framework == "torch" else "python"
     entry = spec.entry
     script = ["set -euo pipefail\n"]
@@ -152,6 +184,13 @@ def command(spec: JobSpec, pins: list[str], index_args: list[str]) -> list[str]:
         script.append(shlex.join(pip) + "\n")
     if isinstance(entry, ScriptEntry) and entry.kind == "module":
         run = [launcher, "-m", entry.target, *entry.argv]
+    elif folder:
+        if not (isinstance(entry, ScriptEntry) and entry.kind == "script"):
+            raise ExportError("only a script job has a folder to take along")
+        source = Path(entry.target).parent
+        script.append(f"mkdir -p job && base64 -d <<'{_EOF}' | tar -xzf - -C job\n")
+        script.append(f"{_packed(source)}\n{_EOF}\ncd job\n")
+        run = [launcher, Path(entry.target).name, *entry.argv]
     else:
         name, text = _entry_script(spec)
         script.append(_heredoc(name, text))
@@ -188,6 +227,7 @@ def manifest(
     runtime: str = DEFAULT_RUNTIME,
     index_args: list[str] | None = None,
     annotations: dict[str, str] | None = None,
+    folder: bool = False,
 ) -> dict[str, Any]:
     """The TrainJob, as the kubeflow SDK's models write it (camelCase, no empty fields)."""
     from kubeflow_trainer_api import models
@@ -197,7 +237,7 @@ def manifest(
     trainer = models.TrainerV1alpha1Trainer(
         numNodes=spec.num_nodes,
         numProcPerNode=spec.nproc_per_node,
-        command=command(spec, pins, index_args or []),
+        command=command(spec, pins, index_args or [], folder),
         env=[models.IoK8sApiCoreV1EnvVar(name=k, value=v) for k, v in sorted(spec.env.items())]
         or None,
         resourcesPerNode=models.IoK8sApiCoreV1ResourceRequirements(
@@ -241,6 +281,7 @@ def trainjob(
     runtime: str | None = None,
     runtime_torch: str | None = None,
     force: bool = False,
+    folder: bool = False,
 ) -> tuple[dict[str, Any], list[str]]:
     """The TrainJob for a job that ran (or was only defined) here, and notes for the user.
 
@@ -287,7 +328,15 @@ def trainjob(
     if env is not None:
         annotations["sandbox-runner/env"] = env.key
     name = runtime or spec.runtime or DEFAULT_RUNTIME
-    doc = manifest(spec, record.name, pins, runtime=name, index_args=args, annotations=annotations)
+    doc = manifest(
+        spec,
+        record.name,
+        pins,
+        runtime=name,
+        index_args=args,
+        annotations=annotations,
+        folder=folder,
+    )
     return doc, notes + more
 
 

@@ -22,13 +22,23 @@ def export() -> None:
     help="The cluster's training runtime (default: the job's, else torch-distributed).",
 )
 @click.option(
+    "--folder",
+    is_flag=True,
+    help="Take the script's whole folder along (packed into the command; up to 768 KiB).",
+)
+@click.option(
     "--force",
     is_flag=True,
     help="Export even when the torch that ran here is not the one the runtime's image holds.",
 )
 @click.pass_context
 def trainjob(
-    ctx: click.Context, name: str, output: str | None, runtime: str | None, force: bool
+    ctx: click.Context,
+    name: str,
+    output: str | None,
+    runtime: str | None,
+    folder: bool,
+    force: bool,
 ) -> None:
     """Write job NAME as a TrainJob (trainer.kubeflow.org/v1alpha1) that installs exactly
     the lock it ran in and runs the same entry: `kubectl apply -f` it.
@@ -53,7 +63,9 @@ def trainjob(
     record = JobStore(settings.state_dir).load(name)
     chosen = runtime or record.spec.runtime or DEFAULT_RUNTIME
     torch = runtime_torch(chosen)
-    doc, notes = make(settings, record, runtime=chosen, runtime_torch=torch, force=force)
+    doc, notes = make(
+        settings, record, runtime=chosen, runtime_torch=torch, force=force, folder=folder
+    )
     for note in notes:
         click.echo(f"note: {note}", err=True)
     text = as_yaml(doc)

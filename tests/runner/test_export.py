@@ -4,12 +4,15 @@ manifest carries is run for real, in a fresh venv, as the cluster's container wo
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 import json
 import os
 import re
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -87,9 +90,17 @@ def test_a_function_job_exports_its_lock_and_its_call_and_the_command_runs(
     assert installed(manifest) == ["dep-a==2.0", "tiny-pkg==1.0"]
 
     # the container's part, for real: a fresh venv, pip from the job's pins, the same call
-    venv = tmp_path / "pod"
+    ran = run_in_pod(manifest, tmp_path, wheelhouse)
+    assert ran.splitlines()[-2:] == ["hello from the pod 1.0"] * 2
+
+
+def run_in_pod(manifest: dict[str, Any], tmp_path: Path, wheelhouse: Path) -> str:
+    """The manifest's command as the training container runs it: in an empty folder, with a
+    fresh Python whose pip finds the wheels (here the test wheelhouse stands for the index)."""
+    venv, pod = tmp_path / "pod-python", tmp_path / "pod"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pod = {
+    pod.mkdir()
+    environ = {
         "PATH": f"{venv / 'bin'}:{os.environ['PATH']}",
         "PIP_FIND_LINKS": str(wheelhouse),
         "PIP_NO_INDEX": "1",
@@ -98,14 +109,43 @@ def test_a_function_job_exports_its_lock_and_its_call_and_the_command_runs(
     }
     ran = subprocess.run(
         ["bash", "-c", script_of(manifest)],
-        cwd=tmp_path,
-        env=pod,
+        cwd=pod,
+        env=environ,
         capture_output=True,
         text=True,
         check=False,
     )
     assert ran.returncode == 0, ran.stderr
-    assert ran.stdout.splitlines()[-2:] == ["hello from the pod 1.0"] * 2
+    return ran.stdout
+
+
+def test_a_script_job_takes_its_folder_along_when_asked(
+    runner_cli: RunCli, tmp_path: Path, wheelhouse: Path
+) -> None:
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "model.py").write_text("import tiny_pkg\nVERSION = tiny_pkg.__version__\n")
+    (project / "data" / "rows.txt").write_text("a\nb\n")
+    (project / "__pycache__").mkdir()
+    (project / "__pycache__" / "junk.pyc").write_bytes(b"x")
+    (project / "train.py").write_text(
+        "import os, sys\nfrom model import VERSION\n"
+        "rows = open(os.path.join(os.path.dirname(__file__), 'data/rows.txt')).read().split()\n"
+        "print('model', VERSION, 'rows', len(rows), 'args', sys.argv[1:])\n"
+    )
+    runner_cli(
+        "train", "--name", "with-folder", "--with", "tiny-pkg", str(project / "train.py"), "x"
+    )
+    alone = export(runner_cli, "with-folder")
+    assert "base64 -d" not in script_of(alone)  # the script alone, unless asked
+    manifest = export(runner_cli, "with-folder", "--folder")
+    packed = re.search(r"base64 -d <<'(\w+)'.*?\n(.*?)\n\1\n", script_of(manifest), re.S)
+    assert packed is not None
+    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(packed[2]))) as tar:
+        names = sorted(Path(n).as_posix() for n in tar.getnames())
+    assert names == [".", "data", "data/rows.txt", "model.py", "train.py"]  # no __pycache__
+    ran = run_in_pod(manifest, tmp_path, wheelhouse)
+    assert ran.splitlines()[-1] == "model 1.0 rows 2 args ['x']"
 
 
 def test_a_torch_script_job_of_two_nodes_with_gpus_memory_and_env(

@@ -66,9 +66,11 @@ def test_find_links_named_only_in_a_pip_file_serves_train_and_lock(
 ) -> None:
     conf = tmp_path / "pip.conf"
     conf.write_text(f"[global]\nfind-links = {wheelhouse}\n[install]\nno-index = yes\n")
-    run = cli_runner({**pip_user, "PIP_CONFIG_FILE": str(conf)}, tmp_path)
+    run = cli_runner({**pip_user, "PIP_CONFIG_FILE": str(conf), "PIP_PRE": "1"}, tmp_path)
     run("train", "--name", "from-pip-file", "--with", "tiny-pkg", str(script(tmp_path)))
     assert output(records(run, "from-pip-file")) == ["1.0"]
+    (unused,) = [r for r in records(run, "from-pip-file") if r["event"] == "pip.option_not_used"]
+    assert (unused["level"], unused["option"], unused["origin"]) == ("warning", "pre", "PIP_PRE")
     index = json.loads(run("status", "from-pip-file", "--json").stdout)["index"]
     assert index["find_links"] == [str(wheelhouse)]
     assert index["origins"]["find_links"] == f"{conf} [global]"

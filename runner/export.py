@@ -81,7 +81,8 @@ def requirements(
     index holds it. One that came from a folder or a `file://` index here is pinned
     all the same (mirrors hold the index's own files), with a note.
     """
-    lines, notes = [], []
+    lines: list[str] = []
+    mirrored: list[str] = []
     for package in sorted({p.name: p for p in packages}.values(), key=lambda p: p.name):
         if provided(package.name, package.version):
             continue
@@ -92,14 +93,16 @@ def requirements(
                 "the cluster reaches, or bake it into the runtime's image"
             )
         if all(_is_local(f.url) for f in package.files):
-            notes.append(
-                f"{package.name} {package.version} came from a local folder or mirror here; "
-                "the cluster's index must hold the same file (its sha256 is pinned)"
-            )
+            mirrored.append(f"{package.name} {package.version}")
         marker = f" ; {package.marker}" if package.marker else ""
         hashes = " ".join(sorted({f"--hash=sha256:{f.sha256}" for f in package.files}))
         lines.append(f"{package.name}=={package.version}{marker} {hashes}")
-    return lines, notes
+    notes = [
+        f"{len(mirrored)} package(s) came from a local folder or mirror here "
+        f"({', '.join(mirrored)}): the cluster's index must hold the same files "
+        "(their sha256 are pinned)"
+    ]
+    return lines, notes if mirrored else []
 
 
 def torch_check(

@@ -88,6 +88,8 @@ def test_a_function_job_exports_its_lock_and_its_call_and_the_command_runs(
     assert manifest["kind"] == "TrainJob" and manifest["metadata"]["name"] == "fn-job"
     assert manifest["spec"]["runtimeRef"] == {"name": "torch-distributed"}
     assert installed(manifest) == ["dep-a==2.0", "tiny-pkg==1.0"]
+    said = runner_cli("export", "trainjob", "fn-job").stderr  # the wheelhouse is a local folder
+    assert "2 package(s) came from a local folder or mirror here (dep-a 2.0, tiny-pkg 1.0)" in said
 
     # the container's part, for real: a fresh venv, pip from the job's pins, the same call
     ran = run_in_pod(manifest, tmp_path, wheelhouse)

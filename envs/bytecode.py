@@ -30,16 +30,21 @@ RECORDED_PREFIX = "/sandbox-runner-env"
 
 
 _COMPILEALL = (  # `python -m compileall`, whose worker processes die with it too
-    "import compileall, concurrent.futures as cf, ctypes, functools, multiprocessing, signal\n"
-    "import sys\n"
-    "tie = functools.partial(ctypes.CDLL(None).prctl, 1, signal.SIGKILL, 0, 0, 0)\n"
+    "import compileall, concurrent.futures as cf, ctypes, functools, multiprocessing, os\n"
+    "import signal, sys\n"
+    "def tie(parent):\n"
+    "    ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)\n"
+    "    if os.getppid() != parent:  # compileall died before the request: no signal comes\n"
+    "        os._exit(1)\n"
     "cf.ProcessPoolExecutor = functools.partial(\n"
-    "    cf.ProcessPoolExecutor, initializer=tie, mp_context=multiprocessing.get_context('fork')\n"
+    "    cf.ProcessPoolExecutor, initializer=tie, initargs=(os.getpid(),),\n"
+    "    mp_context=multiprocessing.get_context('fork'),\n"
     ")\n"
     "sys.argv[0] = 'compileall'\n"
     "sys.exit(int(not compileall.main()))\n"
 )
-"""PR_SET_PDEATHSIG (1) in each worker: a killed build leaves no compiler behind."""
+"""PR_SET_PDEATHSIG (1) in each worker, and a worker whose compileall died before it asked
+ends at once: a killed build leaves no compiler behind."""
 
 LOCK = ".lock"
 """In `objects/`: builds hold it shared while they link and store, prune exclusively."""

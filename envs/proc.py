@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import signal
 import subprocess
 from typing import Any
@@ -18,10 +19,13 @@ _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
-def _die_with_parent() -> None:  # runs in the child, between fork and exec
+def _die_with(parent: int) -> None:  # runs in the child, between fork and exec
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the request was made: no signal comes
+        os._exit(1)
 
 
 def run(argv: list[str], *, check: bool = False, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     """`subprocess.run` whose child is killed when this process (thread) ends."""
-    return subprocess.run(argv, check=check, preexec_fn=_die_with_parent, **kwargs)
+    parent = os.getpid()
+    return subprocess.run(argv, check=check, preexec_fn=lambda: _die_with(parent), **kwargs)

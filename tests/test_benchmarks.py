@@ -38,6 +38,10 @@ UNMEASURED_CHANGES: dict[str, str] = {
     "3933e487e44c8e87c9a7f3159607c80cc8df626f": (
         "runner/export.py: the wording of `runner export`'s notes, which no benchmark runs"
     ),
+    "efad8bea47c867325abcd13249a28d83248fe944": (
+        "envs/proc.py, envs/bytecode.py: one getppid() check in each child after fork, "
+        "against a race with the parent's death; microseconds in builds of a second or more"
+    ),
 }
 """Commits after the report's that change what it measures, each with why it does not matter."""
 

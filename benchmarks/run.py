@@ -72,6 +72,16 @@ class Bench:
                 (other / shared).symlink_to(self.cache.root / shared)
         return EnvCache(other)
 
+    def uv_environ(self) -> dict[str, str]:
+        """`uv run --with`'s environment: this cache's uv cache, and the CA bundle and other
+        connection settings our own uv calls get."""
+        return {
+            **os.environ,
+            **connection_environ(self.spec(TORCH).index),
+            "UV_CACHE_DIR": str(self.cache.root / "uv"),
+            "UV_NO_CONFIG": "1",
+        }
+
     def spec(self, packages: list[str]) -> EnvSpec:
         from runner.spec import env_spec
 
@@ -150,12 +160,7 @@ class Bench:
         reps = max(10, self.reps)
         runner_job = repeat(reps, lambda: self.runner_train(TORCH_RESPELLED))
         log("second job: uv run --with, its caches warm")
-        uv_env = {
-            **os.environ,
-            **connection_environ(self.spec(TORCH).index),  # its CA bundle, as ours gets
-            "UV_CACHE_DIR": str(self.cache.root / "uv"),
-            "UV_NO_CONFIG": "1",
-        }
+        uv_env = self.uv_environ()
         index = index_args(self.spec(TORCH).index)
         with_args = [arg for req in TORCH_RESPELLED for arg in ("--with", req)]
         uv_argv = [default_uv(), "run", "--no-project", *index, *with_args, "python"]
@@ -378,12 +383,7 @@ class Bench:
         picked_env = self.cache.ensure(full_spec)
         assert picked_env.meta.base_env == base.key, "the cache did not layer it over torch's"
         log("layered: uv run --with torch --with numpy --with six, its env new each time")
-        uv_env = {
-            **os.environ,
-            **connection_environ(self.spec(TORCH).index),  # its CA bundle, as ours gets
-            "UV_CACHE_DIR": str(self.cache.root / "uv"),
-            "UV_NO_CONFIG": "1",
-        }
+        uv_env = self.uv_environ()
         index = index_args(self.spec(TORCH).index)
         with_args = [arg for req in [*TORCH, "six"] for arg in ("--with", req)]
         uv_argv = [default_uv(), "run", "--no-project", *index, *with_args, "python", "-c", "0"]

@@ -42,6 +42,9 @@ UNMEASURED_CHANGES: dict[str, str] = {
         "envs/proc.py, envs/bytecode.py: one getppid() check in each child after fork, "
         "against a race with the parent's death; microseconds in builds of a second or more"
     ),
+    "1880347e2095fd912b57de7fade6e31c03e4533a": (
+        "benchmarks/run.py: two copies of uv run's environment made one helper; same values"
+    ),
 }
 """Commits after the report's that change what it measures, each with why it does not matter."""
 

@@ -176,7 +176,9 @@ class Lock:
             raise LockError("invalid pylock.toml: no lock-version (is this a PEP 751 lock?)")
         packages = []
         for entry in self.data.get("packages", []):
-            files = [*entry.get("wheels", []), *([entry["sdist"]] if "sdist" in entry else [])]
+            # an `archive` is a file named directly (`pkg @ file:///x.whl`), hashed like the rest
+            extra = [entry[key] for key in ("sdist", "archive") if key in entry]
+            files = [*entry.get("wheels", []), *extra]
             locked = tuple(
                 LockedFile(
                     f.get("url") or self._path(f.get("path")), f.get("hashes", {}).get("sha256")

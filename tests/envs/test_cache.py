@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -41,6 +42,16 @@ def test_build_then_hit_without_running_uv(cache: EnvCache, uv_spy: UvSpy, make_
     again = cache.ensure(make_spec(["  Tiny_Pkg "]))
     assert again.key == first.key and again.path == first.path
     assert len(uv_spy.calls()) == calls, "a cache hit must not run uv"
+
+
+def test_a_wheel_named_by_its_path_is_locked_with_its_hash_and_installed(
+    cache: EnvCache, make_spec, wheelhouse: Path
+) -> None:
+    wheel = wheelhouse / "tiny_pkg-0.5-py3-none-any.whl"
+    env = cache.ensure(make_spec([f"tiny-pkg @ {wheel.as_uri()}"]))
+    assert run_in_env(env, "import tiny_pkg; print(tiny_pkg.__version__)") == "0.5"
+    (locked,) = [p for p in env.lock.packages if p.name == "tiny-pkg"]
+    assert locked.files[0].sha256 == hashlib.sha256(wheel.read_bytes()).hexdigest()
 
 
 def test_metadata_and_lock_are_published_with_the_env(cache: EnvCache, make_spec) -> None:

@@ -269,6 +269,13 @@ def test_what_cannot_run_on_the_cluster_is_refused_naming_it(
     assert "dep-a 2.0 is a local file here (dep_a-2.0-py3-none-any.whl)" in refused.stderr
     assert "Traceback" not in refused.stderr
 
+    # a package named by its path, as `--with 'pkg @ file://...'` names it
+    named = f"tiny-pkg @ {(wheelhouse / 'tiny_pkg-0.5-py3-none-any.whl').as_uri()}"
+    runner_cli("train", "--name", "by-path", "--with", named, str(script))
+    by_path = runner_cli("export", "trainjob", "by-path", check=False)
+    assert by_path.returncode == 1
+    assert "tiny-pkg 0.5 is a local file here (tiny_pkg-0.5-py3-none-any.whl)" in by_path.stderr
+
     # a torch other than the runtime image's: refused unless --force
     other = make_wheel(tmp_path / "wheels", "torch", "9.9")
     store.create(

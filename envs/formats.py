@@ -124,13 +124,13 @@ def write(lock: Lock, fmt: Format, interpreter: Interpreter) -> str:
         return lock.text if lock.text.endswith("\n") else lock.text + "\n"
     if fmt == "requirements":
         return _HEADER.format(**interpreter.identity()) + "".join(
-            _requirement(p, by_url=lock.kind == "requirements") for p in lock.packages
+            _requirement(p, by_url=p.direct or lock.kind == "requirements") for p in lock.packages
         )
     return _to_conda_lock(lock, interpreter)
 
 
 def _requirement(package: LockedPackage, *, by_url: bool) -> str:
-    urls = {f.url for f in package.files}
+    urls = {f.uri for f in package.files if f.url}
     url = next(iter(urls)) if len(urls) == 1 else None
     head = f"{package.name} @ {url}" if by_url and url else f"{package.name}=={package.version}"
     if package.marker:

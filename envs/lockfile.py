@@ -65,6 +65,8 @@ class LockedPackage:
     version: str
     files: tuple[LockedFile, ...]
     marker: str | None = None
+    direct: bool = False
+    """Named by its file (`pkg @ URL`), not found in an index: only that URL holds it."""
 
     def file_for(self, interpreter: Interpreter) -> LockedFile:
         """What to install: a wheel for the interpreter's tags, else any wheel, else the sdist."""
@@ -196,6 +198,7 @@ class Lock:
                     str(entry.get("version", "")),
                     locked,
                     entry.get("marker"),
+                    direct="archive" in entry,
                 )
             )
         return packages
@@ -225,7 +228,8 @@ class Lock:
             version = pins[0] if pins else _version_from_url(req.url or "")
             files = tuple(LockedFile(req.url, h.removeprefix("sha256:")) for h in hashes)
             marker = str(req.marker) if req.marker else None
-            packages.append(LockedPackage(canonicalize_name(req.name), version, files, marker))
+            name = canonicalize_name(req.name)
+            packages.append(LockedPackage(name, version, files, marker, direct=bool(req.url)))
         return packages
 
     def pins(self) -> list[str]:

@@ -70,32 +70,37 @@ def _is_local(url: str | None) -> bool:
 
 
 def requirements(
-    packages: Iterable[LockedPackage], provided: Callable[[str, str], bool], direct: set[str]
+    packages: Iterable[LockedPackage], provided: Callable[[str, str], bool]
 ) -> tuple[list[str], list[str]]:
     """The hashed requirements the cluster installs, and notes for the user.
 
     Each locked package the image does not provide, as `name==version` with every
     file's hash: pip on the cluster finds it in its index and installs only the very
     file that ran here (for the image's Python, if the lock holds several). A package
-    named by a local path or URL (`--with ./dist/pkg.whl`) is refused, naming it: no
-    index holds it. One that came from a folder or a `file://` index here is pinned
-    all the same (mirrors hold the index's own files), with a note.
+    named by its file (`pkg @ URL`) keeps its URL; one whose file is local here
+    (`pkg @ file://...`) is refused, naming it: no index holds it. One that came from
+    a folder or a `file://` index here is pinned all the same (mirrors hold the index's
+    own files), with a note.
     """
     lines: list[str] = []
     mirrored: list[str] = []
     for package in sorted({p.name: p for p in packages}.values(), key=lambda p: p.name):
         if provided(package.name, package.version):
             continue
-        if package.name in direct:
-            raise ExportError(
-                f"{package.name} {package.version} is a local file here "
-                f"({package.files[0].filename}) that no index holds: publish it to an index "
-                "the cluster reaches, or bake it into the runtime's image"
-            )
-        if all(_is_local(f.url) for f in package.files):
-            mirrored.append(f"{package.name} {package.version}")
         marker = f" ; {package.marker}" if package.marker else ""
         hashes = " ".join(sorted({f"--hash=sha256:{f.sha256}" for f in package.files}))
+        if package.direct:
+            url = next((f.url for f in package.files if f.url and not _is_local(f.url)), None)
+            if url is None:
+                raise ExportError(
+                    f"{package.name} {package.version} is a local file here "
+                    f"({package.files[0].filename}) that no index holds: publish it to an "
+                    "index the cluster reaches, or bake it into the runtime's image"
+                )
+            lines.append(f"{package.name} @ {url}{marker} {hashes}")
+            continue
+        if all(_is_local(f.url) for f in package.files):
+            mirrored.append(f"{package.name} {package.version}")
         lines.append(f"{package.name}=={package.version}{marker} {hashes}")
     notes = [
         f"{len(mirrored)} package(s) came from a local folder or mirror here "
@@ -294,7 +299,6 @@ def trainjob(
     """
     from envs import EnvNotFoundError
     from envs.base import probe
-    from envs.requirements import name_of
     from runner.spec import env_spec, open_cache
 
     spec = record.spec
@@ -321,10 +325,7 @@ def trainjob(
     elif record.base_python or spec.base_python:  # a machine's interpreter: the image's
         image_has = probe(str(record.base_python or spec.base_python)).versions
     image = torch_check(locked_torch(packages, image_has), runtime_torch, force)
-    direct = {name_of(r) for r in spec.requirements if r.url}  # `pkg @ URL`: no index has it
-    if lock.kind == "requirements":
-        direct |= {p.name for p in lock.packages if any(_is_local(f.url) for f in p.files)}
-    pins, notes = requirements(packages, provided_by(image_has, image), direct)
+    pins, notes = requirements(packages, provided_by(image_has, image))
     index = env.meta.index if env is not None else spec.index.shown()
     args, more = cluster_index(index)
     annotations = {"sandbox-runner/job": record.name}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from envs import BuildError, Env, EnvCache
+from envs import BuildError, Env, EnvCache, Interpreter, formats
 from tests.conftest import UvSpy
 
 HELPERS = Path(__file__).parent.parent / "helpers"
@@ -51,7 +51,12 @@ def test_a_wheel_named_by_its_path_is_locked_with_its_hash_and_installed(
     env = cache.ensure(make_spec([f"tiny-pkg @ {wheel.as_uri()}"]))
     assert run_in_env(env, "import tiny_pkg; print(tiny_pkg.__version__)") == "0.5"
     (locked,) = [p for p in env.lock.packages if p.name == "tiny-pkg"]
-    assert locked.files[0].sha256 == hashlib.sha256(wheel.read_bytes()).hexdigest()
+    assert (
+        locked.direct and locked.files[0].sha256 == hashlib.sha256(wheel.read_bytes()).hexdigest()
+    )
+    exported = formats.write(env.lock, "requirements", Interpreter.current())
+    assert f"tiny-pkg @ {wheel.as_uri()}" in exported  # its file, not a name an index must hold
+    assert "dep-a==1.0" in exported
 
 
 def test_metadata_and_lock_are_published_with_the_env(cache: EnvCache, make_spec) -> None:

@@ -19,10 +19,11 @@ from typing import Any
 import jsonschema
 import yaml
 
+from envs import Interpreter
 from runner.export import cluster_name
 from runner.sandbox import SandboxPolicy
 from runner.settings import RunnerSettings
-from runner.spec import FunctionEntry, JobSpec, ScriptEntry
+from runner.spec import FunctionEntry, JobSpec, LockedSet, ScriptEntry
 from runner.store import JobStore
 from tests.envs.test_layers import make_base
 from tests.runner.conftest import RunCli
@@ -275,6 +276,18 @@ def test_what_cannot_run_on_the_cluster_is_refused_naming_it(
     by_path = runner_cli("export", "trainjob", "by-path", check=False)
     assert by_path.returncode == 1
     assert "tiny-pkg 0.5 is a local file here (tiny_pkg-0.5-py3-none-any.whl)" in by_path.stderr
+
+    # named by a remote URL: that URL, hashed, is what the cluster installs
+    url = "https://files.example/tiny_pkg-1.0-py3-none-any.whl"
+    (tmp_path / "remote.txt").write_text(f"tiny-pkg @ {url} --hash=sha256:{'ab' * 32}\n")
+    locked = LockedSet.read(tmp_path / "remote.txt", Interpreter.current())
+    store.create(
+        JobSpec.create(
+            name="by-url", entry=ScriptEntry(kind="script", target=str(script)), lockfile=locked
+        )
+    )
+    assert installed(export(runner_cli, "by-url")) == ["tiny-pkg"]
+    assert f"tiny-pkg @ {url} --hash=sha256:{'ab' * 32}" in script_of(export(runner_cli, "by-url"))
 
     # a torch other than the runtime image's: refused unless --force
     other = make_wheel(tmp_path / "wheels", "torch", "9.9")

@@ -91,9 +91,10 @@ def entries(environ: Mapping[str, str], prefix: str = sys.prefix) -> dict[str, S
 def read(environ: Mapping[str, str], prefix: str = sys.prefix) -> dict[str, Setting]:
     """The options `pip install` takes from its configuration, by pip's name (`index-url`):
     `[install]` over `[global]`, `PIP_*` over both; empty values are unset."""
+    listed = entries(environ, prefix)
     found: dict[str, Setting] = {}
     for section in (*SECTIONS, ":env:"):
-        for key, setting in entries(environ, prefix).items():
+        for key, setting in listed.items():
             name = key.partition(".")[2]
             if key.startswith(f"{section}.") and setting.value.strip():
                 found[ALIASES.get(name, name)] = setting

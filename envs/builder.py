@@ -177,22 +177,48 @@ def resolve(uv: Uv, spec: EnvSpec, workdir: Path, log: Logger | None = None) -> 
 
 
 def materialize(
-    uv: Uv, lock: Lock, spec: EnvSpec, target: Path, objects: Path, log: Logger | None = None
+    uv: Uv,
+    lock: Lock,
+    spec: EnvSpec,
+    target: Path,
+    objects: Path,
+    log: Logger | None = None,
+    *,
+    final: Path | None = None,
+    conda_cache: Path | None = None,
 ) -> None:
-    """Create a relocatable venv at `target` holding exactly the lock, kept beside it.
+    """Create an environment at `target` holding exactly the lock, kept beside it.
 
     uv checks every file's hash and resolves nothing. Bytecode is compiled once
     per content and shared through `objects` (see `bytecode.py`).
 
-    Relocatable, because the build happens in a temporary directory and is
-    published by renaming it: entry points such as `torchrun` must survive that.
+    A pip lock makes a relocatable venv, because the build happens in a
+    temporary directory and is published by renaming it: entry points such as
+    `torchrun` must survive that. A conda lock makes a conda prefix (rattler,
+    `conda.py`) patched for `final`, where it is published, with its PyPI
+    packages installed by uv into the prefix's own python.
     """
-    uv.run(
-        ["venv", "--relocatable", "--quiet", "--python", spec.interpreter.executable, str(target)],
-        what="creating the virtual environment",
-        cwd=target.parent,
-        log=log,
-    )
+    if lock.kind == "conda":
+        from envs import conda
+
+        assert final is not None and conda_cache is not None
+        mirrors = dict(spec.index.connection.conda_mirrors)
+        conda.install(lock.conda, target, final, conda_cache, mirrors)
+        (log or _log).info("env.conda.installed", packages=len(lock.conda.conda))
+    else:
+        uv.run(
+            [
+                "venv",
+                "--relocatable",
+                "--quiet",
+                "--python",
+                spec.interpreter.executable,
+                str(target),
+            ],
+            what="creating the virtual environment",
+            cwd=target.parent,
+            log=log,
+        )
     (target / lock.filename).write_text(lock.text)
     if spec.base is not None:  # the base's packages, after the layer's own, copied nowhere
         site = site_packages(target)
@@ -201,23 +227,51 @@ def materialize(
     install.write_text(
         lock.installable(spec.interpreter, skip=spec.base.provides if spec.base else None)
     )
-    uv.run(
-        [
-            "pip",
-            "sync",
-            "--require-hashes",
-            "--quiet",
-            "--python",
-            str(target / "bin" / "python"),
-            *index_args(spec.index),
-            INSTALL_FILE,
-        ],
-        what="installing the locked packages",
-        cwd=target,
-        log=log,
-        index=spec.index,
-    )
+    python = target / "bin" / "python"
+    # a conda prefix holds packages uv did not install (conda's): add, never sync them away
+    verb = ["install", "--no-deps"] if lock.kind == "conda" else ["sync"]
+    if install.read_text():
+        uv.run(
+            [
+                "pip",
+                *verb,
+                "--require-hashes",
+                "--quiet",
+                "--python",
+                str(python),
+                *index_args(spec.index),
+                *(["-r"] if lock.kind == "conda" else []),
+                INSTALL_FILE,
+            ],
+            what="installing the locked packages",
+            cwd=target,
+            log=log,
+            index=spec.index,
+        )
     install.unlink()
-    tag = spec.interpreter.cache_tag
-    linked = bytecode.compile_tree(target / "bin" / "python", target, objects, tag)
+    if lock.kind == "conda" and final is not None:
+        relink_scripts(target, final)
+    tag = spec.interpreter.cache_tag if lock.kind != "conda" else _cache_tag(python)
+    linked = bytecode.compile_tree(python, target, objects, tag)
     (log or _log).debug("env.bytecode", shared_modules=linked)
+
+
+def relink_scripts(target: Path, final: Path) -> None:
+    """Scripts uv wrote into a conda prefix name its python by the build path: point them at
+    the path the prefix is published at (rattler did the same for conda's own files)."""
+    old, new = f"#!{target}/".encode(), f"#!{final}/".encode()
+    for script in (target / "bin").iterdir():
+        if script.is_symlink() or not script.is_file():
+            continue
+        with script.open("rb") as f:
+            head = f.read(len(old))
+        if head == old:
+            data = script.read_bytes()
+            script.write_bytes(new + data[len(old) :])
+
+
+def _cache_tag(python: Path) -> str:
+    """The bytecode tag of a prefix's own python (`cpython-311`), asked of it."""
+    from envs.spec import Interpreter
+
+    return Interpreter.at(python).cache_tag

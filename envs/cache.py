@@ -9,6 +9,7 @@ Layout under the cache root::
     objects/               compiled bytecode: one copy per content, hardlinked into envs
     tmp/                   resolves and builds in progress, named with their builder's pid
     uv/                    uv's cache, on the same filesystem so installs are hardlinks
+    conda/                 rattler's package cache (conda locks), hardlinked the same way
 
 An environment becomes visible under `envs/` only by one atomic rename of a
 finished build whose metadata is already inside it, so nothing half built is
@@ -63,6 +64,8 @@ class EnvMeta(BaseModel):
     """A layer's base: its python and fingerprint (`PythonBase.identity`)."""
     base_env: str | None = None
     """The key of the cached env that is the layer's base, if it is one: kept while used."""
+    conda: dict[str, Any] | None = None
+    """A conda env's platform, environment, channels and package counts (`CondaSet.shown`)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ class EnvCache:
         self.leases_dir = self.root / "leases"
         self.tmp_dir = self.root / "tmp"
         self.objects_dir = self.root / "objects"
+        self.conda_dir = self.root / "conda"
         self._check(
             (self.envs_dir, self.specs_dir, self.locks_dir, self.leases_dir, self.tmp_dir),
             write=False,
@@ -350,21 +354,34 @@ class EnvCache:
         self, spec: EnvSpec, lock: Lock, env_key: str, workdir: Path, started: float, log: Logger
     ) -> Env:
         try:
-            builder.materialize(self.uv, lock, spec, workdir, self.objects_dir, log)
+            final = self.envs_dir / env_key
+            builder.materialize(
+                self.uv,
+                lock,
+                spec,
+                workdir,
+                self.objects_dir,
+                log,
+                final=final,
+                conda_cache=self.conda_dir,
+            )
+            conda = lock.conda if lock.kind == "conda" else None
+            interpreter = Interpreter.at(workdir / "bin" / "python") if conda else spec.interpreter
             meta = EnvMeta(
                 key=env_key,
                 requirements=spec.canonical_requirements,
                 index=spec.index.shown(),
-                interpreter=spec.interpreter.identity(),
+                interpreter=interpreter.identity(),
                 packages=lock.pins(),
                 created=datetime.now(UTC),
                 size_bytes=tree_size(workdir),
                 build_seconds=round(time.monotonic() - started, 3),
                 base=spec.base.identity() if spec.base else None,
                 base_env=self.env_of(spec.base.executable) if spec.base else None,
+                conda=conda.shown() if conda else None,
             )
             (workdir / META).write_text(meta.model_dump_json(indent=2))
-            workdir.rename(self.envs_dir / env_key)
+            workdir.rename(final)
         except BaseException as exc:
             if isinstance(exc, BuildError):
                 log.error("env.build.failed", env=env_key, spec=spec.key, error=str(exc))

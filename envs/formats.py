@@ -1,11 +1,13 @@
-"""The lockfiles users keep: PEP 751 `pylock.toml`, `conda-lock.yml`, hashed requirements.
+"""The lockfiles users keep: PEP 751 `pylock.toml`, `conda-lock.yml`, `pixi.lock`, hashed
+requirements.
 
-`read` turns any of them into a `Lock` uv can install (refusing one made for
-another interpreter or platform); `write` renders a `Lock` in any of them.
-Output is deterministic: the same lock gives the same bytes (no timestamps,
-packages and hashes sorted). `conda-lock.yml` is read and written with
-conda-lock's own models (the `conda` extra); its pip packages are installed,
-conda packages are refused.
+`read` turns any of them into a `Lock` (refusing one made for another
+interpreter or platform); `write` renders a pip-only `Lock` as pylock,
+requirements or conda-lock. Output is deterministic: the same lock gives the
+same bytes (no timestamps, packages and hashes sorted). `conda-lock.yml` is
+read and written with conda-lock's own models and `pixi.lock` is read with
+rattler's (the `conda` extra); their conda packages make a conda lock
+(`conda.py`). Writing pixi.lock is pixi's job.
 """
 
 from __future__ import annotations
@@ -34,8 +36,14 @@ _CONDA_PLATFORMS = {
 INSTALL_CONDA_LOCK = "install the conda extra: pip install 'sandbox-runner[conda]'"
 
 
-def format_of(path: Path) -> Format:
-    """The format a name suggests: `*.toml` pylock, `*.yml` conda-lock, else requirements."""
+ReadFormat = Literal["pylock", "conda-lock", "pixi", "requirements"]
+
+
+def format_of(path: Path) -> ReadFormat:
+    """The format a name suggests: `*.toml` pylock, `*.yml` conda-lock, `pixi.lock` (or any
+    `*.lock` in YAML with a `version:`) pixi, else requirements."""
+    if path.name == "pixi.lock" or (path.suffix == ".lock" and _starts_with_version(path)):
+        return "pixi"
     if path.suffix == ".toml":
         return "pylock"
     if path.suffix in (".yml", ".yaml"):
@@ -53,15 +61,37 @@ def _here(interpreter: Interpreter) -> str:
     return f"{interpreter.implementation} {interpreter.version} on {interpreter.platform}"
 
 
-def read(path: Path, interpreter: Interpreter) -> Lock:
-    """The lock in a file of any of the three formats, checked against `interpreter`."""
+def _starts_with_version(path: Path) -> bool:
+    try:
+        with path.open() as f:
+            return f.readline().startswith("version:")
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def read(path: Path, interpreter: Interpreter, environment: str | None = None) -> Lock:
+    """The lock in a file of any of the formats, checked against `interpreter`.
+
+    `environment`: a pixi.lock environment (`default` when None) or a conda-lock
+    category (`main`); the other formats have none and refuse one.
+    """
     try:
         text = path.read_text()
     except OSError as exc:
         raise LockError(f"cannot read lockfile {str(path)!r}: {exc.strerror or exc}") from None
     kind = format_of(path)
-    if kind == "conda-lock":
-        lock = _from_conda_lock(path, interpreter)
+    if environment is not None and kind not in ("pixi", "conda-lock"):
+        raise LockError(
+            f"lockfile {str(path)!r} is a {kind} lock, which has no environments: "
+            "--environment applies to pixi.lock and conda-lock.yml"
+        )
+    if kind == "pixi":
+        from envs.conda import read_pixi
+
+        found = read_pixi(path, conda_platform(interpreter), environment)
+        lock = Lock(found.text(), "conda")
+    elif kind == "conda-lock":
+        lock = _from_conda_lock(path, interpreter, environment)
     elif kind == "pylock":
         lock = Lock(text, "pylock", base=str(path.resolve().parent))
     else:
@@ -86,7 +116,7 @@ def _conda_lock() -> Any:
     return module
 
 
-def _from_conda_lock(path: Path, interpreter: Interpreter) -> Lock:
+def _from_conda_lock(path: Path, interpreter: Interpreter, category: str | None) -> Lock:
     module = _conda_lock()
     try:
         lockfile = module.parse_conda_lock_file(path)
@@ -99,12 +129,11 @@ def _from_conda_lock(path: Path, interpreter: Interpreter) -> Lock:
             f"this interpreter is {_here(interpreter)} ({platform})"
         )
     deps = [d for d in lockfile.package if d.platform == platform]
-    conda = sorted(d.name for d in deps if d.manager == "conda")
-    if conda:
-        raise LockError(
-            f"the lock holds conda packages ({', '.join(conda)}); the runner installs "
-            "pip packages only"
-        )
+    if category is not None or any(d.manager == "conda" for d in deps):
+        from envs.conda import from_conda_lock
+
+        channels = [c.url for c in lockfile.metadata.channels]
+        return Lock(from_conda_lock(deps, platform, category, channels).text(), "conda")
     lines = []
     for dep in deps:
         if not dep.hash.sha256:
@@ -115,6 +144,12 @@ def _from_conda_lock(path: Path, interpreter: Interpreter) -> Lock:
 
 def write(lock: Lock, fmt: Format, interpreter: Interpreter) -> str:
     """The lock as the text of a `fmt` file."""
+    if lock.kind == "conda":
+        raise LockError(
+            f"this lock holds conda packages (from a {lock.conda.source}); the runner "
+            "writes pip-only locks: keep the file it came from (writing pixi.lock is "
+            "pixi's job)"
+        )
     if fmt == "pylock":
         if lock.kind != "pylock":
             raise LockError(

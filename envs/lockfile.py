@@ -6,7 +6,12 @@ A `Lock` is what uv installs, in one of two forms uv reads natively:
   own resolutions produce;
 - `requirements`: a hashed requirements file (`name==version --hash=...`, or
   `name @ URL --hash=...`), which is also how a `conda-lock.yml`'s pip
-  packages are installed.
+  packages are installed;
+
+and one that uv installs only in part:
+
+- `conda`: the conda packages of a `pixi.lock` or `conda-lock.yml` (installed
+  by rattler, `conda.py`) and their PyPI packages (installed by uv).
 
 Installing either checks every hash, and nothing is re-resolved. The
 environment made from a lock is identified by the lock's parsed content,
@@ -22,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from packaging.markers import Marker
 from packaging.requirements import InvalidRequirement, Requirement
@@ -33,8 +38,15 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 from envs.errors import EnvError
 from envs.spec import Interpreter, digest
 
-Kind = Literal["pylock", "requirements"]
-FILENAMES: dict[Kind, str] = {"pylock": "pylock.toml", "requirements": "requirements.txt"}
+if TYPE_CHECKING:
+    from envs.conda import CondaSet
+
+Kind = Literal["pylock", "requirements", "conda"]
+FILENAMES: dict[Kind, str] = {
+    "pylock": "pylock.toml",
+    "requirements": "requirements.txt",
+    "conda": "conda-lock.json",
+}
 
 
 class LockError(EnvError):
@@ -67,6 +79,7 @@ class LockedPackage:
     marker: str | None = None
     direct: bool = False
     """Named by its file (`pkg @ URL`), not found in an index: only that URL holds it."""
+    manager: Literal["pypi", "conda"] = "pypi"
 
     def file_for(self, interpreter: Interpreter) -> LockedFile:
         """What to install: a wheel for the interpreter's tags, else any wheel, else the sdist."""
@@ -170,8 +183,19 @@ class Lock:
     @cached_property
     def packages(self) -> tuple[LockedPackage, ...]:
         """Every locked package, sorted by name; a lock that is not exact is refused."""
+        if self.kind == "conda":
+            return tuple(self.conda.packages())
         packages = self._pylock() if self.kind == "pylock" else self._requirements()
         return tuple(sorted(packages, key=lambda p: (p.name, p.version)))
+
+    @cached_property
+    def conda(self) -> CondaSet:
+        """A conda lock's content (`conda.py`)."""
+        if self.kind != "conda":
+            raise LockError(f"a {self.kind} lock holds no conda packages")
+        from envs.conda import CondaSet
+
+        return CondaSet.parse(self.text)
 
     def _pylock(self) -> list[LockedPackage]:
         if "lock-version" not in self.data:
@@ -237,7 +261,10 @@ class Lock:
         return [f"{p.name}=={p.version}" for p in self.packages]
 
     def env_key(self, interpreter: Interpreter) -> str:
-        """The environment's identity: the locked packages on this interpreter."""
+        """The environment's identity: the locked packages on this interpreter (a conda
+        lock holds its own interpreter)."""
+        if self.kind == "conda":
+            return self.conda.key()
         if self.kind == "pylock":  # as it always was: the parsed package tables
             packages = sorted(
                 self.data.get("packages", []), key=lambda p: (p["name"], p.get("version", ""))
@@ -262,7 +289,9 @@ class Lock:
         for package in self.packages:
             if skip is not None and skip(package.name, package.version):
                 continue  # the base holds it
-            if self.kind == "requirements":
+            if package.manager == "conda":
+                continue  # rattler's
+            if self.kind in ("requirements", "conda"):
                 hashes = " ".join(f"--hash=sha256:{f.sha256}" for f in package.files)
                 url = package.files[0].url
                 pin = f" @ {url}" if url else f"=={package.version}"
@@ -276,6 +305,8 @@ class Lock:
 
     def check_for(self, interpreter: Interpreter) -> None:
         """Refuse a lock made for another Python or platform, naming both."""
+        if self.kind == "conda":
+            return  # its platform was checked when it was read, and it holds its own Python
         here = (
             f"this interpreter is {interpreter.implementation} {interpreter.version} "
             f"on {interpreter.platform}"

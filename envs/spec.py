@@ -63,6 +63,8 @@ class Connection:
     proxy: str | None = None
     timeout: str | None = None
     retries: str | None = None
+    conda_mirrors: tuple[tuple[str, str], ...] = ()
+    """(channel URL, mirror URL): conda packages of that channel are fetched from the mirror."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,9 @@ class IndexConfig:
         data["extra_index_urls"] = [mask(u) for u in self.extra_index_urls]
         data["find_links"] = [mask(f) for f in self.find_links]
         data["connection"]["proxy"] = mask(self.connection.proxy) if self.connection.proxy else None
+        data["connection"]["conda_mirrors"] = {
+            mask(c): mask(m) for c, m in self.connection.conda_mirrors
+        }
         data["origins"] = dict(self.origins)
         data["unused"] = [{"option": o, "origin": w} for o, w in self.unused]
         return data

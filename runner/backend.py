@@ -171,16 +171,20 @@ class Lockfile:
     """A train() option: run the job in exactly this lock, as `runner train --lockfile`.
 
     `client.train(runtime=..., trainer=CustomTrainer(func=...), options=[Lockfile("pylock.toml")])`
-    The file (pylock.toml, conda-lock.yml or a hashed requirements file) is read
-    and checked when train() is called; packages_to_install must then be empty.
+    The file (pylock.toml, pixi.lock, conda-lock.yml or a hashed requirements file) is
+    read and checked when train() is called; packages_to_install must then be empty.
+    `environment`: a pixi.lock environment (`default`) or conda-lock category (`main`).
     """
 
     path: str
+    environment: str | None = None
 
     def __call__(self, job_spec: dict[str, Any], trainer: Any, backend: Any) -> None:
         cfg = backend.cfg if isinstance(backend, LocalProcessBackend) else RunnerSettings()
         try:
-            job_spec[LOCKFILE_KEY] = LockedSet.read(self.path, Interpreter.at(cfg.python))
+            job_spec[LOCKFILE_KEY] = LockedSet.read(
+                self.path, Interpreter.at(cfg.python), self.environment
+            )
         except EnvError as exc:
             raise ValueError(str(exc)) from None
 

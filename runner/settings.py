@@ -17,6 +17,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from envs import IndexConfig
+from envs.spec import Connection
 from runner import gpus as inventory
 from runner.gpus import Gpu
 from runner.sandbox import Mount, SandboxPolicy
@@ -51,6 +52,12 @@ class RunnerSettings(BaseSettings):
     extra_index_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
     find_links: Annotated[list[str], NoDecode] = Field(default_factory=list)
     no_index: bool = False
+    conda_mirrors: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Where conda packages are fetched instead of a channel, CHANNEL=MIRROR "
+        "(https://conda.anaconda.org/conda-forge=file:///srv/conda-forge): the lock's hashes "
+        "still apply.",
+    )
     python: Path | None = Field(
         default=None, description="Interpreter for new environments (default: the runner's own)."
     )
@@ -108,15 +115,27 @@ class RunnerSettings(BaseSettings):
     log_format: LogFormat = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    _split_lists = field_validator("extra_index_urls", "find_links", "mounts", mode="before")(
-        split_list
-    )
+    _split_lists = field_validator(
+        "extra_index_urls", "find_links", "mounts", "conda_mirrors", mode="before"
+    )(split_list)
 
     @field_validator("memory_limit")
     @classmethod
     def _size(cls, value: str | None) -> str | None:
         if value is not None:
             parse_size(value)  # refuse a bad size when settings are read, not at job start
+        return value
+
+    @field_validator("conda_mirrors")
+    @classmethod
+    def _mirrors(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            channel, sep, mirror = entry.partition("=")
+            if not (sep and "://" in channel and "://" in mirror):
+                raise ValueError(
+                    f"conda mirror {entry!r} is not CHANNEL=MIRROR with two URLs "
+                    "(https://conda.anaconda.org/conda-forge=file:///srv/conda-forge)"
+                )
         return value
 
     @field_validator("mounts")
@@ -160,6 +179,11 @@ class RunnerSettings(BaseSettings):
             extra_index_urls=tuple(self.extra_index_urls),
             find_links=tuple(self.find_links),
             no_index=self.no_index,
+            connection=Connection(
+                conda_mirrors=tuple(
+                    (c, m) for c, _, m in (e.partition("=") for e in self.conda_mirrors)
+                )
+            ),
         ).labelled(_SETTING_NAMES)
         return IndexConfig.layered(
             mine, IndexConfig.from_pip(os.environ if environ is None else environ)
@@ -171,5 +195,6 @@ _SETTING_NAMES = {
     "extra_index_urls": "RUNNER_EXTRA_INDEX_URLS",
     "find_links": "RUNNER_FIND_LINKS",
     "no_index": "RUNNER_NO_INDEX",
+    "conda_mirrors": "RUNNER_CONDA_MIRRORS",
 }
 """Where each index option of the settings comes from, for `runner config`."""

@@ -121,17 +121,20 @@ class LockedSet(BaseModel):
     """A lockfile the job runs in exactly, kept in the job's record: nothing is re-resolved."""
 
     model_config = ConfigDict(frozen=True)
-    kind: Literal["pylock", "requirements"]
+    kind: Literal["pylock", "requirements", "conda"]
     text: str
     source: str
     """The file it was read from, for people."""
 
     @classmethod
-    def read(cls, path: str | os.PathLike[str], interpreter: Interpreter) -> LockedSet:
-        """Read any lockfile format; one for another Python or platform is refused."""
+    def read(
+        cls, path: str | os.PathLike[str], interpreter: Interpreter, environment: str | None = None
+    ) -> LockedSet:
+        """Read any lockfile format; one for another Python or platform is refused.
+        `environment`: of a pixi.lock (`default`), or a conda-lock category (`main`)."""
         from envs import formats
 
-        lock = formats.read(Path(path), interpreter)
+        lock = formats.read(Path(path), interpreter, environment)
         return cls(kind=lock.kind, text=lock.text, source=str(Path(path).resolve()))
 
     @property
@@ -221,7 +224,7 @@ class JobSpec(BaseModel):
             )
         if (
             self.framework == "torch"
-            and "torch" not in {name_of(r) for r in self.packages}
+            and not {"torch", "pytorch"} & {name_of(r) for r in self.packages}  # pip's, conda's
             and not self._base_has("torch")
         ):
             if self.lockfile:

@@ -138,7 +138,13 @@ def _interrupt_on_sigterm() -> None:
 @click.option(
     "--lockfile",
     type=click.Path(),
-    help="Run in exactly this lock (pylock.toml, conda-lock.yml, hashed requirements).",
+    help="Run in exactly this lock (pylock.toml, pixi.lock, conda-lock.yml, hashed requirements).",
+)
+@click.option(
+    "--environment",
+    metavar="NAME",
+    help="The lockfile's environment: a pixi.lock environment (default: default) or a "
+    "conda-lock category (default: main).",
 )
 @base_options
 @click.option("--name", help="Job name (default: a fresh one).")
@@ -190,6 +196,7 @@ def train(
     env_vars: tuple[str, ...],
     env_files: tuple[str, ...],
     lockfile: str | None,
+    environment: str | None,
     base: str | None,
     base_python: str | None,
     index_url: str | None,
@@ -253,8 +260,10 @@ def train(
     }
     if name is not None:
         fields["name"] = name
+    if environment and not lockfile:
+        raise click.UsageError("--environment names an environment of --lockfile: give both")
     if lockfile:
-        fields["lockfile"] = LockedSet.read(lockfile, Interpreter.at(settings.python))
+        fields["lockfile"] = LockedSet.read(lockfile, Interpreter.at(settings.python), environment)
     spec = JobSpec.create(**fields)
     assert spec.sandbox is not None
     store = _store(ctx)

@@ -257,17 +257,16 @@ def materialize(
 
 
 def relink_scripts(target: Path, final: Path) -> None:
-    """Scripts uv wrote into a conda prefix name its python by the build path: point them at
-    the path the prefix is published at (rattler did the same for conda's own files)."""
-    old, new = f"#!{target}/".encode(), f"#!{final}/".encode()
+    """Scripts uv wrote into a conda prefix name its python by the build path (in the shebang,
+    or in a `/bin/sh` launcher where the path is too long for one): point them at the path
+    the prefix is published at, as rattler did for conda's own files."""
+    old, new = str(target).encode(), str(final).encode()
     for script in (target / "bin").iterdir():
         if script.is_symlink() or not script.is_file():
             continue
-        with script.open("rb") as f:
-            head = f.read(len(old))
-        if head == old:
-            data = script.read_bytes()
-            script.write_bytes(new + data[len(old) :])
+        data = script.read_bytes()
+        if data.startswith(b"#!") and old in data:
+            script.write_bytes(data.replace(old, new))
 
 
 def _cache_tag(python: Path) -> str:

@@ -132,7 +132,9 @@ class Channel:
         """rattler's solution of `specs` from this channel alone."""
         channel = rattler.Channel(self.url)
         return asyncio.run(
-            rattler.solve([channel], list(specs), platforms=[platform, "noarch"], virtual_packages=[])
+            rattler.solve(
+                [channel], list(specs), platforms=[platform, "noarch"], virtual_packages=[]
+            )
         )
 
 
@@ -141,7 +143,10 @@ def make_channel(root: Path) -> Channel:
     version = system_python_version()
     short = ".".join(version.split(".")[:2])
     channel = root / "channel"
-    cfg = f"home = {SYSTEM_PYTHON.parent}\ninclude-system-site-packages = false\nversion = {version}\n"
+    cfg = (
+        f"home = {SYSTEM_PYTHON.parent}\ninclude-system-site-packages = false\n"
+        f"version = {version}\n"
+    )
     conda_package(
         channel,
         "python",
@@ -188,6 +193,7 @@ def write_pixi_lock(
         for wheel in pypi:
             dist, version = wheel.name.split("-")[:2]
             lock.add_pypi_package(name, where, dist.replace("_", "-"), version, wheel.as_uri())
+    path.parent.mkdir(parents=True, exist_ok=True)
     lock.to_path(path)
     if pypi:
         data = yaml.safe_load(path.read_text())

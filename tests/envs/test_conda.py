@@ -1,0 +1,321 @@
+"""Conda environments for real: a local channel, locks written by rattler and conda-lock,
+installs by rattler into the cache, PyPI packages by uv into the same prefix."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import conda_lock.lockfile  # noqa: F401  (imported once, here: it sets CONDA_ROOT)
+import pytest
+
+from envs import EnvCache, EnvSpec, IndexConfig, Interpreter, formats
+from envs.errors import BuildError
+from envs.lockfile import LockError
+from envs.spec import Connection
+from tests.condachannel import (
+    DATA_TEXT,
+    Channel,
+    conda_package,
+    make_channel,
+    write_conda_lock,
+    write_pixi_lock,
+)
+from tests.conftest import UvSpy
+from tests.wheelhouse import make_wheel
+
+HERE = Interpreter.current()
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def channel(tmp_path: Path) -> Channel:
+    return make_channel(tmp_path)
+
+
+@pytest.fixture
+def wheel(tmp_path: Path) -> Path:
+    body = "def main():\n    print('tiny-cli ran')\n"
+    return make_wheel(
+        tmp_path / "wheels", "tiny-pkg", "1.0", scripts={"tiny-cli": "tiny_pkg:main"}, body=body
+    )
+
+
+@pytest.fixture
+def pixi_lock(tmp_path: Path, channel: Channel, wheel: Path) -> Path:
+    records = channel.solve(["tiny-mod"])
+    return write_pixi_lock(tmp_path / "pixi.lock", {"default": records}, channel, pypi=[wheel])
+
+
+def spec(**connection: object) -> EnvSpec:
+    index = IndexConfig(no_index=True, connection=Connection(**connection))  # type: ignore[arg-type]
+    return EnvSpec(requirements=(), index=index)
+
+
+def run(env_python: Path, code: str) -> str:
+    proc = subprocess.run([env_python, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_a_pixi_lock_is_a_conda_prefix_whose_python_imports_conda_and_pypi_packages(
+    cache: EnvCache, pixi_lock: Path, uv_spy: UvSpy
+) -> None:
+    lock = formats.read(pixi_lock, HERE)
+    assert lock.kind == "conda"
+    assert lock.pins() == [
+        "python==" + lock.conda.conda[0].version,
+        "tiny-data==1.0",
+        "tiny-mod==1.0",
+        "tiny-pkg==1.0",
+    ]
+    env = cache.ensure(spec(), lock=lock)
+    # the noarch: python package, reading the file of the package it depends on
+    assert run(env.python, "import tiny_mod; print(tiny_mod.VALUE, tiny_mod.DATA)") == (
+        f"42 {DATA_TEXT.strip()}"
+    )
+    assert run(env.python, "import sys, tiny_pkg; print(sys.prefix)") == str(env.path)
+    # the PyPI package's entry point names the published prefix, not the build folder
+    script = subprocess.run([env.path / "bin" / "tiny-cli"], capture_output=True, text=True)
+    assert script.stdout == "tiny-cli ran\n", script.stderr
+    assert env.meta.conda == {
+        "source": "pixi.lock",
+        "platform": "linux-64",
+        "environment": "default",
+        "channels": [lock.conda.channels[0]],
+        "packages": {"conda": 3, "pypi": 1},
+    }
+    # conda's files are hardlinks of rattler's package cache, under the cache root
+    data = env.path / "share" / "tiny" / "data.txt"
+    (cached,) = cache.conda_dir.glob("tiny-data-1.0-0/share/tiny/data.txt")
+    assert data.stat().st_ino == cached.stat().st_ino
+    # the PyPI part only went to uv, and uv installed into the prefix without syncing
+    assert [c.split()[:2] for c in uv_spy.calls()] == [["pip", "install"]]
+
+
+def test_the_same_lock_is_one_env_and_a_changed_pin_is_another(
+    cache: EnvCache, tmp_path: Path, channel: Channel, pixi_lock: Path, uv_spy: UvSpy
+) -> None:
+    first = cache.ensure(spec(), lock=formats.read(pixi_lock, HERE))
+    again = formats.read(pixi_lock, HERE)
+    assert cache.ensure(spec(), lock=again).key == first.key
+    assert len(uv_spy.calls()) == 1, "the second ensure built nothing"
+    conda_package(channel.path, "tiny-data", "1.1", {"share/tiny/data.txt": b"newer\n"})
+    channel.reindex()
+    newer = write_pixi_lock(
+        tmp_path / "newer.lock", {"default": channel.solve(["tiny-mod"])}, channel
+    )
+    changed = cache.ensure(spec(), lock=formats.read(newer, HERE))
+    assert changed.key != first.key
+    assert run(changed.python, "import tiny_mod; print(tiny_mod.DATA)") == "newer"
+
+
+def test_a_local_archive_changed_after_locking_is_refused_and_nothing_is_published(
+    cache: EnvCache, channel: Channel, pixi_lock: Path
+) -> None:
+    lock = formats.read(pixi_lock, HERE)
+    archive = channel.archive("tiny-data")
+    conda_package(channel.path, "tiny-data", "1.0", {"share/tiny/data.txt": b"tampered\n"})
+    with pytest.raises(BuildError, match=r"hash mismatch for the conda package tiny-data 1\.0"):
+        cache.ensure(spec(), lock=lock)
+    assert archive.exists()
+    assert cache.ready() == []
+    assert not list(cache.tmp_dir.glob("build-*"))
+
+
+class _Channel(http.server.SimpleHTTPRequestHandler):
+    """Serves the channel folder; while `stall` is set, downloads of tiny-data wait."""
+
+    stall: threading.Event | None = None
+    requested: list[str] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.requested.append(self.path)
+        if self.stall is not None and "tiny-data" in self.path:
+            self.stall.wait(120)
+        super().do_GET()
+
+
+@pytest.fixture
+def served(channel: Channel) -> Iterator[tuple[str, type[_Channel]]]:
+    """The channel over HTTP on loopback, and its handler class (to stall downloads)."""
+
+    class Handler(_Channel):
+        requested: list[str] = []
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Handler, directory=str(channel.path))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", Handler
+    if Handler.stall is not None:
+        Handler.stall.set()
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_mirror_serves_the_locked_files_under_the_same_key_and_rattler_checks_downloads(
+    cache: EnvCache,
+    tmp_path: Path,
+    channel: Channel,
+    pixi_lock: Path,
+    served: tuple[str, type[_Channel]],
+) -> None:
+    url, handler = served
+    lock = formats.read(pixi_lock, HERE)
+    mirrors = ((channel.url, url),)
+    env = cache.ensure(spec(conda_mirrors=mirrors), lock=lock)
+    assert sorted(p.rsplit("/", 1)[-1] for p in handler.requested) == sorted(
+        p.file_name for p in lock.conda.conda
+    ), "every conda archive came from the mirror"
+    assert env.key == lock.env_key(HERE), "where the files come from is not part of the key"
+    assert run(env.python, "import tiny_mod; print(tiny_mod.VALUE)") == "42"
+    # the mirror serves another file under the locked name: rattler refuses the download
+    conda_package(channel.path, "tiny-data", "1.0", {"share/tiny/data.txt": b"tampered\n"})
+    other = EnvCache(tmp_path / "other-cache", uv_binary=cache.uv.binary)
+    with pytest.raises(BuildError, match="hash mismatch"):
+        other.ensure(spec(conda_mirrors=mirrors), lock=lock)
+    assert other.ready() == []
+
+
+def test_a_lock_for_another_platform_or_a_missing_environment_is_refused_naming_it(
+    tmp_path: Path, channel: Channel
+) -> None:
+    records = channel.solve(["tiny-mod"])
+    mac = write_pixi_lock(
+        tmp_path / "mac" / "pixi.lock", {"default": records}, channel, platform="osx-arm64"
+    )
+    with pytest.raises(LockError, match="locked for osx-arm64 platform.*this machine is linux-64"):
+        formats.read(mac, HERE)
+    two = write_pixi_lock(
+        tmp_path / "two" / "pixi.lock", {"default": records, "cuda": records}, channel
+    )
+    with pytest.raises(LockError, match=r"has no environment 'gpu' \(it has: cuda, default\)"):
+        formats.read(two, HERE, "gpu")
+    assert formats.read(two, HERE, "cuda").conda.environment == "cuda"
+    with pytest.raises(LockError, match="--environment applies to pixi.lock and conda-lock.yml"):
+        formats.read(_pylock(tmp_path), HERE, "cuda")
+
+
+def _pylock(tmp_path: Path) -> Path:
+    path = tmp_path / "pylock.toml"
+    path.write_text(
+        'lock-version = "1.0"\n[[packages]]\nname = "x"\nversion = "1"\n'
+        '[[packages.wheels]]\nurl = "file:///x-1-py3-none-any.whl"\n'
+        'hashes = {sha256 = "' + "0" * 64 + '"}\n'
+    )
+    return path
+
+
+def test_a_conda_lock_without_python_or_with_an_unreadable_file_is_one_clear_line(
+    tmp_path: Path, channel: Channel
+) -> None:
+    data_only = write_pixi_lock(
+        tmp_path / "pixi.lock", {"default": channel.solve(["tiny-data"])}, channel
+    )
+    with pytest.raises(LockError, match="holds conda packages but no conda `python`"):
+        formats.read(data_only, HERE)
+    broken = tmp_path / "broken" / "pixi.lock"
+    broken.parent.mkdir()
+    broken.write_text("version: 6\nenvironments: [\n")
+    with pytest.raises(LockError, match="invalid pixi.lock") as caught:
+        formats.read(broken, HERE)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_mixed_conda_lock_yml_installs_conda_and_pip_packages(
+    cache: EnvCache, tmp_path: Path, channel: Channel, wheel: Path
+) -> None:
+    path = write_conda_lock(
+        tmp_path / "conda-lock.yml", channel.solve(["tiny-mod"]), channel, pypi=[wheel]
+    )
+    lock = formats.read(path, HERE)
+    assert lock.kind == "conda" and lock.conda.counts() == {"conda": 3, "pypi": 1}
+    env = cache.ensure(spec(), lock=lock)
+    assert (
+        run(env.python, "import tiny_mod, tiny_pkg; print(tiny_mod.VALUE, tiny_pkg.__version__)")
+        == "42 1.0"
+    )
+    # a pip-only conda-lock.yml is what it always was: a pip lock on the runner's Python
+    with pytest.raises(LockError, match="writes pip-only locks"):
+        formats.write(lock, "conda-lock", HERE)
+
+
+def test_a_pypi_hash_mismatch_in_a_conda_lock_is_refused_by_uv(
+    cache: EnvCache, tmp_path: Path, channel: Channel, wheel: Path
+) -> None:
+    path = write_pixi_lock(
+        tmp_path / "pixi.lock", {"default": channel.solve(["tiny-mod"])}, channel, pypi=[wheel]
+    )
+    lock = formats.read(path, HERE)
+    make_wheel(wheel.parent, "tiny-pkg", "1.0", body="CHANGED = True\n")
+    with pytest.raises(BuildError, match="(?i)hash"):
+        cache.ensure(spec(), lock=lock)
+    assert cache.ready() == []
+
+
+_BUILD = """
+import sys
+from pathlib import Path
+from envs import EnvCache, EnvSpec, IndexConfig, Interpreter, formats
+from envs.spec import Connection
+cache = EnvCache(Path(sys.argv[1]), uv_binary=sys.argv[2])
+lock = formats.read(Path(sys.argv[3]), Interpreter.current())
+index = IndexConfig(no_index=True, connection=Connection(conda_mirrors=((sys.argv[4], sys.argv[5]),)))
+cache.ensure(EnvSpec(requirements=(), index=index), lock=lock)
+"""
+
+
+@pytest.mark.parametrize("stage", ["rattler download", "uv install"])
+def test_a_build_killed_during_install_leaves_nothing_usable(
+    cache: EnvCache,
+    uv_spy: UvSpy,
+    channel: Channel,
+    pixi_lock: Path,
+    served: tuple[str, type[_Channel]],
+    stage: str,
+) -> None:
+    url, handler = served
+    if stage == "rattler download":
+        handler.stall = threading.Event()  # tiny-data's download hangs until set
+        started = lambda: any("tiny-data" in p for p in handler.requested)  # noqa: E731
+    else:
+        uv_spy.hang_after("pip install")
+        started = lambda: bool(uv_spy.calls("pip install"))  # noqa: E731
+    argv = [str(cache.root), str(uv_spy.path), str(pixi_lock), channel.url, url]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _BUILD, *argv],
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while not started() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started(), "the build never reached the stage"
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    assert cache.ready() == []
+    assert list(cache.tmp_dir.glob("build-*")), "the dead build left its folder (unpublished)"
+
+    if handler.stall is not None:
+        handler.stall.set()
+    uv_spy.hang_after(None)
+    lock = formats.read(pixi_lock, HERE)
+    env = cache.ensure(spec(conda_mirrors=((channel.url, url),)), lock=lock)
+    assert run(env.python, "import tiny_mod, tiny_pkg; print(tiny_mod.DATA)") == DATA_TEXT.strip()
+    assert not list(cache.tmp_dir.glob("build-*")), "the next build cleared what the dead one left"

@@ -84,6 +84,18 @@ def requirements(
     """
     lines: list[str] = []
     mirrored: list[str] = []
+    packages = list(packages)
+    conda = sorted(
+        f"{p.name} {p.version}"
+        for p in packages
+        if p.manager == "conda" and not provided(p.name, p.version)
+    )
+    if conda:
+        raise ExportError(
+            f"the job's environment holds conda packages ({', '.join(conda)}), which the "
+            "cluster's pip cannot install: bake them into the runtime's image (a conda-based "
+            "image built from the same pixi.lock or conda-lock.yml)"
+        )
     for package in sorted({p.name: p for p in packages}.values(), key=lambda p: p.name):
         if provided(package.name, package.version):
             continue

@@ -174,30 +174,46 @@ def make_channel(root: Path) -> Channel:
     return found
 
 
+@dataclass(frozen=True)
+class Wheel:
+    """A PyPI package of a lock: name, version, URL and the sha256 of the file."""
+
+    name: str
+    version: str
+    url: str
+    sha256: str
+
+    @classmethod
+    def of(cls, wheel: Path) -> Wheel:
+        dist, version = wheel.name.split("-")[:2]
+        sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        return cls(dist.replace("_", "-"), version, wheel.as_uri(), sha)
+
+
 def write_pixi_lock(
     path: Path,
     environments: dict[str, list[Any]],
     channel: Channel,
     *,
-    pypi: Sequence[Path] = (),
+    pypi: Sequence[Path | Wheel] = (),
     platform: str = PLATFORM,
 ) -> Path:
     """A pixi.lock of solved records per environment, as rattler writes it; `pypi` wheels go
     into every environment, with the sha256 of each file (rattler's writer takes none)."""
+    wheels = [w if isinstance(w, Wheel) else Wheel.of(w) for w in pypi]
     where = rattler.LockPlatform(platform)
     lock = rattler.LockFile([where])
     for name, records in environments.items():
         lock.set_channels(name, [rattler.LockChannel(channel.url)])
         for record in records:
             lock.add_conda_package(name, where, record)
-        for wheel in pypi:
-            dist, version = wheel.name.split("-")[:2]
-            lock.add_pypi_package(name, where, dist.replace("_", "-"), version, wheel.as_uri())
+        for wheel in wheels:
+            lock.add_pypi_package(name, where, wheel.name, wheel.version, wheel.url)
     path.parent.mkdir(parents=True, exist_ok=True)
     lock.to_path(path)
-    if pypi:
+    if wheels:
         data = yaml.safe_load(path.read_text())
-        hashes = {w.as_uri(): hashlib.sha256(w.read_bytes()).hexdigest() for w in pypi}
+        hashes = {w.url: w.sha256 for w in wheels}
         for entry in data["packages"]:
             if "pypi" in entry:
                 entry["sha256"] = hashes[entry["pypi"]]

@@ -20,6 +20,7 @@ _ROWS = (  # (pip's name, where IndexConfig.shown() keeps it)
     ("proxy", ("connection", "proxy")),
     ("timeout", ("connection", "timeout")),
     ("retries", ("connection", "retries")),
+    ("conda-mirror", ("connection", "conda_mirrors")),
 )
 
 
@@ -31,6 +32,8 @@ def source_lines(shown: dict[str, Any]) -> list[str]:
         value: Any = shown
         for part in path:
             value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, dict):  # conda mirrors: channel -> mirror
+            value = " ".join(f"{k}={v}" for k, v in value.items())
         if isinstance(value, (list, tuple)):
             value = " ".join(value)
         if name == "no-index":

@@ -45,6 +45,7 @@ def _env_row(env: Env, specs: list[str] | None = None) -> dict[str, Any]:
         "last_used": env.last_used.isoformat(),
         "base": env.meta.base,
         "base_env": env.meta.base_env,
+        "conda": env.meta.conda,
     }
     if specs is not None:
         row["specs"] = specs
@@ -63,6 +64,18 @@ def _over(row: dict[str, Any]) -> str:
     return f"  (layer over {base})" if base else ""
 
 
+def _what(row: dict[str, Any]) -> str:
+    """What an env holds, in a line: its requirements, or where its conda lock came from."""
+    conda = row["conda"]
+    if conda:
+        counts = conda["packages"]
+        return (
+            f"conda: {conda['source']} {conda['environment']!r} on {conda['platform']}, "
+            f"{counts['conda']} conda + {counts['pypi']} PyPI packages"
+        )
+    return " ".join(row["requirements"]) or "(empty)"
+
+
 @envs.command("list")
 @json_option
 @click.pass_context
@@ -74,7 +87,7 @@ def envs_list(ctx: click.Context, as_json: bool) -> None:
     lines = [f"{'KEY':<12}  {'SIZE':>10}  {'LAST USED':<19}  REQUIREMENTS"]
     lines += [
         f"{r['key'][:12]}  {format_size(r['size_bytes']):>10}  "
-        f"{r['last_used'][:19]:<19}  {' '.join(r['requirements']) or '(empty)'}" + _over(r)
+        f"{r['last_used'][:19]:<19}  {_what(r)}" + _over(r)
         for r in rows
     ]
     total = sum(r["size_bytes"] for r in rows)
@@ -98,20 +111,34 @@ def envs_show(ctx: click.Context, key: str, as_json: bool) -> None:
         [
             f"key:          {env.key}",
             f"path:         {env.path}",
-            f"requirements: {' '.join(row['requirements']) or '(empty)'}",
+            f"requirements: {_what(row)}",
             f"python:       {env.meta.interpreter['version']} ({env.meta.interpreter['abi']})",
             f"size:         {format_size(env.meta.size_bytes)}",
             f"layer over:   {_base_of(row) or '-'}",
             f"created:      {row['created']}",
             f"last used:    {row['last_used']}",
             f"built in:     {env.meta.build_seconds:.2f} s",
+            *_conda_lines(env.meta.conda),
             "sources:",
             *source_lines(env.meta.index),
             "packages:",
-            *(f"  {p}" for p in env.meta.packages),
+            *(
+                f"  {p.name}=={p.version}" + ("  (conda)" if p.manager == "conda" else "")
+                for p in env.lock.packages
+            ),
         ]
     )
     emit(row, as_json, text)
+
+
+def _conda_lines(conda: dict[str, Any] | None) -> list[str]:
+    if not conda:
+        return []
+    return [
+        f"conda:        {conda['source']}, environment {conda['environment']!r}, "
+        f"platform {conda['platform']}",
+        f"channels:     {' '.join(conda['channels']) or '-'}",
+    ]
 
 
 @envs.command("rm")

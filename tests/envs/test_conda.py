@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import conda_lock.lockfile  # noqa: F401  (imported once, here: it sets CONDA_ROOT)
 import pytest
@@ -84,7 +85,9 @@ def test_a_pixi_lock_is_a_conda_prefix_whose_python_imports_conda_and_pypi_packa
     )
     assert run(env.python, "import sys, tiny_pkg; print(sys.prefix)") == str(env.path)
     # the PyPI package's entry point names the published prefix, not the build folder
-    script = subprocess.run([env.path / "bin" / "tiny-cli"], capture_output=True, text=True)
+    script = subprocess.run(
+        [env.path / "bin" / "tiny-cli"], capture_output=True, text=True, check=False
+    )
     assert script.stdout == "tiny-cli ran\n", script.stderr
     assert env.meta.conda == {
         "source": "pixi.lock",
@@ -135,7 +138,7 @@ class _Channel(http.server.SimpleHTTPRequestHandler):
     """Serves the channel folder; while `stall` is set, downloads of tiny-data wait."""
 
     stall: threading.Event | None = None
-    requested: list[str] = []
+    requested: ClassVar[list[str]] = []
 
     def log_message(self, *args: object) -> None:
         pass
@@ -152,7 +155,7 @@ def served(channel: Channel) -> Iterator[tuple[str, type[_Channel]]]:
     """The channel over HTTP on loopback, and its handler class (to stall downloads)."""
 
     class Handler(_Channel):
-        requested: list[str] = []
+        requested: ClassVar[list[str]] = []
 
     server = http.server.ThreadingHTTPServer(
         ("127.0.0.1", 0), functools.partial(Handler, directory=str(channel.path))
@@ -197,7 +200,7 @@ def test_a_lock_for_another_platform_or_a_missing_environment_is_refused_naming_
     mac = write_pixi_lock(
         tmp_path / "mac" / "pixi.lock", {"default": records}, channel, platform="osx-arm64"
     )
-    with pytest.raises(LockError, match="locked for osx-arm64 platform.*this machine is linux-64"):
+    with pytest.raises(LockError, match=r"locked for osx-arm64 platform.*this machine is linux-64"):
         formats.read(mac, HERE)
     two = write_pixi_lock(
         tmp_path / "two" / "pixi.lock", {"default": records, "cuda": records}, channel
@@ -205,7 +208,7 @@ def test_a_lock_for_another_platform_or_a_missing_environment_is_refused_naming_
     with pytest.raises(LockError, match=r"has no environment 'gpu' \(it has: cuda, default\)"):
         formats.read(two, HERE, "gpu")
     assert formats.read(two, HERE, "cuda").conda.environment == "cuda"
-    with pytest.raises(LockError, match="--environment applies to pixi.lock and conda-lock.yml"):
+    with pytest.raises(LockError, match=r"--environment applies to pixi.lock and conda-lock.yml"):
         formats.read(_pylock(tmp_path), HERE, "cuda")
 
 
@@ -230,7 +233,7 @@ def test_a_conda_lock_without_python_or_with_an_unreadable_file_is_one_clear_lin
     broken = tmp_path / "broken" / "pixi.lock"
     broken.parent.mkdir()
     broken.write_text("version: 6\nenvironments: [\n")
-    with pytest.raises(LockError, match="invalid pixi.lock") as caught:
+    with pytest.raises(LockError, match=r"invalid pixi.lock") as caught:
         formats.read(broken, HERE)
     assert "\n" not in str(caught.value)
 
@@ -261,7 +264,7 @@ def test_a_pypi_hash_mismatch_in_a_conda_lock_is_refused_by_uv(
     )
     lock = formats.read(path, HERE)
     make_wheel(wheel.parent, "tiny-pkg", "1.0", body="CHANGED = True\n")
-    with pytest.raises(BuildError, match="(?i)hash"):
+    with pytest.raises(BuildError, match=r"(?i)hash"):
         cache.ensure(spec(), lock=lock)
     assert cache.ready() == []
 
@@ -273,7 +276,8 @@ from envs import EnvCache, EnvSpec, IndexConfig, Interpreter, formats
 from envs.spec import Connection
 cache = EnvCache(Path(sys.argv[1]), uv_binary=sys.argv[2])
 lock = formats.read(Path(sys.argv[3]), Interpreter.current())
-index = IndexConfig(no_index=True, connection=Connection(conda_mirrors=((sys.argv[4], sys.argv[5]),)))
+mirrors = ((sys.argv[4], sys.argv[5]),)
+index = IndexConfig(no_index=True, connection=Connection(conda_mirrors=mirrors))
 cache.ensure(EnvSpec(requirements=(), index=index), lock=lock)
 """
 

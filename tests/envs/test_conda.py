@@ -323,3 +323,30 @@ def test_a_build_killed_during_install_leaves_nothing_usable(
     env = cache.ensure(spec(conda_mirrors=((channel.url, url),)), lock=lock)
     assert run(env.python, "import tiny_mod, tiny_pkg; print(tiny_mod.DATA)") == DATA_TEXT.strip()
     assert not list(cache.tmp_dir.glob("build-*")), "the next build cleared what the dead one left"
+
+
+def test_a_conda_env_is_leased_and_collected_like_any_env(cache: EnvCache, pixi_lock: Path) -> None:
+    from envs.gc import collect
+
+    lock = formats.read(pixi_lock, HERE)
+    with cache.lease(spec(), lock=lock) as env:
+        held = collect(cache, max_size=0)
+        assert held.in_use == [env.key] and held.removed == []
+        assert run(env.python, "import tiny_mod; print(tiny_mod.VALUE)") == "42"
+    done = collect(cache, max_size=0)
+    assert done.removed == [env.key] and not env.path.exists()
+    # rattler's package cache outlives the env: the next build links from it again
+    again = cache.ensure(spec(), lock=lock)
+    assert run(again.python, "import tiny_mod; print(tiny_mod.DATA)") == DATA_TEXT.strip()
+
+
+def test_a_conda_env_builds_from_code_already_inside_an_event_loop(
+    cache: EnvCache, pixi_lock: Path
+) -> None:
+    """A notebook runs an event loop: rattler's coroutine then runs in a thread of its own."""
+    import asyncio
+
+    async def build() -> Path:
+        return cache.ensure(spec(), lock=formats.read(pixi_lock, HERE)).python
+
+    assert run(asyncio.run(build()), "import tiny_mod; print(tiny_mod.VALUE)") == "42"

@@ -224,7 +224,7 @@ class JobSpec(BaseModel):
             )
         if (
             self.framework == "torch"
-            and not {"torch", "pytorch"} & {name_of(r) for r in self.packages}  # pip's, conda's
+            and not {"torch", "pytorch"} & self._names()  # pip's, conda's
             and not self._base_has("torch")
         ):
             if self.lockfile:
@@ -243,11 +243,20 @@ class JobSpec(BaseModel):
             return True
         return self.base_python is not None and name in base_probe(self.base_python).versions
 
+    def _names(self) -> set[str]:
+        """The names of every package the job's env holds, conda's too."""
+        if self.lockfile:
+            return {p.name for p in self.lockfile.lock.packages}
+        return {name_of(r) for r in self.requirements}
+
     @property
     def packages(self) -> tuple[Requirement, ...]:
-        """What the job's env holds: its requirements, or its lockfile's pins."""
+        """What the job's env holds as pip requirements: its requirements, or its lockfile's
+        PyPI pins (conda packages are none: `_libgcc_mutex 0.1` or `openssl 1.1.1w` are no
+        pip requirement, and rattler installs them)."""
         if self.lockfile:
-            return tuple(parse(pin) for pin in self.lockfile.lock.pins())
+            pypi = (p for p in self.lockfile.lock.packages if p.manager == "pypi")
+            return tuple(parse(f"{p.name}=={p.version}") for p in pypi)
         return self.requirements
 
     @classmethod

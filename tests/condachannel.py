@@ -147,11 +147,14 @@ def make_channel(root: Path) -> Channel:
         f"home = {SYSTEM_PYTHON.parent}\ninclude-system-site-packages = false\n"
         f"version = {version}\n"
     )
+    # conda-forge's own kind of names and versions, which are no pip requirement
+    conda_package(channel, "_tiny_mutex", "1.1.1w", {"share/tiny/mutex": b""}, build="conda")
     conda_package(
         channel,
         "python",
         version,
         {"pyvenv.cfg": cfg.encode()},
+        depends=["_tiny_mutex"],
         links={
             f"bin/python{short}": str(SYSTEM_PYTHON),
             "bin/python3": f"python{short}",

@@ -68,12 +68,13 @@ def run(env_python: Path, code: str) -> str:
 
 
 def test_a_pixi_lock_is_a_conda_prefix_whose_python_imports_conda_and_pypi_packages(
-    cache: EnvCache, pixi_lock: Path, uv_spy: UvSpy
+    cache: EnvCache, pixi_lock: Path, uv_spy: UvSpy, channel: Channel
 ) -> None:
     lock = formats.read(pixi_lock, HERE)
     assert lock.kind == "conda"
     assert lock.pins() == [
-        "python==" + lock.conda.conda[0].version,
+        "_tiny_mutex==1.1.1w",
+        f"python=={channel.python_version}",
         "tiny-data==1.0",
         "tiny-mod==1.0",
         "tiny-pkg==1.0",
@@ -94,7 +95,7 @@ def test_a_pixi_lock_is_a_conda_prefix_whose_python_imports_conda_and_pypi_packa
         "platform": "linux-64",
         "environment": "default",
         "channels": [lock.conda.channels[0]],
-        "packages": {"conda": 3, "pypi": 1},
+        "packages": {"conda": 4, "pypi": 1},
     }
     # conda's files are hardlinks of rattler's package cache, under the cache root
     data = env.path / "share" / "tiny" / "data.txt"
@@ -245,7 +246,7 @@ def test_a_mixed_conda_lock_yml_installs_conda_and_pip_packages(
         tmp_path / "conda-lock.yml", channel.solve(["tiny-mod"]), channel, pypi=[wheel]
     )
     lock = formats.read(path, HERE)
-    assert lock.kind == "conda" and lock.conda.counts() == {"conda": 3, "pypi": 1}
+    assert lock.kind == "conda" and lock.conda.counts() == {"conda": 4, "pypi": 1}
     env = cache.ensure(spec(), lock=lock)
     assert (
         run(env.python, "import tiny_mod, tiny_pkg; print(tiny_mod.VALUE, tiny_pkg.__version__)")

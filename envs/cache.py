@@ -250,6 +250,7 @@ class EnvCache:
             for env in self.ready()
             if spec.base is None
             and env.meta.base is None
+            and env.meta.conda is None  # its packages need their prefix: see `conda.py`
             and env.meta.interpreter == spec.interpreter.identity()
             and set(env.meta.packages) < pins  # cheap first: from its metadata
         ]

@@ -260,6 +260,11 @@ class Lock:
         """`name==version` for each locked package, sorted: what a human wants to read."""
         return [f"{p.name}=={p.version}" for p in self.packages]
 
+    def pip_pins(self) -> list[str]:
+        """The pins of the PyPI packages alone: conda's are no pip requirements
+        (`_libgcc_mutex==0.1`, `openssl==1.1.1w`)."""
+        return [f"{p.name}=={p.version}" for p in self.packages if p.manager == "pypi"]
+
     def env_key(self, interpreter: Interpreter) -> str:
         """The environment's identity: the locked packages on this interpreter (a conda
         lock holds its own interpreter)."""

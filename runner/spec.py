@@ -255,8 +255,7 @@ class JobSpec(BaseModel):
         PyPI pins (conda packages are none: `_libgcc_mutex 0.1` or `openssl 1.1.1w` are no
         pip requirement, and rattler installs them)."""
         if self.lockfile:
-            pypi = (p for p in self.lockfile.lock.packages if p.manager == "pypi")
-            return tuple(parse(f"{p.name}=={p.version}") for p in pypi)
+            return tuple(parse(pin) for pin in self.lockfile.lock.pip_pins())
         return self.requirements
 
     @classmethod

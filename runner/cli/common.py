@@ -139,7 +139,9 @@ def base_python_of(settings: RunnerSettings, base: str | None, given: str | None
     if base and Path(base).is_file():
         return str(_locked_env(settings, Path(base)))
     if base:
-        return str(open_cache(settings).get(base).python)
+        env = open_cache(settings).get(base)
+        _not_conda(base, env.meta.conda is not None)
+        return str(env.python)
     path = given or settings.base_python
     if path is None:
         return None
@@ -154,11 +156,23 @@ def base_python_of(settings: RunnerSettings, base: str | None, given: str | None
     return found
 
 
+def _not_conda(base: str, conda: bool) -> None:
+    """A layer sees its base's packages but not its prefix: conda packages that find their
+    files under `sys.prefix` would break in it, so a conda env is no base."""
+    if conda:
+        raise click.BadParameter(
+            f"{base} is a conda environment, which layers do not go over (its packages find "
+            "their files under its own prefix): add the packages to the pixi or conda lock",
+            param_hint="--base",
+        )
+
+
 def _locked_env(settings: RunnerSettings, lockfile: Path) -> Path:
     """The python of the cached env that holds exactly `lockfile` (built the first time)."""
     from envs import Interpreter
     from runner.spec import LockedSet, env_spec, open_cache
 
     lock = LockedSet.read(lockfile, Interpreter.at(settings.python)).lock
-    spec = env_spec(settings, lock.pins())
+    _not_conda(str(lockfile), lock.kind == "conda")
+    spec = env_spec(settings, lock.pip_pins())
     return open_cache(settings, writing=True).ensure(spec, lock=lock).python

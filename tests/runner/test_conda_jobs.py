@@ -193,3 +193,20 @@ def test_the_sdk_runs_a_ddp_job_in_a_pixi_lock_with_torch_from_pypi(
             trainer=CustomTrainer(func=all_reduce_sum),
             options=[Lockfile(str(path), environment="gpu")],
         )
+
+
+def test_a_conda_env_is_no_base_for_a_layer(
+    runner_cli: RunCli, tmp_path: Path, pixi_lock: Path
+) -> None:
+    """A layer sees its base's packages but not its prefix, where conda packages find their
+    files (tiny_mod reads sys.prefix/share): refused, by lockfile and by key, naming why."""
+    script = tmp_path / "job.py"
+    script.write_text(JOB)
+    by_lock = runner_cli(
+        "train", "--base", str(pixi_lock), "--with", "tiny-pkg", str(script), check=False
+    )
+    assert by_lock.returncode == 2 and "is a conda environment, which layers" in by_lock.stderr
+    runner_cli("train", "--lockfile", str(pixi_lock), str(script))
+    key = only_env_key(runner_cli)
+    by_key = runner_cli("train", "--base", key[:8], "--with", "tiny-pkg", str(script), check=False)
+    assert by_key.returncode == 2 and "is a conda environment, which layers" in by_key.stderr

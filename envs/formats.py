@@ -79,6 +79,8 @@ def read(path: Path, interpreter: Interpreter, environment: str | None = None) -
         text = path.read_text()
     except OSError as exc:
         raise LockError(f"cannot read lockfile {str(path)!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise LockError(f"lockfile {str(path)!r} is not a text file (not UTF-8)") from None
     kind = format_of(path)
     if environment is not None and kind not in ("pixi", "conda-lock"):
         raise LockError(

@@ -158,7 +158,10 @@ def test_bad_lockfile_input_is_refused_before_anything_runs(
     unhashed.write_text("tiny-pkg==1.0\n")
     broken = tmp_path / "broken.toml"
     broken.write_text("lock-version = \n")
+    binary = tmp_path / "pixi.lock"
+    binary.write_bytes(bytes(range(256)) * 8)  # a file that is no text at all
     cases = [
+        (["train", "--lockfile", str(binary), REPORT], "is not a text file (not UTF-8)"),
         (["train", "--lockfile", "missing.toml", REPORT], "cannot read lockfile 'missing.toml'"),
         (["train", "--lockfile", str(loose), REPORT], "'tiny-pkg>=1' is not locked"),
         (["train", "--lockfile", str(unhashed), REPORT], "'tiny-pkg==1.0' is not locked"),

@@ -390,6 +390,7 @@ def install(
             )
         )
     except Exception as exc:  # rattler's InstallerError and friends
-        lines = [ln.removeprefix("Caused by: ").strip() for ln in str(exc).splitlines()]
-        cause = ": ".join(ln for ln in lines if ln) or type(exc).__name__
+        lines = [ln.removeprefix("Caused by: ").strip().rstrip(".") for ln in str(exc).splitlines()]
+        parts = [p for ln in lines for p in ln.split(": ") if p]
+        cause = ": ".join(dict.fromkeys(parts)) or type(exc).__name__  # each cause once
         raise BuildError(f"installing the conda packages failed: {cause}") from None

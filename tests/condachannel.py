@@ -15,15 +15,19 @@ packages land in its `lib/pythonX.Y/site-packages` as they would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import hashlib
+import http.server
 import io
 import json
 import subprocess
 import tarfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import rattler
 import yaml
@@ -273,3 +277,41 @@ def write_conda_lock(
     )
     write_conda_lock_file(lockfile, path, metadata_choices=None)
     return path
+
+
+class ChannelHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves a channel folder; while `stall` is set to an unset event, downloads of
+    tiny-data wait for it."""
+
+    stall: threading.Event | None = None
+    requested: ClassVar[list[str]] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.requested.append(self.path)
+        if self.stall is not None and "tiny-data" in self.path:
+            self.stall.wait(120)
+        super().do_GET()
+
+
+@contextlib.contextmanager
+def serve(channel: Channel) -> Iterator[tuple[str, type[ChannelHandler]]]:
+    """The channel over HTTP on loopback (a mirror), and its handler class (to stall it)."""
+
+    class Handler(ChannelHandler):
+        requested: ClassVar[list[str]] = []
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Handler, directory=str(channel.path))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", Handler
+    finally:
+        if Handler.stall is not None:
+            Handler.stall.set()
+        server.shutdown()
+        server.server_close()

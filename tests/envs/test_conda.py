@@ -3,8 +3,6 @@ installs by rattler into the cache, PyPI packages by uv into the same prefix."""
 
 from __future__ import annotations
 
-import functools
-import http.server
 import os
 import signal
 import subprocess
@@ -13,7 +11,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
 
 import conda_lock.lockfile  # noqa: F401  (imported once, here: it sets CONDA_ROOT)
 import pytest
@@ -25,8 +22,10 @@ from envs.spec import Connection
 from tests.condachannel import (
     DATA_TEXT,
     Channel,
+    ChannelHandler,
     conda_package,
     make_channel,
+    serve,
     write_conda_lock,
     write_pixi_lock,
 )
@@ -135,39 +134,10 @@ def test_a_local_archive_changed_after_locking_is_refused_and_nothing_is_publish
     assert not list(cache.tmp_dir.glob("build-*"))
 
 
-class _Channel(http.server.SimpleHTTPRequestHandler):
-    """Serves the channel folder; while `stall` is set, downloads of tiny-data wait."""
-
-    stall: threading.Event | None = None
-    requested: ClassVar[list[str]] = []
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self.requested.append(self.path)
-        if self.stall is not None and "tiny-data" in self.path:
-            self.stall.wait(120)
-        super().do_GET()
-
-
 @pytest.fixture
-def served(channel: Channel) -> Iterator[tuple[str, type[_Channel]]]:
-    """The channel over HTTP on loopback, and its handler class (to stall downloads)."""
-
-    class Handler(_Channel):
-        requested: ClassVar[list[str]] = []
-
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Handler, directory=str(channel.path))
-    )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", Handler
-    if Handler.stall is not None:
-        Handler.stall.set()
-    server.shutdown()
-    server.server_close()
+def served(channel: Channel) -> Iterator[tuple[str, type[ChannelHandler]]]:
+    with serve(channel) as found:
+        yield found
 
 
 def test_a_mirror_serves_the_locked_files_under_the_same_key_and_rattler_checks_downloads(
@@ -175,7 +145,7 @@ def test_a_mirror_serves_the_locked_files_under_the_same_key_and_rattler_checks_
     tmp_path: Path,
     channel: Channel,
     pixi_lock: Path,
-    served: tuple[str, type[_Channel]],
+    served: tuple[str, type[ChannelHandler]],
 ) -> None:
     url, handler = served
     lock = formats.read(pixi_lock, HERE)
@@ -289,7 +259,7 @@ def test_a_build_killed_during_install_leaves_nothing_usable(
     uv_spy: UvSpy,
     channel: Channel,
     pixi_lock: Path,
-    served: tuple[str, type[_Channel]],
+    served: tuple[str, type[ChannelHandler]],
     stage: str,
 ) -> None:
     url, handler = served

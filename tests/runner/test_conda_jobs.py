@@ -4,6 +4,11 @@ sandbox around a conda prefix, and what `runner envs` says of it."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +28,7 @@ from tests.condachannel import (
     Channel,
     Wheel,
     make_channel,
+    serve,
     write_pixi_lock,
 )
 from tests.conftest import UvSpy
@@ -210,3 +216,43 @@ def test_a_conda_env_is_no_base_for_a_layer(
     key = only_env_key(runner_cli)
     by_key = runner_cli("train", "--base", key[:8], "--with", "tiny-pkg", str(script), check=False)
     assert by_key.returncode == 2 and "is a conda environment, which layers" in by_key.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_during_a_conda_download_cancels_the_job_at_once_and_publishes_nothing(
+    cli_environ: dict[str, str],
+    runner_cli: RunCli,
+    tmp_path: Path,
+    channel: Channel,
+    pixi_lock: Path,
+    settings: RunnerSettings,
+    sig: int,
+) -> None:
+    """A stalled mirror must not hold Ctrl-C (or a SIGTERM) for as long as it stalls."""
+    script = tmp_path / "job.py"
+    script.write_text(JOB)
+    with serve(channel) as (url, handler):
+        handler.stall = threading.Event()
+        environ = {**cli_environ, "RUNNER_CONDA_MIRRORS": f"{channel.url}={url}"}
+        argv = ["train", "--name", "stopped", "--lockfile", str(pixi_lock), str(script)]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runner.cli", *argv],
+            env=environ,
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while not any("tiny-data" in p for p in handler.requested):
+            assert time.monotonic() < deadline and proc.poll() is None, "no download began"
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)  # the stalled download would take 120 s
+    assert proc.returncode == 130, err
+    assert "job stopped Failed: cancelled" in err
+    record = JobStore(settings.state_dir).load("stopped")
+    assert record.status == "Failed" and record.reason == "cancelled"
+    assert not list((settings.cache_dir / "envs").iterdir())
+    runner_cli("train", "--name", "after", "--lockfile", str(pixi_lock), str(script))
+    assert "data hello" in runner_cli("logs", "after").stdout

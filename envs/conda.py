@@ -170,7 +170,7 @@ def read_pixi(path: Path, platform: str, environment: str | None) -> CondaSet:
     for package in env.packages(chosen) or []:
         kind = type(package).__name__
         if kind == "PypiLockedPackage":
-            sha = package.hashes.sha256 if package.hashes else None
+            sha = _sha256(package)
             if sha is None:
                 raise LockError(
                     f"pixi.lock: the PyPI package {package.name} ({package.location}) has no "
@@ -204,6 +204,15 @@ def read_pixi(path: Path, platform: str, environment: str | None) -> CondaSet:
             pypi=pypi,
         )
     )
+
+
+def _sha256(package: Any) -> bytes | None:
+    """A PyPI package's sha256, or None (rattler's hashes object raises for an entry that
+    has none, an editable source say)."""
+    try:
+        return package.hashes.sha256  # type: ignore[no-any-return]
+    except AttributeError:
+        return None
 
 
 def _from_record(record: Any, folder: Path) -> CondaPackage:

@@ -3,6 +3,7 @@ installs by rattler into the cache, PyPI packages by uv into the same prefix."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -321,3 +322,78 @@ def test_a_conda_env_builds_from_code_already_inside_an_event_loop(
         return cache.ensure(spec(), lock=formats.read(pixi_lock, HERE)).python
 
     assert run(asyncio.run(build()), "import tiny_mod; print(tiny_mod.VALUE)") == "42"
+
+
+PIXI_V6 = """\
+version: 6
+environments:
+  default:
+    channels:
+    - url: {channel}/
+    indexes:
+    - https://pypi.org/simple
+    packages:
+      linux-64:
+{default}
+  dev:
+    channels:
+    - url: {channel}/
+    packages:
+      linux-64:
+{dev}
+packages:
+{packages}
+"""
+
+
+def _v6_entry(archive: Path, depends: list[str], noarch: str | None) -> str:
+    data = archive.read_bytes()
+    lines = [
+        f"- conda: {archive.as_uri()}",
+        f"  subdir: {archive.parent.name}",
+        f"  sha256: {hashlib.sha256(data).hexdigest()}",
+        f"  md5: {hashlib.md5(data).hexdigest()}",
+        *(["  depends:"] + [f"  - {d}" for d in depends] if depends else []),
+        *([f"  noarch: {noarch}"] if noarch else []),
+        "  license: MIT",
+        f"  size: {len(data)}",
+        "  timestamp: 1700000000000",
+    ]
+    return "\n".join(lines)
+
+
+def test_a_pixi_lock_as_pixi_writes_it_v6_runs_and_an_editable_source_is_refused(
+    cache: EnvCache, tmp_path: Path, channel: Channel, wheel: Path
+) -> None:
+    """pixi writes version 6 (names and versions only in the URLs, `indexes`, a project's
+    own package as an editable `pypi: ./`): the text here is pixi's shape, every hash
+    computed from the files."""
+    conda = {
+        "_tiny_mutex": ([], None),
+        "python": (["_tiny_mutex"], None),
+        "tiny-data": ([], "generic"),
+        "tiny-mod": (["python", "tiny-data >=1"], "python"),
+    }
+    archives = {name: channel.archive(name) for name in conda}
+    listed = [f"      - conda: {a.as_uri()}" for a in archives.values()]
+    pypi = (
+        f"- pypi: {wheel.as_uri()}\n  name: tiny-pkg\n  version: '1.0'\n"
+        f"  sha256: {hashlib.sha256(wheel.read_bytes()).hexdigest()}\n"
+        "  requires_python: '>=3.8'"
+    )
+    own = "- pypi: ./\n  name: my-project\n  version: 0.1.0\n  editable: true"
+    text = PIXI_V6.format(
+        channel=channel.url,
+        default="\n".join([*listed, f"      - pypi: {wheel.as_uri()}"]),
+        dev="\n".join([*listed, "      - pypi: ./"]),
+        packages="\n".join([*(_v6_entry(archives[n], *conda[n]) for n in conda), pypi, own]),
+    )
+    path = tmp_path / "ws" / "pixi.lock"
+    path.parent.mkdir()
+    path.write_text(text)
+    lock = formats.read(path, HERE)
+    assert lock.conda.counts() == {"conda": 4, "pypi": 1}
+    env = cache.ensure(spec(), lock=lock)
+    assert run(env.python, "import tiny_mod, tiny_pkg; print(tiny_mod.VALUE)") == "42"
+    with pytest.raises(LockError, match=r"my-project \(.*\) has no sha256 hash"):
+        formats.read(path, HERE, "dev")

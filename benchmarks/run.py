@@ -415,6 +415,44 @@ class Bench:
 
     # -- 7. the CLI's own cost -----------------------------------------------------
 
+    def conda_lock(self) -> dict[str, Any]:
+        """A job from a pixi.lock, its env cached, beside one from a pylock.toml of the same
+        PyPI packages: what reading a conda lock (with rattler) adds to each job's start.
+
+        No conda channel is reachable here, so the conda side is the tests' local channel
+        (its `python` stands in for conda-forge's); numpy comes from PyPI in both."""
+        from envs import Interpreter, formats
+        from tests.condachannel import SYSTEM_PYTHON, Wheel, make_channel, write_pixi_lock
+
+        channel = make_channel(self.root / "conda-channel")
+        pylock = self.root / "locks" / "pylock.toml"
+        pylock.parent.mkdir()
+        run([RUNNER, "lock", "--with", "numpy", "-o", str(pylock)])
+        conda_python = Interpreter.at(SYSTEM_PYTHON)
+        wheels = []
+        for package in formats.read(pylock, Interpreter.current()).packages:
+            chosen = package.file_for(conda_python)
+            wheels.append(Wheel(package.name, package.version, chosen.uri, str(chosen.sha256)))
+        records = channel.solve(["python"])
+        pixi = write_pixi_lock(
+            self.root / "locks" / "pixi.lock", {"default": records}, channel, pypi=wheels
+        )
+        jobs = {
+            kind: [RUNNER, "train", "--lockfile", str(path), str(self.script)]
+            for kind, path in (("pylock", pylock), ("pixi", pixi))
+        }
+        for argv in jobs.values():
+            run(argv)  # built once: the figures are cache hits
+        reps = max(10, self.reps)
+        log(f"lockfiles: a job from pylock.toml and from pixi.lock, env cached, x{reps}")
+        found = {kind: repeat(reps, lambda argv=argv: run(argv)) for kind, argv in jobs.items()}
+        return {
+            **found,
+            "ratio": found["pixi"]["median"] / found["pylock"]["median"],
+            "conda_packages": len(records),
+            "pypi_packages": len(wheels),
+        }
+
     def cli(self) -> dict[str, Any]:
         """Whole processes of the commands a user types most, on this run's records."""
         jobs_dir = self.settings.state_dir / "jobs"
@@ -571,6 +609,13 @@ def markdown(report: dict[str, Any]) -> str:
         f"{lay['base_and_layers_bytes'] / gib:.2f} GiB (the base: "
         f"{lay['base_bytes'] / gib:.2f} GiB) | {lay['ratio_to_one_env']:.3f}x one env |"
     )
+    if "conda_lock" in res:
+        c = res["conda_lock"]
+        rows.append(
+            f"| a job from a lockfile, its env cached (process) | `--lockfile pylock.toml` "
+            f"(numpy): {ms(c['pylock'])} | `--lockfile pixi.lock` ({c['conda_packages']} conda "
+            f"packages, numpy from PyPI): {ms(c['pixi'])} | {c['ratio']:.2f}x |"
+        )
     cli = res["cli"]
     rows.append(
         f"| the CLI (process) | - | `--help` {ms(cli['help'])}; `status` {ms(cli['status'])}; "
@@ -644,6 +689,7 @@ def main(argv: list[str] | None = None) -> None:
             results["concurrent"] = bench.concurrent()
             results["shared_torch"] = bench.shared_torch()
             results["layered"] = bench.layered()
+            results["conda_lock"] = bench.conda_lock()
         results["cli"] = bench.cli()
     report: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

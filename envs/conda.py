@@ -17,9 +17,7 @@ same prefix with uv (see `builder`), and the job runs the prefix's own python.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import threading
 from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any
@@ -350,6 +348,9 @@ def _record(rattler: Any, package: CondaPackage, url: str) -> Any:
 
 def _run(coroutine: Coroutine[Any, Any, None]) -> None:
     """Run a coroutine to its end, also from a thread whose event loop runs (a notebook)."""
+    import asyncio  # here: a job whose conda env is cached never needs it
+    import threading
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:

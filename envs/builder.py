@@ -203,7 +203,7 @@ def materialize(
 
         assert final is not None and conda_cache is not None
         mirrors = dict(spec.index.connection.conda_mirrors)
-        conda.install(lock.conda, target, final, conda_cache, mirrors)
+        conda.install(lock.conda, target, final, conda_cache, mirrors, log or _log)
         (log or _log).info("env.conda.installed", packages=len(lock.conda.conda))
     else:
         uv.run(

@@ -18,9 +18,10 @@ same prefix with uv (see `builder`), and the job runs the prefix's own python.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Coroutine, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 from packaging.utils import canonicalize_name
@@ -29,6 +30,9 @@ from pydantic import BaseModel, ValidationError
 from envs.errors import BuildError
 from envs.lockfile import LockedFile, LockedPackage, LockError
 from envs.spec import digest
+
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger as Logger
 
 INSTALL_CONDA = "install the conda extra: pip install 'sandbox-runner[conda]'"
 
@@ -371,12 +375,55 @@ def _run(coroutine: Coroutine[Any, Any, None]) -> None:
         raise failure[0]
 
 
+PROGRESS_SECONDS = 2.0
+"""At most one `env.conda.progress` event this often (hundreds of packages, each its own
+callbacks, would otherwise flood the job's log)."""
+
+
+class Progress:
+    """rattler's installer callbacks as `env.conda.progress` events: packages done of all,
+    and bytes downloaded, so a long download is seen moving (in the job's log, and on the
+    terminal of a foreground job)."""
+
+    def __init__(self, log: Logger, packages: int) -> None:
+        self.log = log
+        self.packages = packages
+        self.done = 0
+        self.downloaded: dict[int, int] = {}
+        self.last = time.monotonic()
+
+    def on_download_start(self, cache_entry: int) -> int:
+        """A token of our own for each download (the bytes of each are kept apart)."""
+        self.downloaded[len(self.downloaded)] = 0
+        return len(self.downloaded) - 1
+
+    def on_download_progress(self, download_idx: int, progress: int, total: int | None) -> None:
+        self.downloaded[download_idx] = progress
+        self._tell()
+
+    def on_transaction_operation_complete(self, operation: int) -> None:
+        self.done += 1
+        self._tell(last=self.done == self.packages)
+
+    def _tell(self, *, last: bool = False) -> None:
+        now = time.monotonic()
+        if last or now - self.last >= PROGRESS_SECONDS:
+            self.last = now
+            self.log.info(
+                "env.conda.progress",
+                done=self.done,
+                packages=self.packages,
+                downloaded_bytes=sum(self.downloaded.values()),
+            )
+
+
 def install(
     found: CondaSet,
     target: Path,
     final: Path,
     package_cache: Path,
     mirrors: Mapping[str, str],
+    log: Logger,
 ) -> None:
     """The conda packages into `target`, patched for the prefix they will have at `final`.
 
@@ -394,7 +441,7 @@ def install(
                 records,
                 target,
                 cache_dir=package_cache,
-                show_progress=False,
+                reporter=Progress(log, len(records)),
                 alternative_target_prefix=final,
                 execute_link_scripts=False,
             )

@@ -135,6 +135,18 @@ def test_a_local_archive_changed_after_locking_is_refused_and_nothing_is_publish
     assert not list(cache.tmp_dir.glob("build-*"))
 
 
+class Recorder:
+    """A logger that keeps what it is told, to read the events of one build."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, object]]] = []
+
+    def _keep(self, event: str, **fields: object) -> None:
+        self.events.append((event, fields))
+
+    info = warning = error = debug = _keep
+
+
 @pytest.fixture
 def served(channel: Channel) -> Iterator[tuple[str, type[ChannelHandler]]]:
     with serve(channel) as found:
@@ -151,7 +163,12 @@ def test_a_mirror_serves_the_locked_files_under_the_same_key_and_rattler_checks_
     url, handler = served
     lock = formats.read(pixi_lock, HERE)
     mirrors = ((channel.url, url),)
-    env = cache.ensure(spec(conda_mirrors=mirrors), lock=lock)
+    log = Recorder()
+    env = cache.ensure(spec(conda_mirrors=mirrors), log=log, lock=lock)  # type: ignore[arg-type]
+    # progress as it goes: the last event has every package done and every byte fetched
+    (*_, last) = (fields for event, fields in log.events if event == "env.conda.progress")
+    sizes = sum(channel.archive(p.name).stat().st_size for p in lock.conda.conda)
+    assert last == {"done": 4, "packages": 4, "downloaded_bytes": sizes}
     assert sorted(p.rsplit("/", 1)[-1] for p in handler.requested) == sorted(
         p.file_name for p in lock.conda.conda
     ), "every conda archive came from the mirror"

@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 
     from packaging.requirements import Requirement
 
-    from envs import IndexConfig
+    from envs import Env, IndexConfig
+    from envs.lockfile import Lock
     from runner.settings import RunnerSettings
 
 
@@ -84,6 +85,21 @@ def package_options(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
     return click.option(
         "--with", "with_", multiple=True, metavar="REQ", help="A requirement (repeatable)."
+    )(command)
+
+
+def lockfile_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--lockfile FILE` (exactly that set) and `--environment NAME` (of a pixi or conda lock)."""
+    command = click.option(
+        "--environment",
+        metavar="NAME",
+        help="The lockfile's environment: a pixi.lock environment (default: default) or a "
+        "conda-lock category (default: main).",
+    )(command)
+    return click.option(
+        "--lockfile",
+        type=click.Path(),
+        help="Exactly this lock (pylock.toml, pixi.lock, conda-lock.yml, hashed requirements).",
     )(command)
 
 
@@ -169,10 +185,22 @@ def _not_conda(base: str, conda: bool) -> None:
 
 def _locked_env(settings: RunnerSettings, lockfile: Path) -> Path:
     """The python of the cached env that holds exactly `lockfile` (built the first time)."""
-    from envs import Interpreter
-    from runner.spec import LockedSet, env_spec, open_cache
-
-    lock = LockedSet.read(lockfile, Interpreter.at(settings.python)).lock
+    lock = read_lock(settings, str(lockfile))
     _not_conda(str(lockfile), lock.kind == "conda")
-    spec = env_spec(settings, lock.pip_pins())
-    return open_cache(settings, writing=True).ensure(spec, lock=lock).python
+    return locked_env(settings, lock).python
+
+
+def read_lock(settings: RunnerSettings, lockfile: str, environment: str | None = None) -> Lock:
+    """A lockfile of any format, checked against the interpreter of new envs."""
+    from envs import Interpreter
+    from runner.spec import LockedSet
+
+    return LockedSet.read(lockfile, Interpreter.at(settings.python), environment).lock
+
+
+def locked_env(settings: RunnerSettings, lock: Lock, index: IndexConfig | None = None) -> Env:
+    """The cached env that holds exactly `lock`, built the first time."""
+    from runner.spec import env_spec, open_cache
+
+    spec = env_spec(settings, lock.pip_pins(), index)
+    return open_cache(settings, writing=True).ensure(spec, lock=lock)

@@ -17,8 +17,11 @@ from runner.cli.common import (
     emit,
     index_of,
     json_option,
+    locked_env,
+    lockfile_options,
     package_options,
     packages_of,
+    read_lock,
     settings_of,
     size_option,
 )
@@ -197,6 +200,7 @@ def envs_gc(
 
 @envs.command("create")
 @package_options
+@lockfile_options
 @json_option
 @click.pass_context
 def envs_create(
@@ -206,17 +210,27 @@ def envs_create(
     index_url: str | None,
     extra_index_url: tuple[str, ...],
     find_links: tuple[str, ...],
+    lockfile: str | None,
+    environment: str | None,
     as_json: bool,
 ) -> None:
-    """Build (or find) the environment for a package set ahead of any job."""
+    """Build (or find) the environment for a package set, or of a lockfile, ahead of any
+    job."""
     from runner.cli.progress import resolving
     from runner.spec import env_spec, open_cache
 
     settings = settings_of(ctx)
     reqs = packages_of(with_, req_files)
     index = index_of(index_url, extra_index_url, find_links)
-    with resolving(reqs):
-        env = open_cache(settings, writing=True).ensure(env_spec(settings, reqs, index))
+    if lockfile:
+        if reqs:
+            raise click.UsageError("give packages or a lockfile, not both")
+        env = locked_env(settings, read_lock(settings, lockfile, environment), index)
+    elif environment:
+        raise click.UsageError("--environment names an environment of --lockfile: give both")
+    else:
+        with resolving(reqs):
+            env = open_cache(settings, writing=True).ensure(env_spec(settings, reqs, index))
     emit(_env_row(env), as_json, f"{env.key[:12]}  {env.path}")
 
 

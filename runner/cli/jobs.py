@@ -19,6 +19,7 @@ from runner.cli.common import (
     emit,
     index_of,
     json_option,
+    lockfile_options,
     package_options,
     packages_of,
     settings_of,
@@ -135,17 +136,7 @@ def _interrupt_on_sigterm() -> None:
     type=click.Path(dir_okay=False),
     help="Job variables from a dotenv file (KEY=VALUE lines); --env wins.",
 )
-@click.option(
-    "--lockfile",
-    type=click.Path(),
-    help="Run in exactly this lock (pylock.toml, pixi.lock, conda-lock.yml, hashed requirements).",
-)
-@click.option(
-    "--environment",
-    metavar="NAME",
-    help="The lockfile's environment: a pixi.lock environment (default: default) or a "
-    "conda-lock category (default: main).",
-)
+@lockfile_options
 @base_options
 @click.option("--name", help="Job name (default: a fresh one).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds.")

@@ -258,3 +258,21 @@ def test_ctrl_c_during_a_conda_download_cancels_the_job_at_once_and_publishes_no
     assert not list((settings.cache_dir / "envs").iterdir())
     runner_cli("train", "--name", "after", "--lockfile", str(pixi_lock), str(script))
     assert "data hello" in runner_cli("logs", "after").stdout
+
+
+def test_envs_create_builds_a_lockfiles_env_ahead_and_the_job_hits_it(
+    runner_cli: RunCli, tmp_path: Path, pixi_lock: Path, settings: RunnerSettings
+) -> None:
+    made = json.loads(runner_cli("envs", "create", "--lockfile", str(pixi_lock), "--json").stdout)
+    assert made["conda"]["packages"] == {"conda": 4, "pypi": 1}
+    script = tmp_path / "job.py"
+    script.write_text(JOB)
+    runner_cli("train", "--name", "later", "--lockfile", str(pixi_lock), str(script))
+    assert "env.hit" in [e["event"] for e in events(runner_cli, "later")]
+    assert JobStore(settings.state_dir).load("later").env_key == made["key"]
+    pylock = tmp_path / "pylock.toml"
+    runner_cli("lock", "--with", "tiny-pkg", "-o", str(pylock))
+    plain = json.loads(runner_cli("envs", "create", "--lockfile", str(pylock), "--json").stdout)
+    assert plain["conda"] is None and plain["packages"] == ["dep-a==2.0", "tiny-pkg==1.0"]
+    both = runner_cli("envs", "create", "--lockfile", str(pylock), "--with", "six", check=False)
+    assert both.returncode == 2 and "give packages or a lockfile, not both" in both.stderr

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -82,32 +83,38 @@ def read(path: Path, interpreter: Interpreter, environment: str | None = None) -
     except UnicodeDecodeError:
         raise LockError(f"lockfile {str(path)!r} is not a text file (not UTF-8)") from None
     kind = format_of(path)
-    if environment is not None and kind not in ("pixi", "conda-lock"):
+    if environment is not None and kind not in _WITH_ENVIRONMENTS:
         raise LockError(
             f"lockfile {str(path)!r} is a {kind} lock, which has no environments: "
             "--environment applies to pixi.lock and conda-lock.yml"
         )
-    if kind == "pixi":
-        from envs.conda import read_pixi
-
-        found = read_pixi(path, conda_platform(interpreter), environment)
-        lock = Lock(found.text(), "conda")
-    elif kind == "conda-lock":
-        lock = _from_conda_lock(path, interpreter, environment)
-    elif kind == "pylock":
-        lock = Lock(text, "pylock", base=str(path.resolve().parent))
-    else:
-        header = _HEADER_RE.search(text)
-        if header and (header[1], header[3]) != (interpreter.implementation, interpreter.platform):
-            raise LockError(
-                f"the lock is for {header[1]} {header[2]} on {header[3]}; "
-                f"this interpreter is {_here(interpreter)}"
-            )
-        lock = Lock(text, "requirements")
+    lock = _READERS[kind](path, text, interpreter, environment)
     if not lock.packages:
         raise LockError(f"lockfile {str(path)!r} locks no packages")
     lock.check_for(interpreter)
     return lock
+
+
+def _from_pixi(path: Path, text: str, interpreter: Interpreter, environment: str | None) -> Lock:
+    from envs.conda import read_pixi
+
+    return Lock(read_pixi(path, conda_platform(interpreter), environment).text(), "conda")
+
+
+def _from_pylock(path: Path, text: str, interpreter: Interpreter, environment: str | None) -> Lock:
+    return Lock(text, "pylock", base=str(path.resolve().parent))
+
+
+def _from_requirements(
+    path: Path, text: str, interpreter: Interpreter, environment: str | None
+) -> Lock:
+    header = _HEADER_RE.search(text)
+    if header and (header[1], header[3]) != (interpreter.implementation, interpreter.platform):
+        raise LockError(
+            f"the lock is for {header[1]} {header[2]} on {header[3]}; "
+            f"this interpreter is {_here(interpreter)}"
+        )
+    return Lock(text, "requirements")
 
 
 def _conda_lock() -> Any:
@@ -118,7 +125,7 @@ def _conda_lock() -> Any:
     return module
 
 
-def _from_conda_lock(path: Path, interpreter: Interpreter, category: str | None) -> Lock:
+def _from_conda_lock(path: Path, text: str, interpreter: Interpreter, category: str | None) -> Lock:
     module = _conda_lock()
     try:
         lockfile = module.parse_conda_lock_file(path)
@@ -142,6 +149,19 @@ def _from_conda_lock(path: Path, interpreter: Interpreter, category: str | None)
             raise LockError(f"conda-lock package {dep.name} has no sha256 hash")
         lines.append(f"{dep.name} @ {dep.url} --hash=sha256:{dep.hash.sha256}\n")
     return Lock("".join(sorted(lines)), "requirements")
+
+
+_READERS: dict[ReadFormat, Callable[[Path, str, Interpreter, str | None], Lock]] = {
+    "pylock": _from_pylock,
+    "conda-lock": _from_conda_lock,
+    "pixi": _from_pixi,
+    "requirements": _from_requirements,
+}
+"""Each format's reader: the file's path and text, the interpreter, the environment asked
+for (those of `_WITH_ENVIRONMENTS` only). A new format is a reader here and a name in
+`format_of`."""
+
+_WITH_ENVIRONMENTS = ("pixi", "conda-lock")
 
 
 def write(lock: Lock, fmt: Format, interpreter: Interpreter) -> str:

@@ -23,7 +23,7 @@ from envs.lockfile import Lock
 from envs.log import get_logger
 from envs.pipconfig import mask
 from envs.proc import run as proc_run
-from envs.spec import EnvSpec, IndexConfig
+from envs.spec import EnvSpec, IndexConfig, Interpreter
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger as Logger
@@ -184,8 +184,8 @@ def materialize(
     objects: Path,
     log: Logger | None = None,
     *,
-    final: Path | None = None,
-    conda_cache: Path | None = None,
+    final: Path,
+    conda_cache: Path,
 ) -> None:
     """Create an environment at `target` holding exactly the lock, kept beside it.
 
@@ -195,13 +195,12 @@ def materialize(
     A pip lock makes a relocatable venv, because the build happens in a
     temporary directory and is published by renaming it: entry points such as
     `torchrun` must survive that. A conda lock makes a conda prefix (rattler,
-    `conda.py`) patched for `final`, where it is published, with its PyPI
-    packages installed by uv into the prefix's own python.
+    `conda.py`, with its package cache `conda_cache`) patched for `final`, where it
+    is published, with its PyPI packages installed by uv into the prefix's own python.
     """
     if lock.kind == "conda":
         from envs import conda
 
-        assert final is not None and conda_cache is not None
         mirrors = dict(spec.index.connection.conda_mirrors)
         conda.install(lock.conda, target, final, conda_cache, mirrors, log or _log)
         (log or _log).info("env.conda.installed", packages=len(lock.conda.conda))
@@ -249,10 +248,10 @@ def materialize(
             index=spec.index,
         )
     install.unlink()
-    if lock.kind == "conda" and final is not None:
+    if lock.kind == "conda":
         relink_scripts(target, final)
-    tag = spec.interpreter.cache_tag if lock.kind != "conda" else _cache_tag(python)
-    linked = bytecode.compile_tree(python, target, objects, tag)
+    interpreter = Interpreter.at(python) if lock.kind == "conda" else spec.interpreter
+    linked = bytecode.compile_tree(python, target, objects, interpreter.cache_tag)
     (log or _log).debug("env.bytecode", shared_modules=linked)
 
 
@@ -267,10 +266,3 @@ def relink_scripts(target: Path, final: Path) -> None:
         data = script.read_bytes()
         if data.startswith(b"#!") and old in data:
             script.write_bytes(data.replace(old, new))
-
-
-def _cache_tag(python: Path) -> str:
-    """The bytecode tag of a prefix's own python (`cpython-311`), asked of it."""
-    from envs.spec import Interpreter
-
-    return Interpreter.at(python).cache_tag

@@ -14,7 +14,6 @@ packages land in its `lib/pythonX.Y/site-packages` as they would.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import hashlib
@@ -22,6 +21,7 @@ import http.server
 import io
 import json
 import subprocess
+import sys
 import tarfile
 import threading
 from collections.abc import Iterator, Sequence
@@ -31,7 +31,6 @@ from typing import Any, ClassVar
 
 import rattler
 import yaml
-from rattler import index
 
 PLATFORM = "linux-64"
 SYSTEM_PYTHON = Path("/usr/bin/python3").resolve()
@@ -130,16 +129,57 @@ class Channel:
         return found
 
     def reindex(self) -> None:
-        asyncio.run(index.index_fs(self.path, write_zst=False, write_shards=False))
+        _in_child(_INDEX, str(self.path))
 
     def solve(self, specs: Sequence[str], platform: str = PLATFORM) -> list[Any]:
         """rattler's solution of `specs` from this channel alone."""
-        channel = rattler.Channel(self.url)
-        return asyncio.run(
-            rattler.solve(
-                [channel], list(specs), platforms=[platform, "noarch"], virtual_packages=[]
-            )
-        )
+        found = json.loads(_in_child(_SOLVE, self.url, platform, *specs))
+        return [_record(json.loads(text)) for text in found]
+
+
+# rattler's async calls (index, solve) run in a child process: in a process that has
+# installed with rattler, a later one can abort the interpreter at exit (py-rattler 0.28:
+# "Fatal Python error: PyGILState_Release ... finalizing", about 1 exit in 5 here), which
+# would end the test run with SIGABRT. The runner itself only installs.
+_INDEX = """
+import asyncio, sys
+from rattler import index
+asyncio.run(index.index_fs(sys.argv[1], write_zst=False, write_shards=False))
+"""
+_SOLVE = """
+import asyncio, json, sys
+import rattler
+url, platform, *specs = sys.argv[1:]
+solve = rattler.solve([rattler.Channel(url)], specs, platforms=[platform, "noarch"],
+                      virtual_packages=[])
+print(json.dumps([r.to_json() for r in asyncio.run(solve)]))
+"""
+
+
+def _in_child(code: str, *args: str) -> str:
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def _record(data: dict[str, Any]) -> Any:
+    """A solved record back from its JSON (`RepoDataRecord.to_json`)."""
+    package = rattler.PackageRecord(
+        name=data["name"],
+        version=data["version"],
+        build=rattler.BuildString(data["build"]),
+        build_number=data["build_number"],
+        subdir=data["subdir"],
+        arch=data.get("arch"),
+        platform=data.get("platform"),
+        noarch=rattler.NoArchType(data.get("noarch")),
+        depends=data.get("depends", []),
+        sha256=bytes.fromhex(data["sha256"]),
+        md5=bytes.fromhex(data["md5"]),
+        size=data.get("size"),
+        license=data.get("license"),
+    )
+    return rattler.RepoDataRecord(package, data["fn"], data["url"], data["channel"])
 
 
 def make_channel(root: Path) -> Channel:

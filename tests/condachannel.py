@@ -137,22 +137,25 @@ class Channel:
         return [_record(json.loads(text)) for text in found]
 
 
-# rattler's async calls (index, solve) run in a child process: in a process that has
-# installed with rattler, a later one can abort the interpreter at exit (py-rattler 0.28:
-# "Fatal Python error: PyGILState_Release ... finalizing", about 1 exit in 5 here), which
-# would end the test run with SIGABRT. The runner itself only installs.
+# rattler's async calls (index, solve) run in a child process that ends without the
+# interpreter's finalization (`os._exit` once its work is written): py-rattler 0.28 can
+# crash a process at exit after them ("Fatal Python error: PyGILState_Release ...
+# finalizing" when they follow an install, about 1 exit in 5; a SIGSEGV after an index,
+# seen once), which in the test process would end the whole run. The runner only installs.
 _INDEX = """
-import asyncio, sys
+import asyncio, os, sys
 from rattler import index
 asyncio.run(index.index_fs(sys.argv[1], write_zst=False, write_shards=False))
+os._exit(0)
 """
 _SOLVE = """
-import asyncio, json, sys
+import asyncio, json, os, sys
 import rattler
 url, platform, *specs = sys.argv[1:]
 solve = rattler.solve([rattler.Channel(url)], specs, platforms=[platform, "noarch"],
                       virtual_packages=[])
-print(json.dumps([r.to_json() for r in asyncio.run(solve)]))
+print(json.dumps([r.to_json() for r in asyncio.run(solve)]), flush=True)
+os._exit(0)
 """
 
 

@@ -28,13 +28,12 @@ from packaging.utils import canonicalize_name
 from pydantic import BaseModel, ValidationError
 
 from envs.errors import BuildError
+from envs.formats import INSTALL_CONDA
 from envs.lockfile import LockedFile, LockedPackage, LockError
 from envs.spec import digest
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger as Logger
-
-INSTALL_CONDA = "install the conda extra: pip install 'sandbox-runner[conda]'"
 
 
 class CondaPackage(BaseModel):

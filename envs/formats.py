@@ -34,7 +34,7 @@ _CONDA_PLATFORMS = {
     ("macosx", "x86_64"): "osx-64",
     ("win", "amd64"): "win-64",
 }
-INSTALL_CONDA_LOCK = "install the conda extra: pip install 'sandbox-runner[conda]'"
+INSTALL_CONDA = "install the conda extra: pip install 'sandbox-runner[conda]'"
 
 
 ReadFormat = Literal["pylock", "conda-lock", "pixi", "requirements"]
@@ -121,7 +121,7 @@ def _conda_lock() -> Any:
     try:
         import conda_lock.lockfile as module  # optional, and slow to import
     except ImportError:
-        raise LockError(f"conda-lock.yml files need conda-lock: {INSTALL_CONDA_LOCK}") from None
+        raise LockError(f"conda-lock.yml files need conda-lock: {INSTALL_CONDA}") from None
     return module
 
 

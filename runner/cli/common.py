@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from envs import Env, IndexConfig
     from envs.lockfile import Lock
     from runner.settings import RunnerSettings
+    from runner.spec import LockedSet
 
 
 class Group(click.Group):
@@ -185,17 +186,25 @@ def _not_conda(base: str, conda: bool) -> None:
 
 def _locked_env(settings: RunnerSettings, lockfile: Path) -> Path:
     """The python of the cached env that holds exactly `lockfile` (built the first time)."""
-    lock = read_lock(settings, str(lockfile))
-    _not_conda(str(lockfile), lock.kind == "conda")
-    return locked_env(settings, lock).python
+    locked = lockfile_of(settings, str(lockfile), None)
+    assert locked is not None
+    _not_conda(str(lockfile), locked.kind == "conda")
+    return locked_env(settings, locked.lock).python
 
 
-def read_lock(settings: RunnerSettings, lockfile: str, environment: str | None = None) -> Lock:
-    """A lockfile of any format, checked against the interpreter of new envs."""
+def lockfile_of(
+    settings: RunnerSettings, lockfile: str | None, environment: str | None
+) -> LockedSet | None:
+    """`--lockfile` (with `--environment`) read in any format and checked against the
+    interpreter of new envs; None when none is given (`--environment` alone is refused)."""
     from envs import Interpreter
     from runner.spec import LockedSet
 
-    return LockedSet.read(lockfile, Interpreter.at(settings.python), environment).lock
+    if lockfile is None:
+        if environment:
+            raise click.UsageError("--environment names an environment of --lockfile: give both")
+        return None
+    return LockedSet.read(lockfile, Interpreter.at(settings.python), environment)
 
 
 def locked_env(settings: RunnerSettings, lock: Lock, index: IndexConfig | None = None) -> Env:

@@ -18,10 +18,10 @@ from runner.cli.common import (
     index_of,
     json_option,
     locked_env,
+    lockfile_of,
     lockfile_options,
     package_options,
     packages_of,
-    read_lock,
     settings_of,
     size_option,
 )
@@ -222,12 +222,11 @@ def envs_create(
     settings = settings_of(ctx)
     reqs = packages_of(with_, req_files)
     index = index_of(index_url, extra_index_url, find_links)
-    if lockfile:
+    locked = lockfile_of(settings, lockfile, environment)
+    if locked is not None:
         if reqs:
             raise click.UsageError("give packages or a lockfile, not both")
-        env = locked_env(settings, read_lock(settings, lockfile, environment), index)
-    elif environment:
-        raise click.UsageError("--environment names an environment of --lockfile: give both")
+        env = locked_env(settings, locked.lock, index)
     else:
         with resolving(reqs):
             env = open_cache(settings, writing=True).ensure(env_spec(settings, reqs, index))

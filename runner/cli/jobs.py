@@ -19,6 +19,7 @@ from runner.cli.common import (
     emit,
     index_of,
     json_option,
+    lockfile_of,
     lockfile_options,
     package_options,
     packages_of,
@@ -212,10 +213,9 @@ def train(
     \b
     runner train --with torch==2.13.0 --nproc-per-node 2 examples/train_ddp.py --epochs 3
     """
-    from envs import Interpreter
     from envs.requirements import name_of
     from runner.job import execute, preflight
-    from runner.spec import JobSpec, LockedSet
+    from runner.spec import JobSpec
 
     settings = settings_of(ctx)
     entry = _entry(script, module, args)
@@ -251,10 +251,9 @@ def train(
     }
     if name is not None:
         fields["name"] = name
-    if environment and not lockfile:
-        raise click.UsageError("--environment names an environment of --lockfile: give both")
-    if lockfile:
-        fields["lockfile"] = LockedSet.read(lockfile, Interpreter.at(settings.python), environment)
+    locked = lockfile_of(settings, lockfile, environment)
+    if locked is not None:
+        fields["lockfile"] = locked
     spec = JobSpec.create(**fields)
     assert spec.sandbox is not None
     store = _store(ctx)

@@ -28,13 +28,19 @@ OnLine = Callable[[str, str, bool], None]
 `partial`: the line was longer than MAX_LINE and goes on in the next call."""
 
 
-def start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot: with the pid, its identity."""
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state first), or None if gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    return stat.rsplit(")", 1)[1].split()
+
+
+def start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot: with the pid, its identity."""
+    fields = _stat(pid)
+    return None if fields is None else int(fields[19])
 
 
 @functools.cache
@@ -48,8 +54,13 @@ def host_identity() -> str:
 
 
 def is_same_process(pid: int, ticks: int | None) -> bool:
-    """True if `pid` still names the process that started at `ticks` (not a reused pid)."""
-    return ticks is not None and start_ticks(pid) == ticks
+    """True if `pid` still names the process that started at `ticks` (not a reused pid)
+    and it has not ended: a zombie has (its parent has not waited for it yet, and a
+    container's init may never do so)."""
+    fields = _stat(pid)
+    if ticks is None or fields is None:
+        return False
+    return fields[0] not in ("Z", "X") and int(fields[19]) == ticks
 
 
 TAG = "RUNNER_JOB_TAG"

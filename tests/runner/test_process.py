@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -100,3 +101,16 @@ def test_process_identity_survives_only_with_the_same_start_time() -> None:
     assert is_same_process(os.getpid(), ticks)
     assert ticks is not None and not is_same_process(os.getpid(), ticks + 1)
     assert not is_same_process(2**22 + 12345, ticks)
+
+
+def test_a_zombie_is_not_the_process_it_was() -> None:
+    """A dead runner whose parent has not waited for it (a container's init may never do
+    so) is gone: its job must read as ownerless, not as running."""
+    child = subprocess.Popen(["sleep", "60"])
+    ticks = start_ticks(child.pid)
+    assert is_same_process(child.pid, ticks)
+    child.kill()
+    wait_for(lambda: not alive(child.pid))  # a zombie now: /proc still has it
+    assert start_ticks(child.pid) == ticks
+    assert not is_same_process(child.pid, ticks)
+    child.wait()

@@ -283,6 +283,15 @@ class JobStore:
                     broken.append(exc)
         return sorted(records, key=lambda r: r.created), broken
 
+    def ended_before(self, cutoff: datetime) -> tuple[list[JobRecord], list[CorruptRecordError]]:
+        """The jobs whose final status was recorded before `cutoff`, and the unreadable ones.
+
+        A job whose runner died counts once `reap` recorded its end.
+        """
+        records, broken = self.scan()
+        ended = [r for r in records if r.done and r.finished and r.finished <= cutoff]
+        return ended, broken
+
     def jobs(self) -> list[JobRecord]:
         """Every readable job, oldest first."""
         return self.scan()[0]

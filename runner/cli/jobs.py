@@ -16,6 +16,7 @@ import click
 from runner.cli.common import (
     base_options,
     base_python_of,
+    duration_option,
     emit,
     index_of,
     json_option,
@@ -28,6 +29,8 @@ from runner.cli.common import (
 )
 
 if TYPE_CHECKING:
+    from datetime import timedelta
+
     from runner.logs import Echo
     from runner.sandbox import Mount, SandboxPolicy
     from runner.settings import RunnerSettings
@@ -492,14 +495,48 @@ def cancel(ctx: click.Context, name: str) -> None:
 
 
 @click.command()
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1)
+@click.option(
+    "--older-than",
+    callback=duration_option,
+    help="Instead of names: every job that ended (Complete or Failed) this long ago (7d; "
+    "0s: every ended job). Running and waiting jobs are kept.",
+)
+@click.option("--dry-run", is_flag=True, help="With --older-than: list, delete nothing.")
 @click.pass_context
-def rm(ctx: click.Context, names: tuple[str, ...]) -> None:
-    """Delete jobs and their logs, cancelling any still running."""
+def rm(
+    ctx: click.Context, names: tuple[str, ...], older_than: timedelta | None, dry_run: bool
+) -> None:
+    """Delete jobs: their record, log, work folder and HOME, cancelling any still running."""
+    from envs.files import tree_size
     from runner.errors import CorruptRecordError, JobNotFoundError
     from runner.job import cancel as cancel_job
+    from runner.store import now
+    from runner.units import format_size
 
+    if bool(names) == (older_than is not None):
+        raise click.UsageError("name the jobs to delete, or give --older-than (not both)")
+    if dry_run and older_than is None:
+        raise click.UsageError("--dry-run goes with --older-than")
     store = _store(ctx)
+    if older_than is not None:
+        ended, broken = store.ended_before(now() - older_than)
+        for problem in broken:  # kept: `runner rm NAME` removes one by name
+            click.echo(f"warning: {problem}", err=True)
+        freed = 0
+        for record in ended:
+            size = tree_size(store.dir(record.name))
+            if not dry_run:
+                try:
+                    store.delete(record.name)
+                except JobNotFoundError:  # deleted meanwhile by someone else
+                    continue
+            freed += size
+            verb = "would delete" if dry_run else "deleted"
+            click.echo(f"{verb} {record.name} ({record.status}, {format_size(size)})")
+        verb = "would delete" if dry_run else "deleted"
+        click.echo(f"{verb} {len(ended)} job(s), {format_size(freed)}")
+        return
     missing = []
     for name in names:
         try:

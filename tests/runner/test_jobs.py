@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -332,3 +334,46 @@ def test_logs_follow_streams_until_the_job_ends(
     assert job_status == "Running"  # read between the first line and the rest
     assert rest.split() == ["1", "2", "3", "4"]
     assert follower.returncode == 0
+
+
+def test_rm_older_than_deletes_the_jobs_that_ended_that_long_ago_and_nothing_live(
+    runner_cli: RunCli, store: JobStore, tmp_path: Path
+) -> None:
+    runner_cli("train", "--name", "old-ok", REPORT, "X")
+    runner_cli("train", "--name", "old-failed", "--env", "EXIT_CODE=3", REPORT, "X", check=False)
+    (store.workdir("old-ok") / "checkpoint.bin").write_bytes(b"x" * 300_000)
+    time.sleep(1.5)
+    runner_cli("train", "--name", "new", REPORT, "X")
+    sleeper = tmp_path / "sleeper.py"
+    sleeper.write_text("import time\nprint('up', flush=True)\ntime.sleep(120)\n")
+    runner_cli("train", "--detach", "--name", "live", str(sleeper))
+    try:
+        jobs = {"old-ok", "old-failed", "new", "live"}
+
+        dry = runner_cli("rm", "--older-than", "1s", "--dry-run").stdout
+        assert "would delete old-ok (Complete, 30" in dry  # the checkpoint counted
+        assert "would delete old-failed (Failed" in dry and "would delete 2 job(s)" in dry
+        assert {p.name for p in store.root.iterdir()} == jobs  # nothing deleted
+
+        done = runner_cli("rm", "--older-than", "1s").stdout
+        assert "deleted 2 job(s), 30" in done
+        assert {p.name for p in store.root.iterdir()} == {"new", "live"}
+        assert "deleted 1 job(s)" in runner_cli("rm", "--older-than", "0s").stdout  # "new"
+        assert {p.name for p in store.root.iterdir()} == {"live"}  # running: kept
+
+        # its runner killed: still Running in its record, so kept until reaped
+        wait_for(lambda: "up" in runner_cli("logs", "live").stdout)
+        owner = store.load("live").owner
+        assert owner is not None
+        os.kill(owner.pid, signal.SIGKILL)
+        wait_for(lambda: not alive(owner.pid))
+        assert "deleted 0 job(s)" in runner_cli("rm", "--older-than", "0s").stdout
+        runner_cli("jobs", "--reap")
+        assert "deleted live (Failed" in runner_cli("rm", "--older-than", "0s").stdout
+        assert not store.root.exists() or not any(store.root.iterdir())
+    finally:  # never leave the sleeper behind
+        runner_cli("rm", "live", check=False)
+
+    for args in ([], ["new", "--older-than", "1d"], ["new", "--dry-run"]):
+        refused = runner_cli("rm", *args, check=False)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, args

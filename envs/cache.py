@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from envs import builder
 from envs.base import probe
@@ -97,6 +97,20 @@ class EnvInUseError(EnvError):
     """The environment is leased by a running job and cannot be removed now."""
 
 
+class EnvDamagedError(EnvError):
+    """A cached environment whose metadata cannot be read (a disk fault, a hand edit).
+
+    Never used: the next job that needs it rebuilds it, `remove` and gc take it.
+    """
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(
+            f"environment {key[:12]} is damaged ({problem}); the next job that needs it "
+            f"rebuilds it, or remove it with `runner envs rm {key[:12]}`"
+        )
+        self.key = key
+
+
 class EnvCache:
     """A content-addressed cache of virtual environments under one root directory."""
 
@@ -129,11 +143,20 @@ class EnvCache:
     # -- lookup ---------------------------------------------------------------
 
     def _load(self, env_key: str) -> Env | None:
+        """The ready env of that key; None if there is none; EnvDamagedError if its folder is
+        there but its metadata cannot be read (published envs always hold it)."""
         path = self.envs_dir / env_key
         try:
             meta = EnvMeta.model_validate_json((path / META).read_bytes())
         except FileNotFoundError:
+            if path.is_dir():
+                raise EnvDamagedError(env_key, f"{META} is missing") from None
             return None
+        except ValidationError as exc:
+            problem = exc.errors()[0]["msg"] if exc.errors() else "invalid"
+            raise EnvDamagedError(env_key, f"{META} is unreadable: {problem}") from None
+        except OSError as exc:
+            raise EnvDamagedError(env_key, f"{META}: {exc.strerror or exc}") from None
         try:
             used = (self.leases_dir / env_key).stat().st_mtime
         except FileNotFoundError:
@@ -142,19 +165,52 @@ class EnvCache:
 
     def lookup(self, spec: EnvSpec) -> Env | None:
         """The ready env for this spec, without resolving anything."""
+        env_key = self._env_key_of(spec)
+        return None if env_key is None else self._load(env_key)
+
+    def _env_key_of(self, spec: EnvSpec) -> str | None:
         try:
-            env_key = (self.specs_dir / f"{spec.key}.json").read_text().strip()
+            return (self.specs_dir / f"{spec.key}.json").read_text().strip()
         except FileNotFoundError:
             return None
-        return self._load(env_key)
+
+    def _found(self, env_key: str | None, log: Logger) -> Env | None:
+        """The ready env of that key, or None: a damaged one is taken out, to be built again."""
+        if env_key is None:
+            return None
+        try:
+            return self._load(env_key)
+        except EnvDamagedError as exc:
+            self._heal(exc, log)
+            return None
+
+    def scan(self) -> tuple[list[Env], list[EnvDamagedError]]:
+        """Every ready environment, least recently used first, and what is wrong with each
+        damaged one."""
+        envs, damaged = [], []
+        for path in self.envs_dir.iterdir():
+            try:
+                env = self._load(path.name) if path.is_dir() else None
+            except EnvDamagedError as exc:
+                damaged.append(exc)
+                continue
+            if env is not None:
+                envs.append(env)
+        return sorted(envs, key=lambda e: e.last_used), damaged
 
     def ready(self) -> list[Env]:
-        """Every ready environment, least recently used first."""
-        envs = (self._load(p.name) for p in self.envs_dir.iterdir() if p.is_dir())
-        return sorted((e for e in envs if e is not None), key=lambda e: e.last_used)
+        """Every ready environment, least recently used first (damaged ones left out)."""
+        return self.scan()[0]
 
     def get(self, key: str) -> Env:
         """An env by its key or an unambiguous prefix of it (at least 4 characters)."""
+        env = self._load(self.match(key))
+        if env is None:
+            raise EnvNotFoundError(f"environment {key!r} was removed")
+        return env
+
+    def match(self, key: str) -> str:
+        """The full key of the env named by `key` or an unambiguous prefix of it."""
         key = key.strip().lower()
         matches = [p.name for p in self.envs_dir.iterdir() if p.name.startswith(key)]
         if len(key) < 4 or not matches:
@@ -165,10 +221,7 @@ class EnvCache:
             raise EnvNotFoundError(
                 f"key prefix {key!r} is ambiguous ({len(matches)} environments); give more of it"
             )
-        env = self._load(matches[0])
-        if env is None:
-            raise EnvNotFoundError(f"environment {matches[0]!r} was removed")
-        return env
+        return matches[0]
 
     def spec_keys(self, env_key: str) -> list[str]:
         return sorted(
@@ -198,22 +251,22 @@ class EnvCache:
 
         if lock is not None:
             return self._ensure_locked(spec, lock, log, hit)
-        env = self.lookup(spec)
+        env = self._found(self._env_key_of(spec), log)
         if env is not None:
             return hit(env, waited=False)
         with flocked(self.locks_dir / f"spec-{spec.key}.lock"):
-            env = self.lookup(spec)  # another process may have built it while we waited
+            env = self._found(self._env_key_of(spec), log)  # built by another meanwhile?
             if env is not None:
                 return hit(env, waited=True)
             lock = self._resolve(spec, log)
             with self._over_cached(spec, lock, log) as built:  # a layer where a base fits
                 env_key = built.env_key(lock)
-                env = self._load(env_key)
+                env = self._found(env_key, log)
                 if env is not None:
                     log.info("env.shared", env=env_key, spec=spec.key)
                 else:
                     with flocked(self.locks_dir / f"env-{env_key}.lock"):
-                        env = self._load(env_key) or self._build(built, lock, env_key, log)
+                        env = self._found(env_key, log) or self._build(built, lock, env_key, log)
             atomic_write_text(self.specs_dir / f"{spec.key}.json", env_key + "\n")
             self._touch(env_key)
             return env
@@ -222,11 +275,11 @@ class EnvCache:
         self, spec: EnvSpec, lock: Lock, log: Logger, hit: Callable[[Env, bool], Env]
     ) -> Env:
         env_key = spec.env_key(lock)
-        env = self._load(env_key)
+        env = self._found(env_key, log)
         if env is not None:
             return hit(env, False)
         with flocked(self.locks_dir / f"env-{env_key}.lock"):
-            env = self._load(env_key)
+            env = self._found(env_key, log)
             if env is not None:
                 return hit(env, True)
             env = self._build(spec, lock, env_key, log)
@@ -271,7 +324,7 @@ class EnvCache:
 
     def resolve(self, spec: EnvSpec, log: Logger | None = None) -> Lock:
         """The lock for `spec`: the cached env's where there is one, else a fresh resolution."""
-        env = self.lookup(spec)
+        env = self._found(self._env_key_of(spec), log or _log)
         if env is not None:
             return env.lock
         with flocked(self.locks_dir / f"spec-{spec.key}.lock"):
@@ -435,9 +488,14 @@ class EnvCache:
         return [e.key for e in self.ready() if e.meta.base_env == env_key]
 
     def remove(self, env_key: str) -> int:
-        """Remove an env unless a job holds it or a layer stands on it; returns the bytes freed."""
-        env = self._load(env_key)
-        if env is None:
+        """Remove an env (a damaged one too) unless a job holds it or a layer stands on it;
+        returns the bytes freed."""
+        try:
+            env = self._load(env_key)
+            size = env.meta.size_bytes if env else 0
+        except EnvDamagedError:
+            env, size = None, tree_size(self.envs_dir / env_key)
+        if env is None and not size:
             raise EnvNotFoundError(f"no cached environment with key {env_key!r}")
         fd = os.open(self.leases_dir / env_key, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -461,5 +519,15 @@ class EnvCache:
             remove_tree(trash)
         finally:
             os.close(fd)
-        _log.info("env.remove", env=env_key, size_bytes=env.meta.size_bytes)
-        return env.meta.size_bytes
+        _log.info("env.remove", env=env_key, size_bytes=size, damaged=env is None)
+        return size
+
+    def _heal(self, damaged: EnvDamagedError, log: Logger) -> None:
+        """Take a damaged env out of the cache, so that the job that needs it builds it again."""
+        try:
+            self.remove(damaged.key)
+        except EnvNotFoundError:  # taken out by another process meanwhile
+            pass
+        except EnvInUseError:
+            raise EnvError(f"{damaged}; a running job uses it now") from None
+        log.warning("env.damaged", env=damaged.key, error=str(damaged), action="rebuild")

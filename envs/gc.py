@@ -36,32 +36,40 @@ def collect(
     older_than: timedelta | None = None,
     now: datetime | None = None,
 ) -> GcResult:
-    """Evict envs unused for `older_than`, then the least recently used until under `max_size`."""
+    """Remove damaged envs; evict envs unused for `older_than`, then the least recently used
+    until under `max_size`."""
     now = now or datetime.now(UTC)
     result = GcResult()
-    envs = cache.ready()  # least recently used first
+    envs, damaged = cache.scan()  # least recently used first
+    for problem in damaged:  # never usable: each job that needs one builds it again
+        _remove(cache, problem.key, result)
     total = sum(e.meta.size_bytes for e in envs)
     for env in envs:
         too_old = older_than is not None and now - env.last_used > older_than
         too_big = max_size is not None and total > max_size
         if not (too_old or too_big):
             continue
-        try:
-            freed = cache.remove(env.key)
-        except EnvInUseError:
-            result.in_use.append(env.key)
-            log.info("env.gc.in_use", env=env.key)
-            continue
-        except EnvNotFoundError:  # removed by someone else meanwhile
-            continue
-        result.removed.append(env.key)
-        result.freed_bytes += freed
-        total -= freed
+        total -= _remove(cache, env.key, result)
     result.kept_bytes = total
     if bytecode.prune(cache.objects_dir) is None:  # compiled modules no env links any more
         log.info("env.gc.bytecode_busy", cause="a build is linking from the store; pruned later")
     _clean_tmp(cache)
     return result
+
+
+def _remove(cache: EnvCache, key: str, result: GcResult) -> int:
+    """Remove one env unless a job uses it; the bytes freed."""
+    try:
+        freed = cache.remove(key)
+    except EnvInUseError:
+        result.in_use.append(key)
+        log.info("env.gc.in_use", env=key)
+        return 0
+    except EnvNotFoundError:  # removed by someone else meanwhile
+        return 0
+    result.removed.append(key)
+    result.freed_bytes += freed
+    return freed
 
 
 def _clean_tmp(cache: EnvCache) -> None:

@@ -86,7 +86,10 @@ def envs_list(ctx: click.Context, as_json: bool) -> None:
     """List cached environments, least recently used first."""
     from runner.spec import open_cache
 
-    rows = [_env_row(e) for e in open_cache(settings_of(ctx)).ready()]
+    found, damaged = open_cache(settings_of(ctx)).scan()
+    for problem in damaged:  # the others are listed all the same
+        click.echo(f"warning: {problem}", err=True)
+    rows = [_env_row(e) for e in found]
     lines = [f"{'KEY':<12}  {'SIZE':>10}  {'LAST USED':<19}  REQUIREMENTS"]
     lines += [
         f"{r['key'][:12]}  {format_size(r['size_bytes']):>10}  "
@@ -157,21 +160,22 @@ def envs_rm(ctx: click.Context, keys: tuple[str, ...]) -> None:
     found, unknown = [], []
     for key in keys:  # every key is checked before any env is removed
         try:
-            found.append(cache.get(key))
+            found.append(cache.match(key))
         except EnvError as exc:
             unknown.append(str(exc))
     if unknown:
         raise click.ClickException("; ".join(unknown) + "; nothing was removed")
     busy = 0
-    found.sort(key=lambda e: e.meta.base_env is None)  # layers before the bases they stand on
-    for env in found:
+    layers = {e.key for e in cache.ready() if e.meta.base_env}
+    found.sort(key=lambda k: k not in layers)  # layers before the bases they stand on
+    for key in found:
         try:
-            freed = cache.remove(env.key)
+            freed = cache.remove(key)
         except EnvInUseError as exc:  # the others still go; this one is named
             click.echo(f"error: {exc}", err=True)
             busy += 1
             continue
-        click.echo(f"removed {env.key[:12]} ({format_size(freed)})")
+        click.echo(f"removed {key[:12]} ({format_size(freed)})")
     if busy:
         sys.exit(1)
 
@@ -184,7 +188,7 @@ def envs_rm(ctx: click.Context, keys: tuple[str, ...]) -> None:
 def envs_gc(
     ctx: click.Context, max_size: int | None, older_than: timedelta | None, as_json: bool
 ) -> None:
-    """Evict environments by size and age; environments in use are never touched."""
+    """Evict environments by size and age (damaged ones always); those in use are kept."""
     from envs.gc import collect
     from runner.spec import open_cache
 

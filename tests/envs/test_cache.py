@@ -188,11 +188,7 @@ def test_builder_killed_mid_build_leaves_nothing_usable(
     assert not list(cache.tmp_dir.glob("build-*")), "the next build cleans what the dead one left"
 
 
-def test_lease_blocks_removal_and_releases_on_death(
-    cache: EnvCache, uv_spy: UvSpy, wheelhouse: Path, make_spec
-) -> None:
-    from envs.gc import collect
-
+def _lease_holder(cache: EnvCache, uv_spy: UvSpy, wheelhouse: Path) -> subprocess.Popen[str]:
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -206,10 +202,19 @@ def test_lease_blocks_removal_and_releases_on_death(
         text=True,
         start_new_session=True,
     )
+    line = holder.stdout.readline() if holder.stdout else ""
+    assert line.startswith("leased "), line
+    return holder
+
+
+def test_lease_blocks_removal_and_releases_on_death(
+    cache: EnvCache, uv_spy: UvSpy, wheelhouse: Path, make_spec
+) -> None:
+    from envs.gc import collect
+
+    holder = _lease_holder(cache, uv_spy, wheelhouse)
     try:
-        line = holder.stdout.readline() if holder.stdout else ""
-        assert line.startswith("leased "), line
-        key = line.split()[1]
+        (key,) = [e.key for e in cache.ready()]
         result = collect(cache, max_size=0)
         assert result.in_use == [key] and result.removed == []
         assert (cache.envs_dir / key / "bin" / "python").exists()
@@ -220,3 +225,57 @@ def test_lease_blocks_removal_and_releases_on_death(
     assert result.removed == [key]
     assert cache.ready() == []
     assert cache.lookup(make_spec(["tiny-pkg"])) is None
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing", "a folder"])
+def test_a_damaged_env_is_named_in_one_line_and_built_again_by_the_next_job(
+    cache: EnvCache, uv_spy: UvSpy, make_spec, damage: str
+) -> None:
+    from envs.cache import META, EnvDamagedError
+
+    spec = make_spec(["tiny-pkg"])
+    env = cache.ensure(spec)
+    meta = env.path / META
+    if damage == "truncated":
+        meta.write_text(meta.read_text()[:40])
+    else:
+        meta.unlink()
+        if damage == "a folder":
+            meta.mkdir()
+    found, damaged = cache.scan()
+    assert found == [] and [d.key for d in damaged] == [env.key]
+    (problem,) = (str(d) for d in damaged)
+    assert len(problem.splitlines()) == 1 and env.key[:12] in problem and META in problem
+    with pytest.raises(EnvDamagedError):
+        cache.get(env.key[:12])
+    builds = len(uv_spy.calls("venv"))
+
+    again = cache.ensure(spec)  # taken out, then built again: the same lock, the same key
+    assert again.key == env.key and len(uv_spy.calls("venv")) == builds + 1
+    assert run_in_env(again, "import tiny_pkg; print(tiny_pkg.__version__)") == "1.0"
+    assert [e.key for e in cache.ready()] == [env.key] and cache.scan()[1] == []
+
+    (again.path / META).write_text("{}")  # and by its lock (a lockfile job)
+    assert cache.ensure(spec, lock=again.lock).meta.packages == env.meta.packages
+
+
+def test_a_damaged_env_in_use_stays_until_its_job_ends_then_gc_takes_it(
+    cache: EnvCache, uv_spy: UvSpy, wheelhouse: Path, make_spec
+) -> None:
+    from envs import EnvError
+    from envs.cache import META
+    from envs.gc import collect
+
+    holder = _lease_holder(cache, uv_spy, wheelhouse)
+    try:
+        (key,) = [e.key for e in cache.ready()]
+        (cache.envs_dir / key / META).write_text("not json")
+        with pytest.raises(EnvError, match=r"damaged .* a running job uses it now"):
+            cache.ensure(make_spec(["tiny-pkg"]))
+        result = collect(cache)  # no age or size asked: only the damaged, and it is in use
+        assert result.in_use == [key] and (cache.envs_dir / key / "bin" / "python").exists()
+    finally:
+        holder.kill()
+        holder.communicate()
+    assert collect(cache).removed == [key]
+    assert not (cache.envs_dir / key).exists() and cache.scan() == ([], [])

@@ -327,6 +327,32 @@ def test_envs_rm_checks_every_key_before_removing_any(runner_cli: RunCli) -> Non
     assert "Traceback" not in proc.stderr
 
 
+def test_a_damaged_env_is_one_line_everywhere_and_the_next_job_builds_it_again(
+    runner_cli: RunCli, store: JobStore, settings: RunnerSettings
+) -> None:
+    runner_cli("train", "--name", "first", "--with", "tiny-pkg", REPORT, "X")
+    key = store.load("first").env_key
+    assert key is not None
+    meta = settings.cache_dir / "envs" / key / "runner-env.json"
+    meta.write_text(meta.read_text()[:50])  # a disk fault, a hand edit
+
+    listed = runner_cli("envs", "list")
+    assert key[:12] not in listed.stdout and "0 environment(s)" in listed.stdout
+    for proc in (listed, runner_cli("envs", "show", key[:12], check=False)):
+        assert proc.stderr.count("\n") == 1 and f"environment {key[:12]} is damaged" in proc.stderr
+        assert "Traceback" not in proc.stderr
+
+    runner_cli("train", "--name", "second", "--with", "tiny-pkg", REPORT, "X")
+    assert store.load("second").status == "Complete" and store.load("second").env_key == key
+    (damaged,) = [r for r in log_records(store, "second") if r["event"] == "env.damaged"]
+    assert damaged["level"] == "warning" and damaged["action"] == "rebuild"
+    assert key[:12] in runner_cli("envs", "list").stdout
+
+    meta.unlink()
+    assert f"removed {key[:12]}" in runner_cli("envs", "rm", key[:12]).stdout
+    assert not meta.parent.exists()
+
+
 def test_a_job_records_the_index_it_used(runner_cli: RunCli, cli_environ: dict[str, str]) -> None:
     runner_cli("train", "--name", "idx", "--with", "tiny-pkg", REPORT, "X")
     (row,) = json.loads(runner_cli("jobs", "--json").stdout)

@@ -174,15 +174,15 @@ class EnvCache:
         except FileNotFoundError:
             return None
 
-    def _found(self, env_key: str | None, log: Logger) -> Env | None:
-        """The ready env of that key, or None: a damaged one is taken out, to be built again."""
+    def _found(self, env_key: str | None, log: Logger) -> tuple[Env | None, Lock | None]:
+        """The ready env of that key, or None. A damaged one is taken out, to be built again
+        from its lock, returned where it still reads."""
         if env_key is None:
-            return None
+            return None, None
         try:
-            return self._load(env_key)
+            return self._load(env_key), None
         except EnvDamagedError as exc:
-            self._heal(exc, log)
-            return None
+            return None, self._heal(exc, log)
 
     def scan(self) -> tuple[list[Env], list[EnvDamagedError]]:
         """Every ready environment, least recently used first, and what is wrong with each
@@ -251,22 +251,23 @@ class EnvCache:
 
         if lock is not None:
             return self._ensure_locked(spec, lock, log, hit)
-        env = self._found(self._env_key_of(spec), log)
+        env, salvaged = self._found(self._env_key_of(spec), log)
         if env is not None:
             return hit(env, waited=False)
         with flocked(self.locks_dir / f"spec-{spec.key}.lock"):
-            env = self._found(self._env_key_of(spec), log)  # built by another meanwhile?
+            env, again = self._found(self._env_key_of(spec), log)  # built by another meanwhile?
             if env is not None:
                 return hit(env, waited=True)
-            lock = self._resolve(spec, log)
+            lock = salvaged or again or self._resolve(spec, log)
             with self._over_cached(spec, lock, log) as built:  # a layer where a base fits
                 env_key = built.env_key(lock)
-                env = self._found(env_key, log)
+                env = self._found(env_key, log)[0]
                 if env is not None:
                     log.info("env.shared", env=env_key, spec=spec.key)
                 else:
                     with flocked(self.locks_dir / f"env-{env_key}.lock"):
-                        env = self._found(env_key, log) or self._build(built, lock, env_key, log)
+                        env = self._found(env_key, log)[0]
+                        env = env or self._build(built, lock, env_key, log)
             atomic_write_text(self.specs_dir / f"{spec.key}.json", env_key + "\n")
             self._touch(env_key)
             return env
@@ -275,11 +276,11 @@ class EnvCache:
         self, spec: EnvSpec, lock: Lock, log: Logger, hit: Callable[[Env, bool], Env]
     ) -> Env:
         env_key = spec.env_key(lock)
-        env = self._found(env_key, log)
+        env = self._found(env_key, log)[0]
         if env is not None:
             return hit(env, False)
         with flocked(self.locks_dir / f"env-{env_key}.lock"):
-            env = self._found(env_key, log)
+            env = self._found(env_key, log)[0]
             if env is not None:
                 return hit(env, True)
             env = self._build(spec, lock, env_key, log)
@@ -324,9 +325,11 @@ class EnvCache:
 
     def resolve(self, spec: EnvSpec, log: Logger | None = None) -> Lock:
         """The lock for `spec`: the cached env's where there is one, else a fresh resolution."""
-        env = self._found(self._env_key_of(spec), log or _log)
+        env, salvaged = self._found(self._env_key_of(spec), log or _log)
         if env is not None:
             return env.lock
+        if salvaged is not None:
+            return salvaged
         with flocked(self.locks_dir / f"spec-{spec.key}.lock"):
             return self._resolve(spec, log or _log)
 
@@ -522,12 +525,27 @@ class EnvCache:
         _log.info("env.remove", env=env_key, size_bytes=size, damaged=env is None)
         return size
 
-    def _heal(self, damaged: EnvDamagedError, log: Logger) -> None:
-        """Take a damaged env out of the cache, so that the job that needs it builds it again."""
+    def _heal(self, damaged: EnvDamagedError, log: Logger) -> Lock | None:
+        """Take a damaged env out of the cache, so that the job that needs it builds it again;
+        its lock, where that still reads, to build it from."""
+        lock = self._salvage(damaged.key)
         try:
             self.remove(damaged.key)
         except EnvNotFoundError:  # taken out by another process meanwhile
             pass
         except EnvInUseError:
             raise EnvError(f"{damaged}; a running job uses it now") from None
-        log.warning("env.damaged", env=damaged.key, error=str(damaged), action="rebuild")
+        action = "rebuild from its lock" if lock else "resolve and rebuild"
+        log.warning("env.damaged", env=damaged.key, error=str(damaged), action=action)
+        return lock
+
+    def _salvage(self, env_key: str) -> Lock | None:
+        """The lock a damaged env holds, if it still reads whole."""
+        for kind, name in FILENAMES.items():
+            try:
+                lock = Lock((self.envs_dir / env_key / name).read_text(), kind)
+                if lock.packages:
+                    return lock
+            except (OSError, UnicodeDecodeError, EnvError):
+                continue
+        return None

@@ -248,15 +248,21 @@ def test_a_damaged_env_is_named_in_one_line_and_built_again_by_the_next_job(
     assert len(problem.splitlines()) == 1 and env.key[:12] in problem and META in problem
     with pytest.raises(EnvDamagedError):
         cache.get(env.key[:12])
-    builds = len(uv_spy.calls("venv"))
+    builds, resolves = len(uv_spy.calls("venv")), len(uv_spy.calls("pip compile"))
 
-    again = cache.ensure(spec)  # taken out, then built again: the same lock, the same key
+    again = cache.ensure(spec)  # taken out, then built again from its lock: the same key
     assert again.key == env.key and len(uv_spy.calls("venv")) == builds + 1
+    assert len(uv_spy.calls("pip compile")) == resolves
     assert run_in_env(again, "import tiny_pkg; print(tiny_pkg.__version__)") == "1.0"
     assert [e.key for e in cache.ready()] == [env.key] and cache.scan()[1] == []
 
     (again.path / META).write_text("{}")  # and by its lock (a lockfile job)
     assert cache.ensure(spec, lock=again.lock).meta.packages == env.meta.packages
+
+    for name in ("pylock.toml", META):  # its lock damaged too: resolved again
+        (again.path / name).write_text("[[")
+    assert cache.ensure(spec).key == env.key
+    assert len(uv_spy.calls("pip compile")) == resolves + 1
 
 
 def test_a_damaged_env_in_use_stays_until_its_job_ends_then_gc_takes_it(

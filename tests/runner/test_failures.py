@@ -345,7 +345,7 @@ def test_a_damaged_env_is_one_line_everywhere_and_the_next_job_builds_it_again(
     runner_cli("train", "--name", "second", "--with", "tiny-pkg", REPORT, "X")
     assert store.load("second").status == "Complete" and store.load("second").env_key == key
     (damaged,) = [r for r in log_records(store, "second") if r["event"] == "env.damaged"]
-    assert damaged["level"] == "warning" and damaged["action"] == "rebuild"
+    assert damaged["level"] == "warning" and damaged["action"] == "rebuild from its lock"
     assert key[:12] in runner_cli("envs", "list").stdout
 
     meta.unlink()

@@ -18,14 +18,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from envs import EnvError
 from envs.base import probe as base_probe
 from envs.files import dir_problem, remove_tree
 from runner import launch
 from runner.cgroup import JobCgroup, unified
-from runner.errors import DataDirError, InvalidJobError, JobNotFoundError
+from runner.errors import DataDirError, InvalidJobError, JobNotFoundError, StateDirError
 from runner.gpus import Gpu
 from runner.leases import Lease, Leases, Stopped, Wanted
 from runner.logs import Echo, JobLog
@@ -148,7 +148,7 @@ def execute(
     outcome: Outcome | None = None
     try:
         try:
-            outcome = _life(store, name, settings, log)
+            outcome = _life(store, name, settings, log, joblog)
         except KeyboardInterrupt:
             log.warning("job.cancel", by="interrupt")
             outcome = Outcome(FAILED, CANCELLED, interrupted=True)
@@ -158,6 +158,9 @@ def execute(
             outcome = Outcome(FAILED, f"environment not built: {first}")
         except JobNotFoundError:  # deleted meanwhile (`runner rm`): nothing left to record
             raise
+        except StateDirError as exc:  # its record cannot be written (a full disk)
+            log.error("job.error", error=str(exc))
+            outcome = Outcome(FAILED, str(exc))
         except Exception as exc:  # a bug or an unforeseen fault: never a silent Complete
             outcome = _runner_error(log, exc)
         record = _finish(store, name, log, outcome)
@@ -181,7 +184,9 @@ def _runner_error(log: Logger, exc: BaseException) -> Outcome:
     return Outcome(FAILED, f"runner error: {error}")
 
 
-def _life(store: JobStore, name: str, settings: RunnerSettings, log: Logger) -> Outcome | None:
+def _life(
+    store: JobStore, name: str, settings: RunnerSettings, log: Logger, joblog: JobLog
+) -> Outcome | None:
     """Created -> (env, GPUs) -> Running -> the steps' outcome; None if ended meanwhile."""
     began = time.monotonic()
     record = store.update(name, owner=this_process())
@@ -219,7 +224,7 @@ def _life(store: JobStore, name: str, settings: RunnerSettings, log: Logger) -> 
             if running is None:  # cancelled (or reaped) while its env was being built
                 log.info("job.not_started", status=store.load(name).status)
                 return None
-            return _run_steps(store, running, env.path, log, settings)
+            return _run_steps(store, running, env.path, log, settings, joblog)
         finally:
             lease.release()
 
@@ -506,7 +511,12 @@ def _namespace_pid(fd: int) -> int:
 
 
 def _run_steps(
-    store: JobStore, job: JobRecord, env_dir: Path, log: Logger, settings: RunnerSettings
+    store: JobStore,
+    job: JobRecord,
+    env_dir: Path,
+    log: Logger,
+    settings: RunnerSettings,
+    joblog: JobLog,
 ) -> Outcome:
     """Start every step, supervise them, and end them all, whatever happens meanwhile."""
     spec = job.spec
@@ -526,7 +536,9 @@ def _run_steps(
                 StepRecord(name=s.name, process=ProcessRef.of(p.pid, p.ticks)) for s, p in running
             ],
         )
-        reason = _supervise(store, spec, running, log, settings.cancel_grace, started, holds)
+        reason = _supervise(
+            store, spec, running, log, settings.cancel_grace, started, holds, joblog
+        )
     except KeyboardInterrupt:
         reason, interrupted = CANCELLED, True
         log.warning("job.cancel", by="interrupt")
@@ -574,8 +586,10 @@ def _supervise(
     grace: float,
     started: float,
     holds: list[int],
+    joblog: JobLog,
 ) -> str | None:
-    """Wait for every step; stop early on cancel, timeout, or a node that failed."""
+    """Wait for every step; stop early on cancel, timeout, a node that failed, or a log that
+    can no longer be written."""
     cancel = store.cancel_path(spec.name)
     first_failure: float | None = None
     while True:
@@ -587,6 +601,8 @@ def _supervise(
         if cancel.exists():
             log.warning("job.cancel", by="request")
             return CANCELLED
+        if joblog.problem is not None:
+            return f"stopped: {joblog.problem}"
         if spec.timeout is not None and time.monotonic() - started > spec.timeout:
             log.warning("job.timeout", timeout=spec.timeout)
             return f"timed out after {spec.timeout:g} s"
@@ -603,14 +619,18 @@ def _finish(store: JobStore, name: str, log: Logger, outcome: Outcome | None) ->
     """Record the job's one final state; a job already final (cancelled meanwhile) stays so."""
     record = None
     if outcome is not None:
-        record = store.advance(
-            name,
-            outcome.status,
-            exit_code=outcome.exit_code,
-            reason=outcome.reason,
-            finished=now(),
-            steps=list(outcome.steps),
-        )
+        final: dict[str, Any] = {
+            "status": outcome.status,
+            "exit_code": outcome.exit_code,
+            "reason": outcome.reason,
+            "finished": now(),
+            "steps": list(outcome.steps),
+        }
+        try:
+            record = store.advance(name, **final)
+        except StateDirError as exc:  # a full disk: said here; readers see its owner gone
+            final["reason"] = f"{outcome.reason or outcome.status}; not recorded ({exc})"
+            record = store.load(name).model_copy(update=final)
     record = record or store.load(name)
     log.info(
         "job.end",

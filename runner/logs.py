@@ -76,7 +76,9 @@ class JobLog:
     a second SDK backend) sees each record when it is written. `echo`, when
     given, also receives each record at `level` or above, and every output line
     (the CLI prints them; the SDK backend does not). An echo that fails (a
-    closed pipe) is dropped; the job and its log go on.
+    closed pipe) is dropped; the job and its log go on. A write to the file that
+    fails (a full disk) stops the writes and is kept in `problem`: the job's owner
+    ends the job, as a log with holes in it would lie about what the job did.
     """
 
     def __init__(self, path: Path, echo: Echo | None = None, level: str = "info") -> None:
@@ -86,6 +88,8 @@ class JobLog:
         self._lock = threading.Lock()
         self._echo = echo
         self._level = _LEVELS[level.upper()]
+        self.problem: str | None = None
+        """Why the log stopped being written, once it did."""
         import structlog
 
         self.logger: FilteringBoundLogger = structlog.wrap_logger(
@@ -110,7 +114,11 @@ class JobLog:
         }
         line = json.dumps(record, default=str, ensure_ascii=False)
         with self._lock:  # one order for the file and the echo
-            self._fh.write(line + "\n")
+            if self.problem is None:
+                try:
+                    self._fh.write(line + "\n")
+                except OSError as exc:
+                    self.problem = f"its log {self.path} cannot be written: {exc.strerror or exc}"
             shown = (
                 record["event"] == "output"
                 or _LEVELS.get(record["level"].upper(), 0) >= self._level
@@ -144,7 +152,7 @@ class JobLog:
                 atomic_write_text(self.path, text)
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, contextlib.suppress(OSError):  # said already, in `problem`
             self._fh.close()
 
 

@@ -197,14 +197,25 @@ class JobStore:
                 f"a job named {spec.name!r} already exists; choose another name "
                 f"or delete it first (`runner rm {spec.name}`)"
             ) from None
-        self.workdir(spec.name).mkdir()
-        self.log_path(spec.name).touch()
         record = JobRecord(name=spec.name, tag=new_tag(spec.name), spec=spec, owner=owner)
-        self._write(record)
+        try:
+            self.workdir(spec.name).mkdir()
+            self.log_path(spec.name).touch()
+            self._write(record)
+        except (OSError, StateDirError) as exc:  # a full disk: no half-made job is left
+            shutil.rmtree(self.dir(spec.name), ignore_errors=True)
+            problem = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) else exc
+            raise StateDirError(f"cannot record the job {spec.name!r}: {problem}") from None
         return record
 
     def _write(self, record: JobRecord) -> None:
-        atomic_write_text(self.dir(record.name) / "job.json", record.model_dump_json(indent=2))
+        path = self.dir(record.name) / "job.json"
+        try:
+            atomic_write_text(path, record.model_dump_json(indent=2))
+        except FileNotFoundError:
+            raise _not_found(record.name) from None  # deleted meanwhile
+        except OSError as exc:  # a full disk, say
+            raise StateDirError(f"cannot write {path}: {exc.strerror or exc}") from None
 
     def _read(self, name: str) -> JobRecord:
         path = self.dir(name) / "job.json"

@@ -509,7 +509,7 @@ def rm(
 ) -> None:
     """Delete jobs: their record, log, work folder and HOME, cancelling any still running."""
     from envs.files import tree_size
-    from runner.errors import CorruptRecordError, JobNotFoundError
+    from runner.errors import CorruptRecordError, JobNotFoundError, StateDirError
     from runner.job import cancel as cancel_job
     from runner.store import now
     from runner.units import format_size
@@ -541,8 +541,8 @@ def rm(
     for name in names:
         try:
             cancel_job(store, name, settings_of(ctx).cancel_grace)
-        except CorruptRecordError as exc:  # nothing of it can be read: it can still go
-            click.echo(f"warning: {exc}", err=True)
+        except (CorruptRecordError, StateDirError) as exc:  # unreadable, or its end cannot
+            click.echo(f"warning: {exc}", err=True)  # be recorded (a full disk): it still goes
         except JobNotFoundError as exc:
             click.echo(f"error: {exc}", err=True)
             missing.append(name)

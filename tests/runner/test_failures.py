@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -479,3 +481,64 @@ def test_a_job_removed_while_its_env_builds_stays_removed(
     assert owner.returncode == 1
     assert err.strip().splitlines() == ["Error: no job named 'gone'; `runner jobs` lists the jobs"]
     assert not store.dir("gone").exists()  # not brought back by its owner's last writes
+
+
+def _on_a_full_disk(
+    environ: dict[str, str], cwd: Path, size: int, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """`runner ARGS...` whose every file write past `size` bytes fails (RLIMIT_FSIZE: EFBIG,
+    as ENOSPC would be; Python ignores SIGXFSZ), for root and ordinary users alike."""
+    return subprocess.run(
+        [sys.executable, "-m", "runner.cli", *args],
+        env=environ,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (size, size)),
+    )
+
+
+def test_a_log_that_cannot_be_written_stops_the_job_and_says_so_in_one_line(
+    runner_cli: RunCli, cli_environ: dict[str, str], store: JobStore, tmp_path: Path
+) -> None:
+    runner_cli("train", "--name", "warm", REPORT, "X")  # its env built without the limit
+    spam = tmp_path / "spam.py"
+    spam.write_text("import time\nfor i in range(200000):\n    print('line', i)\nprint('end')\n")
+    proc = _on_a_full_disk(cli_environ, tmp_path, 64 * 1024, "train", "--name", "spam", str(spam))
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("job spam Failed: stopped: its log ") and "File too large" in line
+    assert "end" not in proc.stdout.split("\n")[-5:]  # stopped, not run to its end
+    record = store.load("spam")  # a small record still fits: the end is recorded
+    assert record.status == "Failed" and record.reason and "cannot be written" in record.reason
+    assert store.log_path("spam").stat().st_size <= 64 * 1024
+
+
+def test_a_job_that_cannot_be_recorded_is_refused_and_one_whose_end_cannot_still_goes(
+    runner_cli: RunCli, cli_environ: dict[str, str], store: JobStore, tmp_path: Path
+) -> None:
+    refused = _on_a_full_disk(cli_environ, tmp_path, 100, "train", "--name", "new", REPORT, "X")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    (line,) = refused.stderr.splitlines()
+    job_json = store.dir("new") / "job.json"
+    assert line == f"Error: cannot record the job 'new': cannot write {job_json}: File too large"
+    assert not store.dir("new").exists()  # nothing half made: the name is free
+    runner_cli("train", "--name", "new", REPORT, "X")
+
+    sleeper = tmp_path / "sleeper.py"
+    sleeper.write_text("import time\nprint('up', flush=True)\ntime.sleep(120)\n")
+    runner_cli("train", "--detach", "--name", "live", str(sleeper))
+    try:
+        wait_for(lambda: "up" in runner_cli("logs", "live").stdout)
+        owner = store.load("live").owner
+        assert owner is not None
+        os.kill(owner.pid, signal.SIGKILL)  # its end is left to record: rm must write it
+        wait_for(lambda: not alive(owner.pid))
+        gone = _on_a_full_disk(cli_environ, tmp_path, 100, "rm", "live")
+        assert gone.returncode == 0 and gone.stdout == "deleted live\n"
+        assert gone.stderr.startswith("warning: cannot write ") and "Traceback" not in gone.stderr
+        assert not store.dir("live").exists()
+    finally:
+        runner_cli("rm", "live", check=False)

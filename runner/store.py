@@ -58,6 +58,8 @@ NEXT: dict[Status, frozenset[Status]] = {
 """The only moves a job's status can make."""
 
 OWNER_GONE = "runner exited"
+DELETED = ".deleted-"
+"""A job folder being deleted is renamed to this, plus its name, first."""
 
 
 def now() -> datetime:
@@ -202,8 +204,10 @@ class JobStore:
             self.workdir(spec.name).mkdir()
             self.log_path(spec.name).touch()
             self._write(record)
-        except (OSError, StateDirError) as exc:  # a full disk: no half-made job is left
+        except BaseException as exc:  # a full disk, Ctrl-C: no half-made job is left
             shutil.rmtree(self.dir(spec.name), ignore_errors=True)
+            if not isinstance(exc, (OSError, StateDirError)):
+                raise
             problem = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) else exc
             raise StateDirError(f"cannot record the job {spec.name!r}: {problem}") from None
         return record
@@ -285,7 +289,7 @@ class JobStore:
         """Every readable job, oldest first, and what is wrong with each unreadable one."""
         records, broken = [], []
         for path in self.root.iterdir():
-            if (path / "job.json").exists():
+            if not path.name.startswith(".") and (path / "job.json").exists():
                 try:
                     records.append(self.load(path.name))
                 except JobNotFoundError:  # deleted meanwhile
@@ -308,9 +312,17 @@ class JobStore:
         return self.scan()[0]
 
     def delete(self, name: str) -> None:
-        if not name or "/" in name or not self.dir(name).is_dir():
+        """Remove the job's folder: out of sight by one rename, then as far as it goes, so a
+        delete cut short (Ctrl-C, kill -9) never leaves half a job under its name."""
+        if not name or name.startswith(".") or "/" in name or not self.dir(name).is_dir():
             raise _not_found(name)
-        shutil.rmtree(self.dir(name))
+        trash = self.root / f"{DELETED}{name}-{secrets.token_hex(4)}"
+        try:
+            self.dir(name).rename(trash)
+        except FileNotFoundError:
+            raise _not_found(name) from None
+        for leftover in self.root.glob(f"{DELETED}*"):  # this one, and any cut short before
+            shutil.rmtree(leftover, ignore_errors=True)
 
     def records(
         self, name: str, *, follow: bool = False, poll: float = 0.1

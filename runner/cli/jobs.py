@@ -544,8 +544,13 @@ def rm(
         except (CorruptRecordError, StateDirError) as exc:  # unreadable, or its end cannot
             click.echo(f"warning: {exc}", err=True)  # be recorded (a full disk): it still goes
         except JobNotFoundError as exc:
-            click.echo(f"error: {exc}", err=True)
-            missing.append(name)
+            try:  # a folder without a record (a create cut short by a crash) still goes
+                store.delete(name)
+            except JobNotFoundError:
+                click.echo(f"error: {exc}", err=True)
+                missing.append(name)
+                continue
+            click.echo(f"deleted {name} (it had no record)")
             continue
         store.delete(name)
         click.echo(f"deleted {name}")

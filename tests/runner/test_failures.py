@@ -542,3 +542,31 @@ def test_a_job_that_cannot_be_recorded_is_refused_and_one_whose_end_cannot_still
         assert not store.dir("live").exists()
     finally:
         runner_cli("rm", "live", check=False)
+
+
+def test_a_delete_cut_short_leaves_the_job_whole_or_gone_and_a_husk_still_goes(
+    runner_cli: RunCli, cli_environ: dict[str, str], store: JobStore, tmp_path: Path
+) -> None:
+    runner_cli("train", "--name", "big", REPORT, "X")
+    for i in range(40):  # checkpoints: a delete that takes a while
+        folder = store.workdir("big") / f"step-{i}"
+        folder.mkdir()
+        for j in range(100):
+            (folder / f"shard-{j}").write_text("x")
+    deleting = background(cli_environ, tmp_path, "rm", "big")
+    steps = lambda: len(list(store.root.glob("*/work/step-*")))  # noqa: E731 - the job's or its trash's
+    wait_for(lambda: steps() < 40 or deleting.poll() is not None)
+    deleting.kill()  # kill -9 in the middle of removing its files
+    deleting.wait()
+    assert not store.dir("big").exists()  # out of sight at once, never half a job
+    listed = runner_cli("jobs")
+    assert "big" not in listed.stdout and listed.stderr == ""
+    runner_cli("train", "--name", "big", REPORT, "X")  # the name is free
+    runner_cli("rm", "big")
+    assert list(store.root.iterdir()) == []  # what the killed delete left went too
+
+    (store.dir("husk") / "work").mkdir(parents=True)  # a create cut short by a crash
+    taken = runner_cli("train", "--name", "husk", REPORT, "X", check=False)
+    assert taken.returncode == 1 and "runner rm husk" in taken.stderr
+    assert runner_cli("rm", "husk").stdout == "deleted husk (it had no record)\n"
+    runner_cli("train", "--name", "husk", REPORT, "X")

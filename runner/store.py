@@ -150,6 +150,34 @@ class JobRecord(BaseModel):
         return ((self.finished or now()) - self.started).total_seconds()
 
 
+class _RecordParser:
+    """Each line of a job's log as its record; a line that is not one (a disk fault, a hand
+    edit) becomes a `log.unreadable` error record saying so, and the lines after it are read."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.number = 0
+        self.timestamp: object = None
+
+    def __call__(self, line: str) -> dict[str, Any]:
+        self.number += 1
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and {"event", "level"} <= record.keys():
+            self.timestamp = record.get("timestamp", self.timestamp)
+            return record
+        return {
+            "timestamp": self.timestamp,
+            "level": "error",
+            "event": "log.unreadable",
+            "number": self.number,
+            "error": f"line {self.number} of the log of job {self.name!r} is not a record: "
+            f"{line.strip()[:60]!r}",
+        }
+
+
 class JobStore:
     """The job folders under `<state_dir>/jobs`."""
 
@@ -330,7 +358,7 @@ class JobStore:
         """The job's log records; with `follow`, keep reading until the job has ended."""
         path = self.log_path(name)
         try:
-            fh = path.open(encoding="utf-8")
+            fh = path.open(encoding="utf-8", errors="replace")  # a bad byte: one bad line
         except FileNotFoundError:
             self._read(name)  # raises JobNotFoundError with the usual message
             raise LogMissingError(
@@ -338,13 +366,14 @@ class JobStore:
                 + ("" if self.load(name).done else " (its runner puts it back when the job ends)")
             ) from None
         with fh:
+            parse = _RecordParser(name)
             pending = ""
             while True:
                 chunk = fh.readline()
                 if chunk:
                     pending += chunk
                     if pending.endswith("\n"):
-                        yield json.loads(pending)
+                        yield parse(pending)
                         pending = ""
                     continue
                 if not follow or self.load(name).done:
@@ -352,6 +381,6 @@ class JobStore:
                     rest = fh.read()
                     for line in (pending + rest).splitlines(keepends=True):
                         if line.endswith("\n"):
-                            yield json.loads(line)
+                            yield parse(line)
                     return
                 time.sleep(poll)

@@ -481,6 +481,8 @@ def logs(ctx: click.Context, name: str, follow: bool, step: str | None, as_json:
             click.echo(json.dumps(record, ensure_ascii=False))
         elif record["event"] == "output":
             click.echo(as_text(record, ranks))
+        elif record["event"] == "log.unreadable":  # the lines after it are still shown
+            click.echo(f"warning: {record['error']}", err=True)
 
 
 @click.command()

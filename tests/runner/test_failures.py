@@ -570,3 +570,33 @@ def test_a_delete_cut_short_leaves_the_job_whole_or_gone_and_a_husk_still_goes(
     assert taken.returncode == 1 and "runner rm husk" in taken.stderr
     assert runner_cli("rm", "husk").stdout == "deleted husk (it had no record)\n"
     runner_cli("train", "--name", "husk", REPORT, "X")
+
+
+def test_a_damaged_line_in_a_log_is_named_and_the_lines_after_it_are_read(
+    runner_cli: RunCli, store: JobStore, settings: RunnerSettings, tmp_path: Path
+) -> None:
+    from runner.backend import LocalProcessBackend, LocalProcessBackendConfig
+
+    two = tmp_path / "two.py"
+    two.write_text("print('before', flush=True)\nprint('after')\n")
+    runner_cli("train", "--name", "two", str(two))
+    log = store.log_path("two")
+    lines = log.read_bytes().splitlines(keepends=True)
+    (cut,) = [i for i, line in enumerate(lines) if b'"line": "before"' in line]
+    damage = [b"garbage{\n", b"\xff\xfe not utf-8\n", b"[1, 2]\n", b'{"no": "event"}\n']
+    log.write_bytes(b"".join(lines[: cut + 1] + damage + lines[cut + 1 :]))
+
+    text = runner_cli("logs", "two")
+    assert text.stdout == "before\nafter\n"  # nothing after the damage is lost
+    warnings = text.stderr.splitlines()
+    assert len(warnings) == 4 and all(
+        " of the log of job 'two' is not a record" in w for w in warnings
+    )
+    records = [json.loads(line) for line in runner_cli("logs", "two", "--json").stdout.splitlines()]
+    assert [r["number"] for r in records if r["event"] == "log.unreadable"] == [
+        cut + 2 + i for i in range(4)
+    ]
+    assert records[-1]["event"] == "job.end" and "Traceback" not in text.stderr
+    backend = LocalProcessBackend(LocalProcessBackendConfig(**settings.model_dump()))
+    said = list(backend.get_job_logs("two"))
+    assert said[0] == "before" and said[-1] == "after" and len(said) == 6

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import platformdirs
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from envs import IndexConfig
@@ -188,6 +188,19 @@ class RunnerSettings(BaseSettings):
         return IndexConfig.layered(
             mine, IndexConfig.from_pip(os.environ if environ is None else environ)
         )
+
+
+def problems(exc: ValidationError) -> str:
+    """A settings error in one line: each bad variable, the value it holds, what is wanted."""
+    said = []
+    for error in exc.errors():
+        name = f"RUNNER_{str(error['loc'][0]).upper()}" if error["loc"] else "RUNNER_*"
+        wanted = error["msg"].removeprefix("Value error, ")
+        given = error.get("input")
+        said.append(
+            f"{name}={given!r}: {wanted}" if isinstance(given, str) else f"{name}: {wanted}"
+        )
+    return "invalid setting " + "; ".join(said)
 
 
 _SETTING_NAMES = {

@@ -32,12 +32,12 @@ def cli(ctx: click.Context, log_format: str | None) -> None:
     from pydantic import ValidationError
 
     from runner.logs import configure
-    from runner.settings import RunnerSettings
+    from runner.settings import RunnerSettings, problems
 
     try:
         settings = RunnerSettings()
     except ValidationError as exc:
-        raise click.ClickException(f"invalid RUNNER_* setting:\n{exc}") from None
+        raise click.ClickException(problems(exc)) from None
     if log_format:
         settings = settings.model_copy(update={"log_format": log_format})
     configure(settings.log_format, settings.log_level)

@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from runner.settings import RunnerSettings
+from tests.runner.conftest import cli_runner
 
 
 def test_defaults_come_from_platformdirs(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -48,3 +49,23 @@ def test_an_empty_variable_is_an_unset_one(monkeypatch: pytest.MonkeyPatch) -> N
     settings = RunnerSettings()
     assert settings.no_index is False
     assert settings.sandbox == RunnerSettings.model_fields["sandbox"].default
+
+
+def test_bad_settings_are_one_line_naming_each_variable(cli_environ: dict[str, str]) -> None:
+    environ = {
+        **cli_environ,
+        "RUNNER_NETWORK": "perhaps",
+        "RUNNER_CANCEL_GRACE": "-1",
+        "RUNNER_MEMORY_LIMIT": "lots",
+    }
+    proc = cli_runner(environ, Path.cwd())("jobs", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("Error: invalid setting ")
+    for said in (
+        "RUNNER_NETWORK='perhaps': Input should be a valid boolean",
+        "RUNNER_CANCEL_GRACE='-1': Input should be greater than 0",
+        "RUNNER_MEMORY_LIMIT='lots': invalid size 'lots'",
+    ):
+        assert said in line
+    assert "errors.pydantic.dev" not in line

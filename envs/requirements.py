@@ -92,8 +92,8 @@ def merge(runtime: Sequence[Requirement], job: Sequence[Requirement]) -> list[Re
 def read_file(path: str | os.PathLike[str]) -> list[Requirement]:
     """A requirements file: one requirement per line, `#` comments; pip options are refused."""
     try:
-        lines = Path(path).read_text().splitlines()
-    except OSError as exc:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
         raise InvalidRequirementError(
             f"cannot read requirements file {str(path)!r}: {exc}"
         ) from None

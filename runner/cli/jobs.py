@@ -331,13 +331,28 @@ def _gpus(settings: RunnerSettings, value: str | None, nodes: int) -> dict[str, 
 
 def _job_env(files: tuple[str, ...], items: tuple[str, ...]) -> dict[str, str]:
     """The job's variables: each --env-file in turn, then each --env (KEY=VALUE, or NAME)."""
+    import io
+
     from dotenv import dotenv_values
+    from dotenv.parser import parse_stream
 
     env: dict[str, str] = {}
     for path in files:
-        if not Path(path).is_file():
-            raise click.BadParameter(f"{path!r} does not exist", param_hint="--env-file")
-        for key, value in dotenv_values(path).items():
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            problem = (
+                "does not exist" if isinstance(exc, FileNotFoundError) else f"unreadable: {exc}"
+            )
+            raise click.BadParameter(f"{path!r} {problem}", param_hint="--env-file") from None
+        for binding in parse_stream(io.StringIO(text)):  # a typo is refused, not skipped
+            if binding.error:
+                line = binding.original.string.strip()
+                raise click.BadParameter(
+                    f"{path}:{binding.original.line}: {line!r} is not KEY=VALUE",
+                    param_hint="--env-file",
+                )
+        for key, value in dotenv_values(stream=io.StringIO(text)).items():
             env[key] = _passed(key, "--env-file") if value is None else value
     for item in items:
         key, sep, value = item.partition("=")

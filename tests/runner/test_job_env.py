@@ -72,11 +72,19 @@ def test_a_variable_to_pass_that_is_not_set_or_a_missing_file_is_one_line(
     cli_environ: dict[str, str], tmp_path: Path
 ) -> None:
     run = cli_runner({k: v for k, v in cli_environ.items() if k != "NOT_SET_HERE"}, tmp_path)
+    typo = tmp_path / "typo.env"
+    typo.write_text("A=1\nTOKEN abc\n")  # skipped in silence, the job would run without it
+    binary = tmp_path / "binary.env"
+    binary.write_bytes(b"\xff\xfeA=1\n")
     for args, said in (
         (["--env", "NOT_SET_HERE"], "'NOT_SET_HERE' is not set in your environment"),
         (["--env-file", str(tmp_path / "missing.env")], "missing.env' does not exist"),
+        (["--env-file", str(typo)], "typo.env:2: 'TOKEN abc' is not KEY=VALUE"),
+        (["--env-file", str(binary)], "binary.env' unreadable: 'utf-8' codec can't decode"),
+        (["-r", str(binary)], "binary.env': 'utf-8' codec can't decode"),
     ):
         proc = run("train", *args, SHOW, "X", check=False)
-        assert proc.returncode == 2 and said in proc.stderr, proc.stderr
+        assert proc.returncode in (1, 2) and said in proc.stderr, proc.stderr
+        assert len([x for x in proc.stderr.splitlines() if x.startswith("Error:")]) == 1
         assert "Traceback" not in proc.stderr
     assert run("jobs", "--json").stdout.strip() == "[]"  # nothing was created

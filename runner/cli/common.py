@@ -65,6 +65,23 @@ def duration_option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
+def write_output(output: str, text: str) -> None:
+    """Write `text` to the file `-o` named, whole or not at all; a problem is one line."""
+    from envs.files import atomic_write_text
+
+    path = Path(output)
+    if path.is_dir():
+        raise click.BadParameter(f"{output!r} is a folder: name a file", param_hint="--output")
+    if not path.parent.is_dir():
+        raise click.BadParameter(
+            f"folder {str(path.parent)!r} does not exist", param_hint="--output"
+        )
+    try:
+        atomic_write_text(path, text)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from None
+
+
 def package_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """`--with REQ` and `-r FILE` (the package set), and where the packages come from."""
     command = click.option(

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from runner.cli.common import settings_of
+from runner.cli.common import settings_of, write_output
 
 
 @click.group("export")
@@ -54,7 +52,6 @@ def trainjob(
             "exporting a TrainJob needs the kubeflow SDK's models: "
             "pip install 'sandbox-runner[kubeflow]'"
         ) from None
-    from envs.files import atomic_write_text
     from runner.export import DEFAULT_RUNTIME, as_yaml
     from runner.export import trainjob as make
     from runner.store import JobStore
@@ -72,5 +69,5 @@ def trainjob(
     if output is None or output == "-":
         click.echo(text, nl=False)
     else:
-        atomic_write_text(Path(output), text)
+        write_output(output, text)
         click.echo(f"wrote {output} (TrainJob {doc['metadata']['name']})", err=True)

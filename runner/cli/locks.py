@@ -14,6 +14,7 @@ from runner.cli.common import (
     package_options,
     packages_of,
     settings_of,
+    write_output,
 )
 
 if TYPE_CHECKING:
@@ -25,20 +26,15 @@ FORMAT_CHOICE = click.Choice(["pylock", "conda-lock", "requirements"])
 def write_lock(ctx: click.Context, lock: Lock, output: str | None, fmt: str | None) -> None:
     """Render `lock` to a file or stdout; the format: --format, else the name, else pylock."""
     from envs import Interpreter, formats
-    from envs.files import atomic_write_text
 
     if fmt is None:
         fmt = formats.format_of(Path(output)) if output and output != "-" else "pylock"
-    if output and output != "-" and not Path(output).parent.is_dir():
-        raise click.BadParameter(
-            f"folder {str(Path(output).parent)!r} does not exist", param_hint="--output"
-        )
     interpreter = Interpreter.at(settings_of(ctx).python)
     text = formats.write(lock, fmt, interpreter)  # type: ignore[arg-type]
     if output is None or output == "-":
         click.echo(text, nl=False)
     else:
-        atomic_write_text(Path(output), text)
+        write_output(output, text)
         count = len(lock.packages)
         click.echo(f"wrote {output} ({fmt}, {count} package{'s' * (count != 1)})", err=True)
 

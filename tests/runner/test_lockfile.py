@@ -171,6 +171,8 @@ def test_bad_lockfile_input_is_refused_before_anything_runs(
         (["lock", "--with", "tiny-pkg", "--format", "xml"], "'xml' is not one of"),
         (["envs", "export", "nope"], "no cached environment with key 'nope'"),
         (["lock", "--with", "tiny-pkg", "-o", "/no/such/dir/pylock.toml"], "does not exist"),
+        (["lock", "--with", "tiny-pkg", "-o", str(tmp_path)], "is a folder: name a file"),
+        (["lock", "--with", "tiny-pkg", "-o", "/proc/pylock.toml"], "cannot write /proc/pylock"),
     ]
     for args, message in cases:
         proc = runner_cli(*args, check=False)

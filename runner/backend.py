@@ -371,9 +371,15 @@ class LocalProcessBackend(RuntimeBackend):
         """The step's lines as the job printed them; with `follow`, as they arrive."""
         spec = self._record(name).spec
         ranks = spec.nproc_per_node * spec.num_nodes > 1
+        pieces: dict[str, str] = {}  # per stream: a line given in pieces, so far
         for record in self.store.records(name, follow=follow):
             if record["event"] == "output" and record.get("step") == step:
-                yield as_text(record, ranks)
+                stream = str(record.get("stream"))
+                line = pieces.pop(stream, "") + as_text(record, ranks)
+                if record.get("partial"):
+                    pieces[stream] = line
+                else:
+                    yield line
             elif record["level"] == "error":  # why the job could not run, in its own words
                 yield f"[runner] {record['event']}: {record.get('error', '')}"
 

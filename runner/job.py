@@ -308,15 +308,18 @@ def _ranks(spec: JobSpec) -> Callable[[str], tuple[int | None, str]]:
 def _on_line(log: Logger, spec: JobSpec, refused: set[str]) -> Callable[[str, str, bool], None]:
     """Turn each line a step prints into an `output` record, with its rank where known."""
     split = _ranks(spec)  # once per job, not per line
+    going_on: dict[str, bool] = {}  # per stream: its last piece was a partial one
 
     def on_line(stream: str, line: str, partial: bool) -> None:
-        rank, text = split(line)
+        # the rank prefix starts a line: a piece that goes on a line keeps none
+        rank, text = (None, line) if going_on.get(stream) else split(line)
+        going_on[stream] = partial
         if stream == "stderr":
             refused.update(k for k, pattern in REFUSALS.items() if pattern.match(text))
         fields: dict[str, object] = {"stream": stream}
         if rank is not None:  # torchrun's own lines carry none
             fields["rank"] = rank
-        if partial:  # a piece of a longer line; the line goes on in the next record
+        if partial:  # a piece of a line; it goes on in the stream's next record
             fields["partial"] = True
         log.info("output", **fields, line=text)
 

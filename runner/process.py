@@ -8,9 +8,11 @@ then KILL after a grace period, so no worker outlives its job.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import functools
 import os
+import select
 import signal
 import subprocess
 import threading
@@ -21,11 +23,15 @@ from typing import IO
 
 MAX_LINE = 64 * 1024
 """Longer lines are split into pieces of this many bytes."""
+SHOW_AFTER = 1.0
+"""Seconds after which the start of a line not yet ended is handed on all the same: a
+progress bar (`\r` and no newline until the epoch ends) shows while it moves."""
 
 OnLine = Callable[[str, str, bool], None]
 """Called with (stream, line, partial) for every line, from the pump threads.
 
-`partial`: the line was longer than MAX_LINE and goes on in the next call."""
+`partial`: a piece of a line that goes on in the next call: the line was longer than
+MAX_LINE, or the job wrote no more of it for SHOW_AFTER seconds."""
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -189,8 +195,42 @@ class Process:
 
 
 def _pump(stream: IO[bytes] | None, name: str, on_line: OnLine) -> None:
+    """Hand on each line the stream carries; a line's start that waits SHOW_AFTER seconds
+    for its end (a progress bar) or grows past MAX_LINE goes on as a partial piece."""
     assert stream is not None
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")  # a character split in two
+    pending, since = b"", 0.0  # the line so far, and when it began
+
+    def emit(piece: bytes, partial: bool, final: bool = False) -> None:
+        text = decoder.decode(piece, final)
+        on_line(name, text if partial else text.rstrip("\r\n"), partial)
+
     with stream:
-        while chunk := stream.readline(MAX_LINE):
-            partial = not chunk.endswith(b"\n") and len(chunk) == MAX_LINE
-            on_line(name, chunk.decode("utf-8", "replace").rstrip("\r\n"), partial)
+        fd = stream.fileno()
+        while True:
+            wait = None if not pending else max(0.0, since + SHOW_AFTER - time.monotonic())
+            if not select.select([fd], [], [], wait)[0]:
+                emit(pending, True)  # nothing more of it for a while: show what there is
+                pending = b""
+                continue
+            data = os.read(fd, MAX_LINE)
+            if not data:
+                break
+            if not pending:
+                since = time.monotonic()
+            pending += data
+            start = 0  # each line once, then the rest kept: no copy per line
+            while True:
+                end = pending.find(b"\n", start, start + MAX_LINE)
+                if end >= 0:
+                    emit(pending[start : end + 1], False)
+                    start = end + 1
+                elif len(pending) - start >= MAX_LINE:
+                    emit(pending[start : start + MAX_LINE], True)
+                    start += MAX_LINE
+                else:
+                    break
+            if start:
+                pending, since = pending[start:], time.monotonic()
+        if pending or decoder.getstate()[0]:  # the last line had no newline
+            emit(pending, False, final=True)

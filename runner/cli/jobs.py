@@ -81,8 +81,9 @@ def _echo(fmt: str, ranks: bool) -> Echo:
             text = as_text(record, ranks)
         else:
             text, out = renderer(None, record["level"], dict(record)), sys.stderr
+        end = "" if console and record.get("partial") else "\n"  # a progress bar moves
         with lock:  # a reader that went away (`| head`) ends the printing: see JobLog
-            out.write(text + "\n")
+            out.write(text + end)
             out.flush()
 
     return echo
@@ -489,13 +490,18 @@ def logs(ctx: click.Context, name: str, follow: bool, step: str | None, as_json:
     store = _store(ctx)
     spec = store.load(name).spec
     ranks = spec.nproc_per_node * spec.num_nodes > 1
+    open_line = None  # the (step, stream) whose line was printed in part so far
     for record in store.records(name, follow=follow):
         if step is not None and record.get("step") != step:
             continue
         if as_json:
             click.echo(json.dumps(record, ensure_ascii=False))
-        elif record["event"] == "output":
-            click.echo(as_text(record, ranks))
+        elif record["event"] == "output":  # the pieces of a line make it up again
+            source = (record.get("step"), record.get("stream"))
+            if open_line not in (None, source):  # another stream's line cuts in: end it
+                click.echo()
+            click.echo(as_text(record, ranks), nl=not record.get("partial"))
+            open_line = source if record.get("partial") else None
         elif record["event"] == "log.unreadable":  # the lines after it are still shown
             click.echo(f"warning: {record['error']}", err=True)
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -377,3 +378,35 @@ def test_rm_older_than_deletes_the_jobs_that_ended_that_long_ago_and_nothing_liv
     for args in ([], ["new", "--older-than", "1d"], ["new", "--dry-run"]):
         refused = runner_cli("rm", *args, check=False)
         assert refused.returncode == 2 and "Traceback" not in refused.stderr, args
+
+
+def test_a_progress_bar_shows_while_it_moves_and_reads_back_as_the_line_it_was(
+    runner_cli: RunCli, cli_environ: dict[str, str], settings: RunnerSettings, tmp_path: Path
+) -> None:
+    from runner.backend import LocalProcessBackend, LocalProcessBackendConfig
+
+    bar = tmp_path / "bar.py"
+    bar.write_text(
+        "import sys, time\n"
+        "sys.stderr.write('\\rstep 1/2'); sys.stderr.flush()\n"
+        "time.sleep(2.5)\n"  # an epoch: the bar waits for its end
+        "sys.stderr.write('\\rstep 2/2\\n'); sys.stderr.flush()\n"
+        "time.sleep(0.5)\n"  # the streams are read apart: keep their order plain
+        "print('done')\n"
+    )
+    runner_cli("train", "--name", "bar", str(bar))
+    out = [r for r in records(runner_cli, "bar") if r["event"] == "output"]
+    first, second = (r for r in out if r["stream"] == "stderr")
+    assert first["line"] == "\rstep 1/2" and first["partial"] is True
+    assert second["line"] == "\rstep 2/2" and "partial" not in second
+    shown_at = [datetime.fromisoformat(r["timestamp"]) for r in (first, second)]
+    assert (shown_at[1] - shown_at[0]).total_seconds() > 1  # shown while the job still ran
+    text = subprocess.run(  # bytes: text mode would read each \r as a newline
+        [sys.executable, "-m", "runner.cli", "logs", "bar"],
+        env=cli_environ,
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert text == b"\rstep 1/2\rstep 2/2\ndone\n"
+    backend = LocalProcessBackend(LocalProcessBackendConfig(**settings.model_dump()))
+    assert list(backend.get_job_logs("bar")) == ["\rstep 1/2\rstep 2/2", "done"]

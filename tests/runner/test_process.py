@@ -114,3 +114,30 @@ def test_a_zombie_is_not_the_process_it_was() -> None:
     assert start_ticks(child.pid) == ticks
     assert not is_same_process(child.pid, ticks)
     child.wait()
+
+
+def test_a_line_not_yet_ended_is_handed_on_after_a_while_and_a_split_character_kept(
+    tmp_path: Path,
+) -> None:
+    """A progress bar (`\\r`, no newline until the epoch ends) shows while it moves."""
+    pieces: list[tuple[str, bool]] = []
+    go = tmp_path / "go"
+    code = (
+        "import os, sys, time\n"
+        "out = sys.stdout.buffer\n"
+        "out.write('step 1 é'.encode()[:-1]); out.flush()\n"  # cut inside the é
+        f"while not os.path.exists({str(go)!r}): time.sleep(0.02)\n"
+        "out.write(b'\\xa9 step 2\\nno newline at the end'); out.flush()\n"
+    )
+    proc = Process(
+        [sys.executable, "-c", code],
+        env=os.environ,
+        cwd=tmp_path,
+        on_line=lambda _s, line, partial: pieces.append((line, partial)),
+        tag="t-progress",
+    )
+    wait_for(lambda: bool(pieces), timeout=10)  # only the wait can hand it on: the job waits
+    assert pieces == [("step 1 ", True)]
+    go.touch()
+    assert proc.wait() == 0
+    assert pieces == [("step 1 ", True), ("é step 2", False), ("no newline at the end", False)]

@@ -12,12 +12,17 @@ rattler's (the `conda` extra); their conda packages make a conda lock
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import re
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from envs.files import atomic_write_text
 from envs.lockfile import Lock, LockedPackage, LockError
 from envs.spec import Interpreter, digest
 
@@ -70,11 +75,15 @@ def _starts_with_version(path: Path) -> bool:
         return False
 
 
-def read(path: Path, interpreter: Interpreter, environment: str | None = None) -> Lock:
+def read(
+    path: Path, interpreter: Interpreter, environment: str | None = None, memo: Path | None = None
+) -> Lock:
     """The lock in a file of any of the formats, checked against `interpreter`.
 
     `environment`: a pixi.lock environment (`default` when None) or a conda-lock
-    category (`main`); the other formats have none and refuse one.
+    category (`main`); the other formats have none and refuse one. `memo`: a folder
+    where what a slow reader (rattler, conda-lock: an import and a YAML parse) made of
+    a file is kept by the file's content, so that the next job from it skips both.
     """
     try:
         text = path.read_text()
@@ -88,10 +97,57 @@ def read(path: Path, interpreter: Interpreter, environment: str | None = None) -
             f"lockfile {str(path)!r} is a {kind} lock, which has no environments: "
             "--environment applies to pixi.lock and conda-lock.yml"
         )
-    lock = _READERS[kind](path, text, interpreter, environment)
+    key = digest(
+        {
+            "text": text,
+            "kind": kind,
+            "environment": environment,
+            "platform": conda_platform(interpreter),
+            "folder": str(path.resolve().parent),  # a local file in it is named from there
+        }
+    )
+    kept = memo / f"{key}.json" if memo is not None and kind in _SLOW else None
+    lock = _recall(kept)
+    if lock is None:
+        lock = _READERS[kind](path, text, interpreter, environment)
+        if kept is not None:  # a cache, whole or not at all: without it, read again
+            with contextlib.suppress(OSError):
+                atomic_write_text(kept, json.dumps({"kind": lock.kind, "text": lock.text}))
     if not lock.packages:
         raise LockError(f"lockfile {str(path)!r} locks no packages")
     lock.check_for(interpreter)
+    return lock
+
+
+_SLOW = frozenset({"pixi", "conda-lock"})
+MEMO = "lockfiles"
+"""The folder under the cache root where `read` keeps what slow readers made of lockfiles."""
+MEMO_DAYS = 30
+"""`envs gc` removes what a slow reader made of a lockfile no job read for this long."""
+
+
+def prune_memo(memo: Path, now: float | None = None) -> None:
+    """Remove what slow readers made of lockfiles no job read for MEMO_DAYS."""
+    cutoff = (now or time.time()) - MEMO_DAYS * 86400
+    with contextlib.suppress(FileNotFoundError):
+        for kept in memo.iterdir():
+            with contextlib.suppress(OSError):
+                if kept.stat().st_mtime < cutoff:
+                    kept.unlink()
+
+
+def _recall(kept: Path | None) -> Lock | None:
+    """A slow reader's result kept earlier, if it is there and whole (else: read again)."""
+    if kept is None:
+        return None
+    try:
+        data = json.loads(kept.read_text())
+        lock = Lock(data["text"], data["kind"])
+        if not lock.packages:
+            return None
+        os.utime(kept)  # read now: gc keeps it
+    except (OSError, ValueError, KeyError, TypeError, LockError):
+        return None
     return lock
 
 

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from envs import bytecode
+from envs import bytecode, formats
 from envs.cache import EnvCache, EnvInUseError
 from envs.errors import EnvNotFoundError
 from envs.files import held
@@ -54,6 +54,7 @@ def collect(
     if bytecode.prune(cache.objects_dir) is None:  # compiled modules no env links any more
         log.info("env.gc.bytecode_busy", cause="a build is linking from the store; pruned later")
     _clean_tmp(cache)
+    formats.prune_memo(cache.root / formats.MEMO)
     return result
 
 

@@ -30,7 +30,7 @@ from packaging.requirements import Requirement
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from envs import EnvError, IndexConfig, Interpreter
+from envs import EnvError, IndexConfig
 from envs.log import get_logger
 from envs.requirements import merge, name_of, parse, parse_all
 from runner import job as jobs
@@ -182,9 +182,7 @@ class Lockfile:
     def __call__(self, job_spec: dict[str, Any], trainer: Any, backend: Any) -> None:
         cfg = backend.cfg if isinstance(backend, LocalProcessBackend) else RunnerSettings()
         try:
-            job_spec[LOCKFILE_KEY] = LockedSet.read(
-                self.path, Interpreter.at(cfg.python), self.environment
-            )
+            job_spec[LOCKFILE_KEY] = LockedSet.read(self.path, cfg, self.environment)
         except EnvError as exc:
             raise ValueError(str(exc)) from None
 

@@ -128,13 +128,18 @@ class LockedSet(BaseModel):
 
     @classmethod
     def read(
-        cls, path: str | os.PathLike[str], interpreter: Interpreter, environment: str | None = None
+        cls,
+        path: str | os.PathLike[str],
+        settings: RunnerSettings,
+        environment: str | None = None,
     ) -> LockedSet:
-        """Read any lockfile format; one for another Python or platform is refused.
-        `environment`: of a pixi.lock (`default`), or a conda-lock category (`main`)."""
+        """Read any lockfile format for the interpreter of new envs; one for another Python
+        or platform is refused. `environment`: of a pixi.lock (`default`), or a conda-lock
+        category (`main`). What a slow reader made of it is kept in the cache."""
         from envs import formats
 
-        lock = formats.read(Path(path), interpreter, environment)
+        memo = Path(settings.cache_dir).expanduser() / formats.MEMO
+        lock = formats.read(Path(path), Interpreter.at(settings.python), environment, memo)
         return cls(kind=lock.kind, text=lock.text, source=str(Path(path).resolve()))
 
     @property

@@ -214,14 +214,13 @@ def lockfile_of(
 ) -> LockedSet | None:
     """`--lockfile` (with `--environment`) read in any format and checked against the
     interpreter of new envs; None when none is given (`--environment` alone is refused)."""
-    from envs import Interpreter
     from runner.spec import LockedSet
 
     if lockfile is None:
         if environment:
             raise click.UsageError("--environment names an environment of --lockfile: give both")
         return None
-    return LockedSet.read(lockfile, Interpreter.at(settings.python), environment)
+    return LockedSet.read(lockfile, settings, environment)
 
 
 def locked_env(settings: RunnerSettings, lock: Lock, index: IndexConfig | None = None) -> Env:

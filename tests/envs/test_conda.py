@@ -414,3 +414,35 @@ def test_a_pixi_lock_as_pixi_writes_it_v6_runs_and_an_editable_source_is_refused
     assert run(env.python, "import tiny_mod, tiny_pkg; print(tiny_mod.VALUE)") == "42"
     with pytest.raises(LockError, match=r"my-project \(.*\) has no sha256 hash"):
         formats.read(path, HERE, "dev")
+
+
+def test_what_rattler_made_of_a_pixi_lock_is_kept_by_its_content_for_the_next_job(
+    tmp_path: Path, channel: Channel, pixi_lock: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from envs import conda
+
+    read_pixi, reads = conda.read_pixi, []
+
+    def counted(*args: object) -> conda.CondaSet:
+        reads.append(args)
+        return read_pixi(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(conda, "read_pixi", counted)
+    memo = tmp_path / "memo"
+    first = formats.read(pixi_lock, HERE, None, memo)
+    assert formats.read(pixi_lock, HERE, None, memo) == first and len(reads) == 1
+    assert formats.read(pixi_lock, HERE) == first and len(reads) == 2  # no memo: read
+
+    pixi_lock.write_text(pixi_lock.read_text() + "\n")  # another content: read again
+    formats.read(pixi_lock, HERE, None, memo)
+    assert len(reads) == 3 and len(list(memo.iterdir())) == 2
+    for kept in memo.iterdir():  # a damaged one is not trusted: read again
+        kept.write_text('{"kind": "conda", "text": "{')
+    assert formats.read(pixi_lock, HERE, None, memo) == first and len(reads) == 4
+    assert formats.read(pixi_lock, HERE, None, memo) == first and len(reads) == 4  # mended
+
+    month_ago = time.time() - (formats.MEMO_DAYS + 1) * 86400
+    kept = sorted(memo.iterdir(), key=lambda p: p.stat().st_mtime)
+    os.utime(kept[0], (month_ago, month_ago))
+    formats.prune_memo(memo)
+    assert list(memo.iterdir()) == kept[1:]  # unread for a month: gone

@@ -19,7 +19,6 @@ from typing import Any
 import jsonschema
 import yaml
 
-from envs import Interpreter
 from runner.export import cluster_name
 from runner.sandbox import SandboxPolicy
 from runner.settings import RunnerSettings
@@ -249,7 +248,11 @@ def test_a_lockfile_job_exports_exactly_its_lock(runner_cli: RunCli, tmp_path: P
 
 
 def test_what_cannot_run_on_the_cluster_is_refused_naming_it(
-    runner_cli: RunCli, store: JobStore, tmp_path: Path, wheelhouse: Path
+    runner_cli: RunCli,
+    store: JobStore,
+    tmp_path: Path,
+    wheelhouse: Path,
+    settings: RunnerSettings,
 ) -> None:
     script = tmp_path / "job" / "show.py"
     script.parent.mkdir()
@@ -280,7 +283,7 @@ def test_what_cannot_run_on_the_cluster_is_refused_naming_it(
     # named by a remote URL: that URL, hashed, is what the cluster installs
     url = "https://files.example/tiny_pkg-1.0-py3-none-any.whl"
     (tmp_path / "remote.txt").write_text(f"tiny-pkg @ {url} --hash=sha256:{'ab' * 32}\n")
-    locked = LockedSet.read(tmp_path / "remote.txt", Interpreter.current())
+    locked = LockedSet.read(tmp_path / "remote.txt", settings)
     store.create(
         JobSpec.create(
             name="by-url", entry=ScriptEntry(kind="script", target=str(script)), lockfile=locked

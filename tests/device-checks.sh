@@ -96,5 +96,8 @@ sh -c "echo \$\$ > $D2/cgroup.procs && $as_user python3 -m runner.cli train --na
 sh -c "$as_user python3 -m runner.cli logs --json shared" | grep -E 'sandbox|job.end'
 cat $D2/cgroup.procs
 kill %1
+step "systemd on this machine (issue 12: a systemd user scope, where systemd is there)"
+cat /proc/1/comm; ls -d /run/systemd/system 2>&1
+command -v systemd-run systemctl busctl dbus-daemon 2>&1; systemctl --version 2>&1 | head -1
 fi
 step done

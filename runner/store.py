@@ -220,6 +220,15 @@ class JobStore:
             os.close(fd)
 
     def create(self, spec: JobSpec, owner: ProcessRef | None = None) -> JobRecord:
+        """Record a new job; refused before anything is written if its record would not
+        read back (a value set past validation), since every reader would then fail."""
+        record = JobRecord(name=spec.name, tag=new_tag(spec.name), spec=spec, owner=owner)
+        try:
+            JobRecord.model_validate_json(record.model_dump_json())
+        except ValidationError as exc:
+            (first, *_) = exc.errors()
+            where = ".".join(str(part) for part in first["loc"])
+            raise InvalidJobError(f"invalid job: {where}: {first['msg']}") from None
         try:
             self.dir(spec.name).mkdir()
         except FileExistsError:
@@ -227,7 +236,6 @@ class JobStore:
                 f"a job named {spec.name!r} already exists; choose another name "
                 f"or delete it first (`runner rm {spec.name}`)"
             ) from None
-        record = JobRecord(name=spec.name, tag=new_tag(spec.name), spec=spec, owner=owner)
         try:
             self.workdir(spec.name).mkdir()
             self.log_path(spec.name).touch()

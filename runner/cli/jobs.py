@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from datetime import timedelta
 
     from runner.logs import Echo
-    from runner.sandbox import Mount, SandboxPolicy
+    from runner.sandbox import Mount
     from runner.settings import RunnerSettings
     from runner.store import JobRecord, JobStore
 
@@ -391,11 +391,10 @@ def _first_error(exc: ValueError) -> str:
     return str(exc)
 
 
-def _policy(settings: RunnerSettings, **flags: Any) -> SandboxPolicy:
-    """The settings' sandbox with what the command line changed."""
-    return settings.policy().model_copy(
-        update={key: value for key, value in flags.items() if value is not None}
-    )
+def _policy(settings: RunnerSettings, **flags: Any) -> dict[str, Any]:
+    """The settings' sandbox with what the command line changed, for the job's spec to
+    validate (`--memory 0` is refused there, naming it)."""
+    return {**dict(settings.policy()), **{k: v for k, v in flags.items() if v is not None}}
 
 
 def _detach(store: JobStore, name: str) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from runner import job as job_module
-from runner.errors import LogMissingError
+from runner.errors import InvalidJobError, LogMissingError
 from runner.job import execute
 from runner.process import TAG
 from runner.settings import RunnerSettings
@@ -256,12 +256,20 @@ def test_bad_input_that_used_to_get_through_is_refused(
         (["train", "--name", "", REPORT], "job name '' is invalid"),
         (["train", "--index-url", "not a url", REPORT], "index URL 'not a url' is not a URL"),
         (["train", str(tmp_path)], "is a directory"),
+        # a record written with it could not be read back: every reader failed on it
+        (["train", "--memory", "0", REPORT], "sandbox.memory: Input should be greater than 0"),
     ]
     for args, message in cases:
         proc = runner_cli(*args, check=False)
         assert proc.returncode != 0 and message in proc.stderr, (args, proc.stderr)
         assert "Traceback" not in proc.stderr
-    assert store.jobs() == []
+    assert store.jobs() == [] and not any(store.root.iterdir())
+
+    valid = JobSpec.create(entry=ScriptEntry(kind="script", target=REPORT))
+    past_validation = valid.model_copy(update={"num_nodes": 0})  # what no reader accepts
+    with pytest.raises(InvalidJobError, match="num_nodes: Input should be greater than"):
+        store.create(past_validation)
+    assert not any(store.root.iterdir())  # refused before anything was written
 
 
 def test_an_unusable_state_or_cache_dir_is_one_line_before_anything_starts(

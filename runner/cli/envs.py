@@ -196,8 +196,10 @@ def envs_gc(
         raise click.UsageError("give --max-size SIZE and/or --older-than DURATION")
     result = collect(open_cache(settings_of(ctx)), max_size=max_size, older_than=older_than)
     text = (
-        f"removed {len(result.removed)} environment(s), freed {format_size(result.freed_bytes)}; "
-        f"{len(result.in_use)} in use kept; {format_size(result.kept_bytes)} remain"
+        f"removed {len(result.removed)} environment(s) and the downloads of "
+        f"{len(result.downloads_cleaned)} package(s) no env holds; freed "
+        f"{format_size(result.freed_bytes)}; {len(result.in_use)} in use kept; the cache "
+        f"takes {format_size(result.kept_bytes)}"
     )
     emit(vars(result), as_json, text)
 

@@ -492,14 +492,15 @@ class EnvCache:
 
     def remove(self, env_key: str) -> int:
         """Remove an env (a damaged one too) unless a job holds it or a layer stands on it;
-        returns the bytes freed."""
+        returns its own size (the disk gets back less where uv's cache links its files)."""
         try:
             env = self._load(env_key)
-            size = env.meta.size_bytes if env else 0
         except EnvDamagedError:
             env, size = None, tree_size(self.envs_dir / env_key)
-        if env is None and not size:
-            raise EnvNotFoundError(f"no cached environment with key {env_key!r}")
+        else:
+            if env is None:
+                raise EnvNotFoundError(f"no cached environment with key {env_key!r}")
+            size = env.meta.size_bytes
         fd = os.open(self.leases_dir / env_key, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:

@@ -43,7 +43,7 @@ Inode = tuple[int, int]
 
 
 @dataclass
-class _Usage:
+class Usage:
     """The cache's files on disk, each inode once, and who holds each: an env (its key), a
     package unpacked in uv's cache (`uv:NAME`), or the cache itself (`cache`). A compiled
     module in the bytecode store is held by the envs that link it, as gc prunes the rest."""
@@ -94,9 +94,9 @@ class _Usage:
                 self.released += self.sizes[ino]
 
 
-def usage(cache: EnvCache) -> _Usage:
+def usage(cache: EnvCache) -> Usage:
     """What the cache's own folders hold (a data cache kept under its root is not its)."""
-    found = _Usage()
+    found = Usage()
     if cache.envs_dir.is_dir():
         for env in cache.envs_dir.iterdir():
             found.add(env, env.name)

@@ -269,8 +269,12 @@ class JobSpec(BaseModel):
         try:
             return cls(**fields)
         except ValidationError as exc:
-            problems = "; ".join(_describe(e) for e in exc.errors())
-            raise InvalidJobError(f"invalid job: {problems}") from None
+            raise invalid_job(exc) from None
+
+
+def invalid_job(exc: ValidationError) -> InvalidJobError:
+    """pydantic's report on a job as one error naming every problem."""
+    return InvalidJobError("invalid job: " + "; ".join(_describe(e) for e in exc.errors()))
 
 
 def _describe(error: Any) -> str:

@@ -41,7 +41,7 @@ from runner.errors import (
     StateDirError,
 )
 from runner.process import end_tree, host_identity, is_same_process
-from runner.spec import JobSpec
+from runner.spec import JobSpec, invalid_job
 
 Status = Literal["Created", "Running", "Complete", "Failed"]
 CREATED: Status = "Created"
@@ -226,9 +226,7 @@ class JobStore:
         try:
             JobRecord.model_validate_json(record.model_dump_json())
         except ValidationError as exc:
-            (first, *_) = exc.errors()
-            where = ".".join(str(part) for part in first["loc"])
-            raise InvalidJobError(f"invalid job: {where}: {first['msg']}") from None
+            raise invalid_job(exc) from None
         try:
             self.dir(spec.name).mkdir()
         except FileExistsError:

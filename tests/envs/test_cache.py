@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -285,3 +286,11 @@ def test_a_damaged_env_in_use_stays_until_its_job_ends_then_gc_takes_it(
         holder.communicate()
     assert collect(cache).removed == [key]
     assert not (cache.envs_dir / key).exists() and cache.scan() == ([], [])
+
+
+def test_a_damaged_env_with_nothing_left_in_it_is_removed_too(cache: EnvCache, make_spec) -> None:
+    env = cache.ensure(make_spec(["tiny-pkg"]))
+    shutil.rmtree(env.path)
+    env.path.mkdir()  # an rm -rf cut short, say
+    assert [d.key for d in cache.scan()[1]] == [env.key]
+    assert cache.remove(env.key) == 0 and not env.path.exists()

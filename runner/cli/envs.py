@@ -175,7 +175,9 @@ def envs_rm(ctx: click.Context, keys: tuple[str, ...]) -> None:
             click.echo(f"error: {exc}", err=True)
             busy += 1
             continue
-        click.echo(f"removed {key[:12]} ({format_size(freed)})")
+        click.echo(f"removed {key[:12]} ({format_size(freed)} of its own)")
+    if found and not busy:  # uv's cache still links the files it had from there
+        click.echo("`runner envs gc` also takes the downloads no env holds any more", err=True)
     if busy:
         sys.exit(1)
 

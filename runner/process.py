@@ -207,9 +207,11 @@ def _pump(stream: IO[bytes] | None, name: str, on_line: OnLine) -> None:
 
     with stream:
         fd = stream.fileno()
+        ready = select.poll()  # not select(): a busy process has fds above FD_SETSIZE
+        ready.register(fd, select.POLLIN)
         while True:
             wait = None if not pending else max(0.0, since + SHOW_AFTER - time.monotonic())
-            if not select.select([fd], [], [], wait)[0]:
+            if not ready.poll(None if wait is None else wait * 1000):
                 emit(pending, True)  # nothing more of it for a while: show what there is
                 pending = b""
                 continue

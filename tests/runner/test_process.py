@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+
+import pytest
 
 from runner.process import MAX_LINE, Process, is_same_process, start_ticks
 from tests.runner.conftest import JOBS
@@ -141,3 +144,28 @@ def test_a_line_not_yet_ended_is_handed_on_after_a_while_and_a_split_character_k
     go.touch()
     assert proc.wait() == 0
     assert pieces == [("step 1 ", True), ("é step 2", False), ("no newline at the end", False)]
+
+
+def test_output_is_read_when_the_runner_holds_many_files(tmp_path: Path) -> None:
+    """An SDK backend in a busy Python (a notebook with many sockets and files) gets pipes
+    numbered past 1024, which select() cannot watch."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"this machine allows {hard} open files; the case needs over 1024")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        lines: list[str] = []
+        proc = Process(
+            [sys.executable, "-c", "print('read', flush=True)"],
+            env=os.environ,
+            cwd=tmp_path,
+            on_line=lambda _s, line, _p: lines.append(line),
+            tag="t-many-fds",
+        )
+        assert proc.wait() == 0
+        assert lines == ["read"]
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

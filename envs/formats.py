@@ -97,16 +97,16 @@ def read(
             f"lockfile {str(path)!r} is a {kind} lock, which has no environments: "
             "--environment applies to pixi.lock and conda-lock.yml"
         )
-    key = digest(
-        {
+    kept = None
+    if memo is not None and kind in _SLOW:  # the others read fast: nothing to keep
+        key = {
             "text": text,
             "kind": kind,
             "environment": environment,
             "platform": conda_platform(interpreter),
             "folder": str(path.resolve().parent),  # a local file in it is named from there
         }
-    )
-    kept = memo / f"{key}.json" if memo is not None and kind in _SLOW else None
+        kept = memo / f"{digest(key)}.json"
     lock = _recall(kept)
     if lock is None:
         lock = _READERS[kind](path, text, interpreter, environment)

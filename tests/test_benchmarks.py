@@ -21,6 +21,10 @@ RESULTS = ROOT / "benchmarks" / "results"
 MEASURED = ("envs", "runner", "benchmarks", ":!benchmarks/results")
 """What the benchmark measures: a change there makes the report stale."""
 UNMEASURED_CHANGES: dict[str, str] = {
+    "57168aff88f2abda2391ebb76aaa33a7239030b9": (
+        "envs/formats.py: the memo key is computed only where a memo is used; the pixi.lock "
+        "row reads as it did, and pylock reads skip one hash"
+    ),
     "2c37cc8fe4e39c601a435c6005ea00e823a4afd2": (
         "runner/process.py: the output pump waits with poll() where it used select(); the "
         "same reads in the same order, for any number of open files"

@@ -25,9 +25,10 @@ def parse(text: str) -> Requirement:
         )
     try:
         return Requirement(stripped)
-    except InvalidRequirement as exc:
+    except InvalidRequirement as exc:  # its first line: the rest draws a caret under `text`
+        why = str(exc).splitlines()[0]
         raise InvalidRequirementError(
-            f"invalid requirement {text!r}: {exc}; expected a PEP 508 string such as 'numpy>=1.26'"
+            f"invalid requirement {text!r}: {why}; expected a PEP 508 string such as 'numpy>=1.26'"
         ) from None
 
 

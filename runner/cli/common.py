@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from envs import Env, IndexConfig
     from envs.lockfile import Lock
+    from envs.script import ScriptMetadata
     from runner.settings import RunnerSettings
     from runner.spec import LockedSet
 
@@ -126,6 +127,32 @@ def packages_of(with_: tuple[str, ...], req_files: tuple[str, ...]) -> list[Requ
     from envs.requirements import parse_all, read_file
 
     return [*parse_all(with_), *(r for f in req_files for r in read_file(f))]
+
+
+def script_metadata(script: str | None) -> ScriptMetadata | None:
+    """The script's `# /// script` block (PEP 723), if it has one."""
+    from envs.script import ScriptMetadata
+
+    return ScriptMetadata.read(script) if script is not None else None
+
+
+def check_script(
+    settings: RunnerSettings, meta: ScriptMetadata, locked: LockedSet | None, python: str | None
+) -> None:
+    """Refuse a job that cannot give the script what its block declares: a lockfile without
+    a declared dependency, an interpreter (the lock's python, for a conda lock) outside its
+    `requires-python`."""
+    from envs import Interpreter
+
+    if locked is not None:
+        packages = locked.lock.packages
+        meta.check_locked(((p.name, p.version) for p in packages), locked.source)
+        pythons = [p.version for p in packages if p.name == "python" and p.manager == "conda"]
+        if pythons:
+            meta.check_python(pythons[0], f"(the python of {locked.source})")
+            return
+    interpreter = Interpreter.at(python or settings.python)
+    meta.check_python(interpreter.version, interpreter.executable)
 
 
 def index_of(

@@ -16,6 +16,7 @@ import click
 from runner.cli.common import (
     base_options,
     base_python_of,
+    check_script,
     duration_option,
     emit,
     index_of,
@@ -24,6 +25,7 @@ from runner.cli.common import (
     lockfile_options,
     package_options,
     packages_of,
+    script_metadata,
     settings_of,
     size_option,
 )
@@ -225,6 +227,10 @@ def train(
     entry = _entry(script, module, args)
     gpu_fields = _gpus(settings, gpus, nnodes)
     requirements = packages_of(with_, req_files)
+    script_meta = script_metadata(script if module is None else None)
+    locked = lockfile_of(settings, lockfile, environment)
+    if script_meta is not None and locked is None:  # its dependencies join the set
+        requirements = script_meta.merged(requirements)
     if nproc_per_node is None:  # a torch job gets one rank per GPU, as on the cluster
         torch_job = torchrun or nnodes > 1 or "torch" in {name_of(r) for r in requirements}
         nproc_per_node = gpu_fields.get("gpus", 1) if torch_job else 1
@@ -255,9 +261,10 @@ def train(
     }
     if name is not None:
         fields["name"] = name
-    locked = lockfile_of(settings, lockfile, environment)
     if locked is not None:
         fields["lockfile"] = locked
+    if script_meta is not None:
+        check_script(settings, script_meta, locked, fields["base_python"])
     spec = JobSpec.create(**fields)
     assert spec.sandbox is not None
     store = _store(ctx)

@@ -10,9 +10,11 @@ import click
 from runner.cli.common import (
     base_options,
     base_python_of,
+    check_script,
     index_of,
     package_options,
     packages_of,
+    script_metadata,
     settings_of,
     write_output,
 )
@@ -50,6 +52,11 @@ format_option = click.option("--format", "fmt", type=FORMAT_CHOICE, help="Lockfi
 
 @click.command("lock")
 @package_options
+@click.option(
+    "--script",
+    type=click.Path(),
+    help="With the packages a script declares in its `# /// script` block (PEP 723).",
+)
 @base_options
 @output_option
 @format_option
@@ -61,6 +68,7 @@ def lock(
     index_url: str | None,
     extra_index_url: tuple[str, ...],
     find_links: tuple[str, ...],
+    script: str | None,
     base: str | None,
     base_python: str | None,
     output: str | None,
@@ -71,6 +79,7 @@ def lock(
     \b
     runner lock --with torch==2.13.0 --with numpy -o pylock.toml
     runner lock -r requirements.in -o conda-lock.yml
+    runner lock --script train.py -o pylock.toml
     runner train --lockfile pylock.toml examples/train_ddp.py
 
     Over a cached base (--base KEY|LOCKFILE) the lock holds the base's packages and the
@@ -82,9 +91,15 @@ def lock(
 
     settings = settings_of(ctx)
     reqs = packages_of(with_, req_files)
-    if not reqs:
-        raise click.UsageError("give the packages to lock: --with REQ or -r FILE")
     python = base_python_of(settings, base, base_python)
+    if script is not None:
+        meta = script_metadata(script)
+        if meta is None:
+            raise click.UsageError(f"{script} has no `# /// script` block (PEP 723)")
+        check_script(settings, meta, None, python)
+        reqs = meta.merged(reqs)
+    if not reqs:
+        raise click.UsageError("give the packages to lock: --with REQ, -r FILE or --script FILE")
     cache = open_cache(settings, writing=True)
     index = index_of(index_url, extra_index_url, find_links)
     with resolving(reqs):

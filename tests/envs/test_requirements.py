@@ -44,10 +44,11 @@ def test_duplicate_job_packages_name_both_spellings() -> None:
 
 
 @pytest.mark.parametrize("text", ["torch==", "not a requirement!", "", "   ", "numpy>=>1"])
-def test_unparsable_requirement_is_quoted(text: str) -> None:
+def test_unparsable_requirement_is_quoted_in_one_line(text: str) -> None:
     with pytest.raises(InvalidRequirementError) as err:
         parse(text)
     assert repr(text) in str(err.value)
+    assert "\n" not in str(err.value)  # packaging's caret drawing is left out
 
 
 @pytest.mark.parametrize(

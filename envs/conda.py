@@ -27,6 +27,7 @@ from urllib.parse import unquote, urlparse
 from packaging.utils import canonicalize_name
 from pydantic import BaseModel, ValidationError
 
+from envs import condacache
 from envs.errors import BuildError
 from envs.formats import INSTALL_CONDA
 from envs.lockfile import LockedFile, LockedPackage, LockError
@@ -435,16 +436,17 @@ def install(
         _verify(package, url)
         records.append(_record(rattler, package, url))
     try:
-        _run(
-            rattler.install(
-                records,
-                target,
-                cache_dir=package_cache,
-                reporter=Progress(log, len(records)),
-                alternative_target_prefix=final,
-                execute_link_scripts=False,
+        with condacache.installing(package_cache):  # gc prunes none of it meanwhile
+            _run(
+                rattler.install(
+                    records,
+                    target,
+                    cache_dir=package_cache,
+                    reporter=Progress(log, len(records)),
+                    alternative_target_prefix=final,
+                    execute_link_scripts=False,
+                )
             )
-        )
     except Exception as exc:  # rattler's InstallerError and friends
         lines = [ln.removeprefix("Caused by: ").strip().rstrip(".") for ln in str(exc).splitlines()]
         parts = [p for ln in lines for p in ln.split(": ") if p]

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
-from envs import bytecode, formats
-from envs.cache import EnvCache, EnvInUseError
+from envs import bytecode, condacache, formats
+from envs.cache import Env, EnvCache, EnvInUseError
 from envs.errors import EnvNotFoundError
 from envs.files import flocked, held
 from envs.log import get_logger
@@ -37,6 +37,8 @@ class GcResult:
     """What they take now: each file once, however many envs link it."""
     downloads_cleaned: list[str] = field(default_factory=list)
     """Packages no env holds any more, taken out of uv's download cache."""
+    conda_cleaned: list[str] = field(default_factory=list)
+    """Conda packages no env holds any more, taken out of rattler's package cache."""
 
 
 Inode = tuple[int, int]
@@ -109,11 +111,15 @@ def usage(cache: EnvCache) -> Usage:
             for unpacked in bucket.iterdir():  # one unpacked wheel each
                 name = _package_of(unpacked)
                 found.add(unpacked, f"uv:{name}" if name else "cache")
+    for package in condacache.packages(cache.conda_dir):
+        found.add(package, f"conda:{package.name}")
     found.add(cache.objects_dir, None)
-    for folder in (cache.root, cache.envs_dir, downloads):
+    for folder in (cache.root, cache.envs_dir, downloads, cache.conda_dir):
         found.add(folder, "cache", alone=True)
-    for other in (cache.conda_dir, cache.tmp_dir, cache.root / formats.MEMO, cache.specs_dir):
+    for other in (cache.tmp_dir, cache.root / formats.MEMO, cache.specs_dir):
         found.add(other, "cache")
+    for small in cache.conda_dir.glob("*.lock"):  # rattler's, one per package
+        found.add(small, "cache")
     for small in (cache.locks_dir, cache.leases_dir):
         found.add(small, "cache")
     return found
@@ -138,7 +144,8 @@ def collect(
     """Remove damaged envs; evict envs unused for `older_than`, then the least recently used
     until the cache takes at most `max_size` on disk (each file once, however many envs link
     it). The downloads of packages no env holds leave uv's cache (else removing an env
-    frees nothing: uv's cache links the same files), and the bytecode no env links goes."""
+    frees nothing: uv's cache links the same files), the conda packages no prefix was
+    made of leave rattler's, and the bytecode no env links goes."""
     now = now or datetime.now(UTC)
     result = GcResult()
     envs, damaged = cache.scan()  # least recently used first
@@ -146,12 +153,12 @@ def collect(
     for problem in damaged:  # never usable: each job that needs one builds it again
         if _remove(cache, problem.key, result):
             before.release(problem.key)
-    kept = {e.key: {p.partition("==")[0] for p in e.meta.packages} for e in envs}
-    downloads = {h.removeprefix("uv:") for h in before.held if h.startswith("uv:")}
+    kept = {e.key: _holds(cache, e) for e in envs}
+    shared = {h for h in before.held if h.startswith(("uv:", "conda:"))}
 
     def release_unheld() -> None:  # downloads no env holds go: they free the env's files
-        for name in downloads - set().union(*kept.values()):
-            before.release(f"uv:{name}")
+        for holder in shared - set().union(*kept.values()):
+            before.release(holder)
 
     release_unheld()
     busy: list[str] = []
@@ -168,9 +175,15 @@ def collect(
             del kept[env.key]
             release_unheld()
     result.in_use = sorted({k for k in result.in_use if (cache.envs_dir / k).exists()})
+    unheld = shared - set().union(*kept.values())
     result.downloads_cleaned = _clean_downloads(
-        cache, sorted(downloads - set().union(*kept.values()))
+        cache, sorted(h.removeprefix("uv:") for h in unheld if h.startswith("uv:"))
     )
+    prefixes = list(cache.envs_dir.iterdir()) if cache.envs_dir.is_dir() else []
+    pruned = condacache.prune(cache.conda_dir, prefixes)
+    if pruned is None:
+        log.info("env.gc.conda_busy", cause="a build is installing conda packages; pruned later")
+    result.conda_cleaned = pruned or []
     if bytecode.prune(cache.objects_dir) is None:  # compiled modules no env links any more
         log.info("env.gc.bytecode_busy", cause="a build is linking from the store; pruned later")
     _clean_tmp(cache)
@@ -178,6 +191,13 @@ def collect(
     result.kept_bytes = usage(cache).on_disk
     result.freed_bytes = max(0, before.on_disk - result.kept_bytes)
     return result
+
+
+def _holds(cache: EnvCache, env: Env) -> set[str]:
+    """What an env holds in the caches it was made from: uv's downloads of its PyPI
+    packages, and for a conda prefix, rattler's extracted packages."""
+    uv = {f"uv:{pin.partition('==')[0]}" for pin in env.meta.packages}
+    return uv | {f"conda:{name}" for name in condacache.held_by(cache.envs_dir / env.key)}
 
 
 def _clean_downloads(cache: EnvCache, names: list[str]) -> list[str]:

@@ -199,7 +199,8 @@ def envs_gc(
     result = collect(open_cache(settings_of(ctx)), max_size=max_size, older_than=older_than)
     text = (
         f"removed {len(result.removed)} environment(s) and the downloads of "
-        f"{len(result.downloads_cleaned)} package(s) no env holds; freed "
+        f"{len(result.downloads_cleaned) + len(result.conda_cleaned)} package(s) no env "
+        "holds; freed "
         f"{format_size(result.freed_bytes)}; {len(result.in_use)} in use kept; the cache "
         f"takes {format_size(result.kept_bytes)}"
     )

@@ -122,6 +122,37 @@ def test_the_same_lock_is_one_env_and_a_changed_pin_is_another(
     assert run(changed.python, "import tiny_mod; print(tiny_mod.DATA)") == "newer"
 
 
+def test_gc_takes_from_rattlers_cache_what_no_env_holds_and_never_under_an_install(
+    cache: EnvCache, tmp_path: Path, channel: Channel, pixi_lock: Path
+) -> None:
+    from envs import condacache
+    from envs.gc import collect
+
+    first = cache.ensure(spec(), lock=formats.read(pixi_lock, HERE))
+    conda_package(channel.path, "tiny-data", "1.1", {"share/tiny/data.txt": b"newer\n"})
+    channel.reindex()
+    newer = write_pixi_lock(
+        tmp_path / "newer.lock", {"default": channel.solve(["tiny-mod"])}, channel
+    )
+    second = cache.ensure(spec(), lock=formats.read(newer, HERE))
+    cache.remove(first.key)  # tiny-data 1.0 was its alone; the rest the two shared
+
+    def extracted() -> set[str]:
+        return {p.name for p in condacache.packages(cache.conda_dir)}
+
+    assert {"tiny-data-1.0-0", "tiny-data-1.1-0", "python-3.11.2-0"} <= extracted()
+    with condacache.installing(cache.conda_dir):  # a build links from the cache now
+        busy = collect(cache, max_size=1 << 40)
+    assert busy.conda_cleaned == [] and "tiny-data-1.0-0" in extracted()
+    done = collect(cache, max_size=1 << 40)
+    assert done.conda_cleaned == ["tiny-data-1.0-0"] and done.freed_bytes > 0
+    assert "tiny-data-1.0-0" not in extracted() and "tiny-data-1.1-0" in extracted()
+    assert not (cache.conda_dir / "tiny-data-1.0-0.lock").exists()
+    assert run(second.python, "import tiny_mod; print(tiny_mod.DATA)") == "newer"
+    again = cache.ensure(spec(), lock=formats.read(pixi_lock, HERE))  # fetched once more
+    assert run(again.python, "import tiny_mod; print(tiny_mod.DATA)") == DATA_TEXT.strip()
+
+
 def test_a_local_archive_changed_after_locking_is_refused_and_nothing_is_published(
     cache: EnvCache, channel: Channel, pixi_lock: Path
 ) -> None:
@@ -324,7 +355,8 @@ def test_a_conda_env_is_leased_and_collected_like_any_env(cache: EnvCache, pixi_
         assert run(env.python, "import tiny_mod; print(tiny_mod.VALUE)") == "42"
     done = collect(cache, max_size=0)
     assert done.removed == [env.key] and not env.path.exists()
-    # rattler's package cache outlives the env: the next build links from it again
+    # what rattler extracted for it goes too; the next build fetches it again
+    assert "tiny-mod-1.0-0" in done.conda_cleaned and not list(cache.conda_dir.glob("tiny-mod*"))
     again = cache.ensure(spec(), lock=lock)
     assert run(again.python, "import tiny_mod; print(tiny_mod.DATA)") == DATA_TEXT.strip()
 

@@ -17,6 +17,9 @@ from pathlib import Path
 
 from envs.files import flocked, remove_tree
 
+PRUNED = ".pruned-"
+"""A package being removed, hidden from rattler by its name."""
+
 
 def _lock(package_cache: Path) -> Path:
     return package_cache.with_name(f"{package_cache.name}.lock")
@@ -46,12 +49,17 @@ def prune(package_cache: Path, prefixes: Iterable[Path]) -> list[str] | None:
     with flocked(_lock(package_cache), fcntl.LOCK_EX | fcntl.LOCK_NB) as alone:
         if not alone:
             return None
+        for left in package_cache.glob(f"{PRUNED}*"):  # by a gc killed midway
+            remove_tree(left)
         keep = set().union(*(held_by(p) for p in prefixes))
         removed = []
         for package in sorted(packages(package_cache)):
             if package.name in keep:
                 continue
-            remove_tree(package)
+            # out of sight in one rename first: killed midway, no half package is left
+            # under its name for a later install to link from
             package.with_name(f"{package.name}.lock").unlink(missing_ok=True)
+            package.rename(package.with_name(f"{PRUNED}{package.name}"))
+            remove_tree(package.with_name(f"{PRUNED}{package.name}"))
             removed.append(package.name)
         return removed

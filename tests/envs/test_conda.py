@@ -141,13 +141,16 @@ def test_gc_takes_from_rattlers_cache_what_no_env_holds_and_never_under_an_insta
         return {p.name for p in condacache.packages(cache.conda_dir)}
 
     assert {"tiny-data-1.0-0", "tiny-data-1.1-0", "python-3.11.2-0"} <= extracted()
+    left = cache.conda_dir / f"{condacache.PRUNED}tiny-gone-1.0-0"  # a gc killed midway
+    (left / "info").mkdir(parents=True)
     with condacache.installing(cache.conda_dir):  # a build links from the cache now
         busy = collect(cache, max_size=1 << 40)
     assert busy.conda_cleaned == [] and "tiny-data-1.0-0" in extracted()
     done = collect(cache, max_size=1 << 40)
     assert done.conda_cleaned == ["tiny-data-1.0-0"] and done.freed_bytes > 0
     assert "tiny-data-1.0-0" not in extracted() and "tiny-data-1.1-0" in extracted()
-    assert not (cache.conda_dir / "tiny-data-1.0-0.lock").exists()
+    assert not (cache.conda_dir / "tiny-data-1.0-0.lock").exists() and not left.exists()
+    assert not list(cache.conda_dir.glob(f"{condacache.PRUNED}*"))
     assert run(second.python, "import tiny_mod; print(tiny_mod.DATA)") == "newer"
     again = cache.ensure(spec(), lock=formats.read(pixi_lock, HERE))  # fetched once more
     assert run(again.python, "import tiny_mod; print(tiny_mod.DATA)") == DATA_TEXT.strip()

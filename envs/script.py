@@ -49,7 +49,7 @@ class ScriptMetadata:
         """The script's block, None where it has none (or cannot be read: running it says
         why); a block that is not valid metadata is refused in one line naming the script."""
         try:
-            text = Path(path).read_text(encoding="utf-8", errors="replace")
+            text = Path(path).read_text(encoding="utf-8-sig", errors="replace")
         except OSError:
             return None
         if "# /// script" not in text:  # the common case, without the expression

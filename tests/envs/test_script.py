@@ -41,6 +41,14 @@ def test_the_block_gives_dependencies_and_requires_python(tmp_path: Path) -> Non
     assert str(meta.requires_python) == ">=3.11"
 
 
+def test_the_block_is_read_whatever_the_line_ends_or_a_leading_bom(tmp_path: Path) -> None:
+    for text in (BLOCK.replace("\n", "\r\n"), "\ufeff" + BLOCK.split("\n", 1)[1]):
+        path = tmp_path / "train.py"
+        path.write_bytes(text.encode())
+        meta = ScriptMetadata.read(path)
+        assert meta is not None and len(meta.dependencies) == 2, repr(text[:20])
+
+
 @pytest.mark.parametrize(
     "text",
     [

@@ -316,7 +316,8 @@ def _entry(script: str | None, module: str | None, args: tuple[str, ...]) -> dic
     if Path(script).is_dir():
         raise InvalidJobError(f"script {script!r} is a directory: give the .py file to run")
     if not Path(script).is_file():
-        raise InvalidJobError(f"script {script!r} does not exist")
+        why = "is not a file" if Path(script).exists() else "does not exist"
+        raise InvalidJobError(f"script {script!r} {why}")
     return {"kind": "script", "target": str(Path(script).resolve()), "argv": args}
 
 

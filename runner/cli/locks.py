@@ -54,7 +54,7 @@ format_option = click.option("--format", "fmt", type=FORMAT_CHOICE, help="Lockfi
 @package_options
 @click.option(
     "--script",
-    type=click.Path(),
+    type=click.Path(exists=True, dir_okay=False),
     help="With the packages a script declares in its `# /// script` block (PEP 723).",
 )
 @base_options

@@ -122,6 +122,8 @@ def test_bad_input_is_refused_before_anything_is_built(
 ) -> None:
     cases = [
         (["train", "missing.py"], "script 'missing.py' does not exist"),
+        (["train", "/dev/null"], "script '/dev/null' is not a file"),
+        (["lock", "--script", "missing.py"], "File 'missing.py' does not exist"),
         (["train", "--nproc-per-node", "0", REPORT], "0 is not in the range x>=1"),
         (["train", "--env", "NOEQUALS", REPORT], "'NOEQUALS' is not set in your environment"),
         (["train", "--env", "1X=2", REPORT], "environment variable name '1X' is invalid"),

@@ -91,13 +91,17 @@ def merge(runtime: Sequence[Requirement], job: Sequence[Requirement]) -> list[Re
 
 
 def read_file(path: str | os.PathLike[str]) -> list[Requirement]:
-    """A requirements file: one requirement per line, `#` comments; pip options are refused."""
+    """A requirements file: one requirement per line, `#` comments; pip options are refused.
+    A `pyproject.toml` gives its `[project]` dependencies, as `uv pip install -r` reads it."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidRequirementError(
             f"cannot read requirements file {str(path)!r}: {exc}"
         ) from None
+    if Path(path).name == "pyproject.toml":
+        return _project_dependencies(str(path), text)
+    lines = text.splitlines()
     reqs: list[Requirement] = []
     for number, raw in enumerate(lines, 1):
         line = raw.split(" #", 1)[0].strip()
@@ -109,4 +113,25 @@ def read_file(path: str | os.PathLike[str]) -> list[Requirement]:
                 "pass indexes with --index-url/--extra-index-url/--find-links"
             )
         reqs.append(parse(line))
+    return reqs
+
+
+def _project_dependencies(path: str, text: str) -> list[Requirement]:
+    """`[project] dependencies` of a pyproject.toml (PEP 621); its optional ones are not."""
+    import tomllib
+
+    try:
+        project = tomllib.loads(text).get("project")
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidRequirementError(f"{path} is not valid TOML: {exc}") from None
+    if not isinstance(project, dict) or "dependencies" in project.get("dynamic", []):
+        raise InvalidRequirementError(
+            f"{path} has no static [project] dependencies (they are dynamic, or there is no "
+            "[project] table): list them there, or give a requirements file"
+        )
+    deps = project.get("dependencies", [])
+    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+        raise InvalidRequirementError(f"{path}: [project] dependencies must be a list of strings")
+    reqs = parse_all(deps)
+    check_unique(reqs, f"{path}'s [project] dependencies")
     return reqs

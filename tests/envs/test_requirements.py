@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from envs.errors import DuplicateRequirementError, InvalidRequirementError
+from envs.errors import DuplicateRequirementError, EnvError, InvalidRequirementError
 from envs.requirements import canonical, merge, parse, parse_all, read_file
 
 
@@ -80,3 +80,33 @@ def test_requirements_file_refuses_pip_options(tmp_path: Path) -> None:
 def test_missing_requirements_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(InvalidRequirementError, match=r"nope\.txt"):
         read_file(tmp_path / "nope.txt")
+
+
+def test_a_pyproject_gives_its_project_dependencies(tmp_path: Path) -> None:
+    path = tmp_path / "pyproject.toml"
+    path.write_text(
+        '[project]\nname = "trainer"\ndependencies = ["Torch==2.13.0", "numpy>=2"]\n'
+        '[project.optional-dependencies]\nplots = ["matplotlib"]\n'
+    )
+    assert [str(r) for r in read_file(path)] == ["Torch==2.13.0", "numpy>=2"]
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ('[tool.poetry.dependencies]\nnumpy = "*"\n', "has no static [project] dependencies"),
+        ('[project]\nname = "x"\ndynamic = ["dependencies"]\n', "they are dynamic"),
+        ('[project]\ndependencies = "numpy"\n', "must be a list of strings"),
+        ("[project\n", "is not valid TOML"),
+        ('[project]\ndependencies = ["numpy", "NumPy"]\n', "Duplicate dependency"),
+    ],
+)
+def test_a_pyproject_without_usable_dependencies_is_refused_in_one_line(
+    tmp_path: Path, text: str, said: str
+) -> None:
+    path = tmp_path / "pyproject.toml"
+    path.write_text(text)
+    with pytest.raises(EnvError) as err:
+        read_file(path)
+    assert said in str(err.value) and str(path) in str(err.value)
+    assert "\n" not in str(err.value)

@@ -129,9 +129,17 @@ def _project_dependencies(path: str, text: str) -> list[Requirement]:
             f"{path} has no static [project] dependencies (they are dynamic, or there is no "
             "[project] table): list them there, or give a requirements file"
         )
-    deps = project.get("dependencies", [])
+    return parse_declared(f"{path}: its [project] table", project.get("dependencies", []))
+
+
+def parse_declared(where: str, deps: object) -> list[Requirement]:
+    """A TOML list of dependency strings (a pyproject's, a script block's), parsed; each
+    way it can be wrong refused in one line naming `where`."""
     if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
-        raise InvalidRequirementError(f"{path}: [project] dependencies must be a list of strings")
-    reqs = parse_all(deps)
-    check_unique(reqs, f"{path}'s [project] dependencies")
+        raise InvalidRequirementError(f"{where}: `dependencies` must be a list of strings")
+    try:
+        reqs = parse_all(deps)
+    except InvalidRequirementError as exc:
+        raise InvalidRequirementError(f"{where}: {exc}") from None
+    check_unique(reqs, f"{where}'s dependencies")
     return reqs

@@ -25,8 +25,8 @@ from packaging.requirements import Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from envs.errors import EnvError, InvalidRequirementError
-from envs.requirements import check_unique, name_of, parse
+from envs.errors import EnvError
+from envs.requirements import name_of, parse_declared
 
 BLOCK = re.compile(r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$")
 """The reference expression of the inline script metadata specification."""
@@ -115,14 +115,7 @@ def _fields(
     where: str, data: dict[str, object]
 ) -> tuple[tuple[Requirement, ...], SpecifierSet | None]:
     """The block's `dependencies` and `requires-python`, parsed."""
-    deps = data.get("dependencies", [])
-    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
-        raise ScriptMetadataError(f"{where}: `dependencies` must be a list of strings")
-    try:
-        reqs = tuple(parse(d) for d in deps)
-    except InvalidRequirementError as exc:
-        raise ScriptMetadataError(f"{where}: {exc}") from None
-    check_unique(reqs, f"{where}'s dependencies")
+    reqs = tuple(parse_declared(where, data.get("dependencies", [])))
     python = data.get("requires-python")
     if python is None:
         return reqs, None

@@ -99,6 +99,7 @@ def test_a_pyproject_gives_its_project_dependencies(tmp_path: Path) -> None:
         ('[project]\ndependencies = "numpy"\n', "must be a list of strings"),
         ("[project\n", "is not valid TOML"),
         ('[project]\ndependencies = ["numpy", "NumPy"]\n', "Duplicate dependency"),
+        ('[project]\ndependencies = ["numpy>=>1"]\n', "invalid requirement 'numpy>=>1'"),
     ],
 )
 def test_a_pyproject_without_usable_dependencies_is_refused_in_one_line(

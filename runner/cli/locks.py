@@ -91,15 +91,16 @@ def lock(
 
     settings = settings_of(ctx)
     reqs = packages_of(with_, req_files)
-    python = base_python_of(settings, base, base_python)
-    if script is not None:
-        meta = script_metadata(script)
-        if meta is None:
-            raise click.UsageError(f"{script} has no `# /// script` block (PEP 723)")
-        check_script(settings, meta, None, python)
+    meta = script_metadata(script)
+    if script is not None and meta is None:
+        raise click.UsageError(f"{script} has no `# /// script` block (PEP 723)")
+    if meta is not None:
         reqs = meta.merged(reqs)
-    if not reqs:
+    if not reqs:  # refused before a base is looked up (or built, from a lockfile)
         raise click.UsageError("give the packages to lock: --with REQ, -r FILE or --script FILE")
+    python = base_python_of(settings, base, base_python)
+    if meta is not None:
+        check_script(settings, meta, None, python)
     cache = open_cache(settings, writing=True)
     index = index_of(index_url, extra_index_url, find_links)
     with resolving(reqs):

@@ -14,8 +14,12 @@ itself (the root cgroup excepted). A runner started alone in a delegated
 cgroup (`systemd-run --user --scope -p Delegate=yes runner ...`, a container's
 own cgroup) first moves itself into a leaf of its own, `...-runner`, as
 systemd asks of the programs it delegates to; it never moves other processes.
-Where its cgroup is shared with others, an ordinary user gets rlimits (and is
-told so); root makes the job cgroups under `/sys/fs/cgroup/sandbox-runner`.
+Where its cgroup is shared with others (a login session's scope, a terminal's),
+an ordinary user's runner asks the user's systemd for a delegated scope of its
+own, `sandbox-runner-PID.T.scope`, and moves there: what `systemd-run --user
+--scope -p Delegate=yes` does for a new process, done for the runner itself.
+Without a systemd user manager on the user's bus it gets rlimits (and is told
+so); root makes the job cgroups under `/sys/fs/cgroup/sandbox-runner`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import contextlib
 import errno
 import functools
 import os
+import shutil
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,16 +136,85 @@ def _remove_stale(parent: Path) -> None:
                     child.rmdir()
 
 
+SCOPE_WAIT = 5.0
+"""Seconds to wait for systemd to move the runner into the scope it asked for."""
+
+
+@dataclass(frozen=True)
+class ScopeAttempt:
+    """What became of asking the user's systemd for a scope: its unit, or why not."""
+
+    unit: str | None
+    why: str = ""
+
+
+@functools.cache
+def systemd_scope() -> ScopeAttempt:
+    """Move this runner, alone, into a new scope that the user's systemd delegates to it.
+
+    Asked once per process, over the user's D-Bus (`busctl`, systemd's own client),
+    as `systemd-run --user --scope -p Delegate=yes` asks for a new process. The scope
+    ends when the runner does: systemd collects it once it is empty.
+    """
+    busctl = shutil.which("busctl")
+    if busctl is None:
+        return ScopeAttempt(None, "no systemd here (busctl not found)")
+    unit = f"{PREFIX}{_owner_tag()}.scope"
+    call = [busctl, "--user", "--timeout=5", "call", "org.freedesktop.systemd1"]
+    call += ["/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager"]
+    call += ["StartTransientUnit", "ssa(sv)a(sa(sv))", unit, "fail", "3"]
+    call += ["PIDs", "au", "1", str(os.getpid()), "Delegate", "b", "true"]
+    call += ["Description", "s", "sandbox-runner: the cgroups of its jobs' nodes", "0"]
+    try:
+        done = subprocess.run(call, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return ScopeAttempt(None, f"systemd did not answer: {exc}")
+    if done.returncode != 0:
+        said = (done.stderr.strip().splitlines() or ["no reason given"])[-1]
+        return ScopeAttempt(None, f"no systemd user manager gave a scope: {said}")
+    deadline = time.monotonic() + SCOPE_WAIT
+    while time.monotonic() < deadline:  # systemd moves the runner as the unit starts
+        if _unified_path().endswith(f"/{unit}"):
+            return ScopeAttempt(unit)
+        time.sleep(0.01)
+    return ScopeAttempt(None, f"systemd did not move the runner into {unit}")
+
+
+def scope_refused() -> str:
+    """`; why` the user's systemd gave no scope, once the runner asked it for one."""
+    asked = systemd_scope.cache_info().currsize > 0
+    return f"; {systemd_scope().why}" if asked and systemd_scope().unit is None else ""
+
+
+def _unified_path() -> str:
+    """This process's cgroup in the unified hierarchy (`0::PATH`), as the kernel names it."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            if line.startswith("0::"):
+                return line[3:]
+    return ""
+
+
+def scope_of(path: Path) -> str | None:
+    """The runner's systemd scope that `path` lies in, if any."""
+    return next((p for p in path.parts if p.startswith(PREFIX) and p.endswith(".scope")), None)
+
+
 def _parent(controllers: tuple[str, ...]) -> Path | None:
     """The cgroup to make a node's cgroup in: the runner's own where it can hand the
-    controllers to children; on v2, for root, else a `sandbox-runner` cgroup at the top."""
+    controllers to children; on v2, else a scope of its own from the user's systemd
+    (an ordinary user), or a `sandbox-runner` cgroup at the top (root)."""
     own = _own_path(controllers[0])
     if not unified():
         return own if own is not None and own.is_dir() else None
     if own is not None and own.is_dir() and all(_delegate(own, c) for c in controllers):
         return own
     if os.geteuid() != 0:
-        return None
+        if systemd_scope().unit is None:
+            return None
+        own = _own_path(controllers[0])
+        usable = own is not None and own.is_dir() and all(_delegate(own, c) for c in controllers)
+        return own if usable else None
     top = ROOT / TOP
     try:
         top.mkdir(exist_ok=True)

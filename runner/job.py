@@ -24,7 +24,7 @@ from envs import EnvError
 from envs.base import probe as base_probe
 from envs.files import dir_problem, remove_tree
 from runner import launch
-from runner.cgroup import JobCgroup, unified
+from runner.cgroup import JobCgroup, scope_of, unified
 from runner.errors import DataDirError, InvalidJobError, JobNotFoundError, StateDirError
 from runner.gpus import Gpu
 from runner.leases import Lease, Leases, Stopped, Wanted
@@ -472,7 +472,9 @@ def _log_sandbox(
             "processes": policy.processes
             and (kind if cgroup.pids else "rlimit (per user, above its count; not root)"),
         }
-        held["cgroup"] = str(cgroup.memory or cgroup.pids or "") or None  # which one it is
+        path = cgroup.memory or cgroup.pids
+        held["cgroup"] = str(path or "") or None  # which one it is
+        held["systemd_scope"] = scope_of(path) if path else None  # the runner's own scope
         log.info("sandbox.limits", **{k: v for k, v in held.items() if v})
     if confinement.not_enforced:
         log.warning("sandbox.degraded", **degraded_record(confinement.not_enforced))

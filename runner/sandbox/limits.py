@@ -14,8 +14,9 @@ from runner.sandbox.layer import Host, Line, Place
 from runner.sandbox.policy import Gap, SandboxPolicy
 
 DELEGATE_CGROUP = (
-    "run as root, or start the runner alone in a cgroup delegated to this user "
-    "(systemd: systemd-run --user --scope -p Delegate=yes runner ...)"
+    "run as root; or, on cgroup v2, in a systemd user session with a D-Bus user bus "
+    "(the runner asks it for a delegated scope), or alone in a cgroup delegated to "
+    "this user (a container's own)"
 )
 
 
@@ -63,14 +64,14 @@ class Limits:
         if policy.memory and not cgroup.available("memory"):
             yield Gap(
                 "memory limit of the whole node (an address-space rlimit per process instead)",
-                f"{no_cgroup} (memory)",
+                f"{no_cgroup} (memory){cgroup.scope_refused()}",
                 DELEGATE_CGROUP,
             )
         if policy.processes and not cgroup.available("pids"):
             yield Gap(
                 "process limit of the whole node (RLIMIT_NPROC instead: as many more "
                 "processes as asked than the user runs at the start; never binds root)",
-                f"{no_cgroup} (pids)",
+                f"{no_cgroup} (pids){cgroup.scope_refused()}",
                 DELEGATE_CGROUP,
             )
 

@@ -297,6 +297,19 @@ class JobCgroup:
         procs = [str(p / "cgroup.procs") for p in paths]
         return ("sh", "-c", ENTER, "sh", *procs, "--") if procs else ()
 
+    def held(self, *, memory: bool, processes: bool) -> dict[str, str]:
+        """What holds each limit asked for, and where: the job's `sandbox.limits` record."""
+        kind = f"cgroup v{2 if unified() else 1}"
+        held: dict[str, object] = {
+            "memory": memory and (kind if self.memory else "rlimit (address space per process)"),
+            "processes": processes
+            and (kind if self.pids else "rlimit (per user, above its count; not root)"),
+        }
+        path = self.memory or self.pids
+        held["cgroup"] = path and str(path)  # which one it is
+        held["systemd_scope"] = path and scope_of(path)  # the scope the runner asked for
+        return {k: v for k, v in held.items() if isinstance(v, str)}
+
     def memory_exceeded(self) -> bool:
         """True once the kernel killed a process of the node for going over its memory."""
         if self.memory is None:

@@ -24,7 +24,7 @@ from envs import EnvError
 from envs.base import probe as base_probe
 from envs.files import dir_problem, remove_tree
 from runner import launch
-from runner.cgroup import JobCgroup, scope_of, unified
+from runner.cgroup import JobCgroup
 from runner.errors import DataDirError, InvalidJobError, JobNotFoundError, StateDirError
 from runner.gpus import Gpu
 from runner.leases import Lease, Leases, Stopped, Wanted
@@ -465,17 +465,8 @@ def _log_sandbox(
 ) -> None:
     """Once per job: how its limits are held, and what of its sandbox is not as asked."""
     if cgroup:
-        kind = f"cgroup v{2 if unified() else 1}"
-        held = {
-            "memory": policy.memory
-            and (kind if cgroup.memory else "rlimit (address space per process)"),
-            "processes": policy.processes
-            and (kind if cgroup.pids else "rlimit (per user, above its count; not root)"),
-        }
-        path = cgroup.memory or cgroup.pids
-        held["cgroup"] = str(path or "") or None  # which one it is
-        held["systemd_scope"] = scope_of(path) if path else None  # the runner's own scope
-        log.info("sandbox.limits", **{k: v for k, v in held.items() if v})
+        held = cgroup.held(memory=bool(policy.memory), processes=bool(policy.processes))
+        log.info("sandbox.limits", **held)
     if confinement.not_enforced:
         log.warning("sandbox.degraded", **degraded_record(confinement.not_enforced))
     if confinement.notes:

@@ -203,3 +203,25 @@ def test_without_a_user_manager_the_runner_stays_where_it_is_and_says_why(
     assert refused == f"; {why}"  # what `sandbox.degraded` adds to "no cgroup can be made"
     own = next(line[3:] for line in before.splitlines() if line.startswith("0::"))
     assert path == own  # not moved: the child shares the test's cgroup
+
+
+def test_sandbox_limits_names_the_scope_that_holds_them() -> None:
+    """The job's `sandbox.limits` record: what holds each limit, in which cgroup, and the
+    runner's systemd scope when it lies in one (paths as a cgroup v2 machine has them)."""
+    user = cgroup.ROOT / "user.slice" / "user-1000.slice"
+    scope = "sandbox-runner-41.7.scope"
+    node = user / "user@1000.service" / "app.slice" / scope / "sandbox-runner-41.7-job-0"
+    held = cgroup.JobCgroup(memory=node, pids=node).held(memory=True, processes=True)
+    kind = f"cgroup v{2 if cgroup.unified() else 1}"
+    assert held == {
+        "memory": kind,
+        "processes": kind,
+        "cgroup": str(node),
+        "systemd_scope": scope,
+    }
+    session = user / "session-3.scope" / "sandbox-runner-41.7-job-0"  # not the runner's scope
+    held = cgroup.JobCgroup(memory=session, pids=None).held(memory=True, processes=True)
+    assert held["cgroup"] == str(session) and "systemd_scope" not in held
+    assert held["processes"].startswith("rlimit")
+    held = cgroup.JobCgroup(memory=None, pids=None).held(memory=True, processes=False)
+    assert held == {"memory": "rlimit (address space per process)"}

@@ -30,6 +30,7 @@ import functools
 import os
 import shutil
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,14 +149,23 @@ class ScopeAttempt:
     why: str = ""
 
 
-@functools.cache
+_SCOPE_LOCK = threading.Lock()
+
+
 def systemd_scope() -> ScopeAttempt:
     """Move this runner, alone, into a new scope that the user's systemd delegates to it.
 
-    Asked once per process, over the user's D-Bus (`busctl`, systemd's own client),
-    as `systemd-run --user --scope -p Delegate=yes` asks for a new process. The scope
-    ends when the runner does: systemd collects it once it is empty.
+    Asked once per process (the SDK backend's jobs start from several threads), over
+    the user's D-Bus (`busctl`, systemd's own client), as `systemd-run --user --scope
+    -p Delegate=yes` asks for a new process. The scope ends when the runner does:
+    systemd collects it once it is empty.
     """
+    with _SCOPE_LOCK:
+        return _ask_for_scope()
+
+
+@functools.cache
+def _ask_for_scope() -> ScopeAttempt:
     busctl = shutil.which("busctl")
     if busctl is None:
         return ScopeAttempt(None, "no systemd here (busctl not found)")
@@ -182,7 +192,7 @@ def systemd_scope() -> ScopeAttempt:
 
 def scope_refused() -> str:
     """`; why` the user's systemd gave no scope, once the runner asked it for one."""
-    asked = systemd_scope.cache_info().currsize > 0
+    asked = _ask_for_scope.cache_info().currsize > 0
     return f"; {systemd_scope().why}" if asked and systemd_scope().unit is None else ""
 
 

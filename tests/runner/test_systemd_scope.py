@@ -51,10 +51,13 @@ def _unified_mount() -> Path | None:
 PROBE = textwrap.dedent(
     """
     import json, os, subprocess, sys
+    from concurrent.futures import ThreadPoolExecutor
     sys.path.insert(0, sys.argv[1])
     from runner import cgroup
     unified = sys.argv[2]
-    attempt = cgroup.systemd_scope()
+    with ThreadPoolExecutor(4) as pool:  # as the SDK backend's jobs start
+        (attempt, *others) = pool.map(lambda _: cgroup.systemd_scope(), range(4))
+    assert all(other == attempt for other in others), (attempt, others)
     path = cgroup._unified_path()
     here = unified + path
     show = ["systemctl", "--user", "show", "--value", "-p", "Delegate", str(attempt.unit)]
@@ -72,6 +75,8 @@ RIG = textwrap.dedent(
     set -eu
     home=$(grep '^0::' /proc/self/cgroup | cut -d: -f3)
     mkdir "$UNIFIED/$NAME"
+    # at the end, even a failed one: step out, then end the user's processes
+    trap 'echo $$ > "$UNIFIED$home/cgroup.procs"; echo 1 > "$UNIFIED/$NAME/cgroup.kill"' EXIT
     chown -R "$USERID:$USERID" "$UNIFIED/$NAME"
     echo $$ > "$UNIFIED/$NAME/cgroup.procs"
     if [ -d "$LEGACY" ]; then
@@ -88,8 +93,6 @@ RIG = textwrap.dedent(
         sleep 0.05
     done
     ls -d "$UNIFIED/$NAME"/app.slice/sandbox-runner-*.scope 2>/dev/null || echo collected
-    echo $$ > "$UNIFIED$home/cgroup.procs"  # out of the way: the user's processes end now
-    echo 1 > "$UNIFIED/$NAME/cgroup.kill"
     """
 )
 

@@ -20,7 +20,11 @@ ROOT = Path(__file__).parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 MEASURED = ("envs", "runner", "benchmarks", ":!benchmarks/results")
 """What the benchmark measures: a change there makes the report stale."""
-UNMEASURED_CHANGES: dict[str, str] = {}
+UNMEASURED_CHANGES: dict[str, str] = {
+    "a71ecb4efd40e2644c1c5869fba1a6b81cbc1744": (
+        "runner/cgroup.py: a lock around the one scope request per process"
+    ),
+}
 """Commits after the report's that change what it measures, each with why it does not matter."""
 
 

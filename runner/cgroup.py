@@ -63,21 +63,28 @@ def unified() -> bool:
     return (ROOT / "cgroup.controllers").exists()
 
 
-def _own_path(controller: str) -> Path | None:
-    """The cgroup this runner makes children of: its own, holding `controller` (v1), or
-    its v2 cgroup (the one above, once the runner moved itself into its leaf)."""
+def _memberships() -> dict[str, str]:
+    """This process's cgroups, as /proc/self/cgroup names them: a hierarchy's controllers
+    (v1, comma-joined; "" for the unified hierarchy) to the path in it."""
     try:
         lines = Path("/proc/self/cgroup").read_text().splitlines()
     except OSError:
-        return None
-    v2 = unified()
-    for line in lines:
-        _id, names, path = line.split(":", 2)
-        if v2 and names == "":
-            own = ROOT / path.lstrip("/")
-            leaf = own.name.startswith(PREFIX) and own.name.endswith(RUNNER_LEAF)
-            return own.parent if leaf else own
-        if not v2 and controller in names.split(","):
+        return {}
+    return {names: path for _id, names, path in (line.split(":", 2) for line in lines)}
+
+
+def _own_path(controller: str) -> Path | None:
+    """The cgroup this runner makes children of: its own, holding `controller` (v1), or
+    its v2 cgroup (the one above, once the runner moved itself into its leaf)."""
+    memberships = _memberships()
+    if unified():
+        if "" not in memberships:
+            return None
+        own = ROOT / memberships[""].lstrip("/")
+        leaf = own.name.startswith(PREFIX) and own.name.endswith(RUNNER_LEAF)
+        return own.parent if leaf else own
+    for names, path in memberships.items():
+        if controller in names.split(","):
             return ROOT / names / path.lstrip("/")
     return None
 
@@ -184,7 +191,7 @@ def _ask_for_scope() -> ScopeAttempt:
         return ScopeAttempt(None, f"no systemd user manager gave a scope: {said}")
     deadline = time.monotonic() + SCOPE_WAIT
     while time.monotonic() < deadline:  # systemd moves the runner as the unit starts
-        if _unified_path().endswith(f"/{unit}"):
+        if _memberships().get("", "").endswith(f"/{unit}"):
             return ScopeAttempt(unit)
         time.sleep(0.01)
     return ScopeAttempt(None, f"systemd did not move the runner into {unit}")
@@ -196,15 +203,6 @@ def scope_refused() -> str:
     return f"; {systemd_scope().why}" if asked and systemd_scope().unit is None else ""
 
 
-def _unified_path() -> str:
-    """This process's cgroup in the unified hierarchy (`0::PATH`), as the kernel names it."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
-            if line.startswith("0::"):
-                return line[3:]
-    return ""
-
-
 def scope_of(path: Path) -> str | None:
     """The runner's systemd scope that `path` lies in, if any."""
     return next((p for p in path.parts if p.startswith(PREFIX) and p.endswith(".scope")), None)
@@ -214,17 +212,20 @@ def _parent(controllers: tuple[str, ...]) -> Path | None:
     """The cgroup to make a node's cgroup in: the runner's own where it can hand the
     controllers to children; on v2, else a scope of its own from the user's systemd
     (an ordinary user), or a `sandbox-runner` cgroup at the top (root)."""
-    own = _own_path(controllers[0])
-    if not unified():
-        return own if own is not None and own.is_dir() else None
-    if own is not None and own.is_dir() and all(_delegate(own, c) for c in controllers):
-        return own
-    if os.geteuid() != 0:
-        if systemd_scope().unit is None:
+
+    def own() -> Path | None:
+        path = _own_path(controllers[0])
+        if path is None or not path.is_dir():
             return None
-        own = _own_path(controllers[0])
-        usable = own is not None and own.is_dir() and all(_delegate(own, c) for c in controllers)
-        return own if usable else None
+        return path if all(_delegate(path, c) for c in controllers) else None
+
+    if not unified():
+        path = _own_path(controllers[0])
+        return path if path is not None and path.is_dir() else None
+    if (path := own()) is not None:
+        return path
+    if os.geteuid() != 0:  # once in a scope of its own, the runner's cgroup is its own
+        return own() if systemd_scope().unit is not None else None
     top = ROOT / TOP
     try:
         top.mkdir(exist_ok=True)

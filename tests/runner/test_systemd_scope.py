@@ -58,7 +58,7 @@ PROBE = textwrap.dedent(
     with ThreadPoolExecutor(4) as pool:  # as the SDK backend's jobs start
         (attempt, *others) = pool.map(lambda _: cgroup.systemd_scope(), range(4))
     assert all(other == attempt for other in others), (attempt, others)
-    path = cgroup._unified_path()
+    path = cgroup._memberships()[""]
     here = unified + path
     show = ["systemctl", "--user", "show", "--value", "-p", "Delegate", str(attempt.unit)]
     print(json.dumps({
@@ -186,7 +186,7 @@ def test_without_a_user_manager_the_runner_stays_where_it_is_and_says_why(
     """No user bus (a server without `systemd --user`, a container): no move, one reason."""
     probe = (
         "import json, sys; from runner import cgroup; a = cgroup.systemd_scope();"
-        "print(json.dumps([a.unit, a.why, cgroup._unified_path(), cgroup.scope_refused()]))"
+        "print(json.dumps([a.unit, a.why, cgroup._memberships()[''], cgroup.scope_refused()]))"
     )
     environ = {k: v for k, v in os.environ.items() if k != "DBUS_SESSION_BUS_ADDRESS"}
     environ["XDG_RUNTIME_DIR"] = str(tmp_path)  # no bus socket in it

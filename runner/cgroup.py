@@ -197,10 +197,26 @@ def _ask_for_scope() -> ScopeAttempt:
     return ScopeAttempt(None, f"systemd did not move the runner into {unit}")
 
 
-def scope_refused() -> str:
-    """`; why` the user's systemd gave no scope, once the runner asked it for one."""
-    asked = _ask_for_scope.cache_info().currsize > 0
-    return f"; {systemd_scope().why}" if asked and systemd_scope().unit is None else ""
+def why_not(controller: str) -> str:
+    """`; why` no cgroup with `controller` could be made, once the runner asked the
+    user's systemd for a scope: systemd's answer, or that its scope lacks the controller."""
+    if _ask_for_scope.cache_info().currsize == 0:
+        return ""
+    attempt = systemd_scope()
+    if attempt.unit is None:
+        return f"; {attempt.why}"
+    path = _own_path(controller)
+    try:
+        has = (path / "cgroup.controllers").read_text().split() if path else []
+    except OSError:
+        has = []
+    if controller in has:
+        return ""
+    return (
+        f"; systemd gave the scope {attempt.unit} without the {controller} controller"
+        f" (it has: {' '.join(has) or 'none'}): user@.service does not delegate it"
+        f" (`systemctl edit user@.service`: [Service] Delegate=memory pids)"
+    )
 
 
 def scope_of(path: Path) -> str | None:

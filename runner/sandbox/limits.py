@@ -64,14 +64,14 @@ class Limits:
         if policy.memory and not cgroup.available("memory"):
             yield Gap(
                 "memory limit of the whole node (an address-space rlimit per process instead)",
-                f"{no_cgroup} (memory){cgroup.scope_refused()}",
+                f"{no_cgroup} (memory){cgroup.why_not('memory')}",
                 DELEGATE_CGROUP,
             )
         if policy.processes and not cgroup.available("pids"):
             yield Gap(
                 "process limit of the whole node (RLIMIT_NPROC instead: as many more "
                 "processes as asked than the user runs at the start; never binds root)",
-                f"{no_cgroup} (pids){cgroup.scope_refused()}",
+                f"{no_cgroup} (pids){cgroup.why_not('pids')}",
                 DELEGATE_CGROUP,
             )
 

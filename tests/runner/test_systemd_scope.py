@@ -11,8 +11,9 @@ This machine's memory and pids controllers live in cgroup v1, where a user
 manager has no controllers to delegate: the limits in such a scope are tested
 where the machine runs cgroup v2 (`tests/runner/test_cgroup.py`, the device
 machine). Here: the move itself, that it moves no one else, that the scope is
-the user's, that systemd collects it when the runner ends, and the refusal when
-no user manager answers.
+the user's, that systemd collects it when the runner ends, that a scope without
+the memory controller is named as such, and the refusal when no user manager
+answers.
 """
 
 from __future__ import annotations
@@ -61,14 +62,19 @@ PROBE = textwrap.dedent(
     path = cgroup._memberships()[""]
     here = unified + path
     show = ["systemctl", "--user", "show", "--value", "-p", "Delegate", str(attempt.unit)]
-    print(json.dumps({
+    seen = {
         "unit": attempt.unit, "why": attempt.why, "path": path, "pid": os.getpid(),
         "procs": open(here + "/cgroup.procs").read().split(),
         "delegated": subprocess.run(show, capture_output=True, text=True).stdout.strip(),
-    }), flush=True)
+        "has": open(here + "/cgroup.controllers").read().split(),
+    }
+    cgroup.ROOT = cgroup.Path(unified)  # the v2 hierarchy, where a hybrid machine has it too
+    seen |= {"memory": cgroup.available("memory"), "why_not": cgroup.why_not("memory")}
+    print(json.dumps(seen), flush=True)
     """
 )
-"""Ask for a scope as a runner does; say where this process is then, and who else is."""
+"""Ask for a scope as a runner does; say where this process is then, and who else is;
+then whether a job's memory cgroup can be made in the scope, and if not, why."""
 
 RIG = textwrap.dedent(
     """
@@ -178,6 +184,14 @@ def test_the_user_s_systemd_gives_the_runner_a_delegated_scope_of_its_own(
     assert seen["delegated"] == "yes"  # the runner may make its nodes' cgroups in it
     assert cgroup.scope_of(Path(seen["path"]) / "node-0") == unit
     assert collected == "collected"  # systemd removes the scope once the runner is gone
+    if "memory" in seen["has"]:  # a cgroup v2 machine whose user@.service delegates memory
+        assert seen["memory"] and seen["why_not"] == ""
+    else:  # here: cgroup v1 holds memory, so the user's manager has none to delegate
+        assert not seen["memory"]
+        assert seen["why_not"].startswith(
+            f"; systemd gave the scope {unit} without the memory controller (it has: "
+        )
+        assert "Delegate=memory pids" in seen["why_not"]
 
 
 def test_without_a_user_manager_the_runner_stays_where_it_is_and_says_why(
@@ -186,7 +200,7 @@ def test_without_a_user_manager_the_runner_stays_where_it_is_and_says_why(
     """No user bus (a server without `systemd --user`, a container): no move, one reason."""
     probe = (
         "import json, sys; from runner import cgroup; a = cgroup.systemd_scope();"
-        "print(json.dumps([a.unit, a.why, cgroup._memberships()[''], cgroup.scope_refused()]))"
+        "print(json.dumps([a.unit, a.why, cgroup._memberships()[''], cgroup.why_not('memory')]))"
     )
     environ = {k: v for k, v in os.environ.items() if k != "DBUS_SESSION_BUS_ADDRESS"}
     environ["XDG_RUNTIME_DIR"] = str(tmp_path)  # no bus socket in it

@@ -24,7 +24,7 @@ from envs import EnvError
 from envs.base import probe as base_probe
 from envs.files import dir_problem, remove_tree
 from runner import launch
-from runner.cgroup import JobCgroup
+from runner.cgroup import ENTER_FAILED, JobCgroup
 from runner.errors import DataDirError, InvalidJobError, JobNotFoundError, StateDirError
 from runner.gpus import Gpu
 from runner.leases import Lease, Leases, Stopped, Wanted
@@ -38,6 +38,7 @@ from runner.sandbox import (
     confine,
     degraded_record,
     job_environ,
+    landlock,
 )
 from runner.settings import RunnerSettings
 from runner.spec import JobSpec, ScriptEntry, env_spec, open_cache
@@ -62,8 +63,11 @@ CANCELLED = "cancelled"
 REFUSALS = {
     "memory": re.compile(r"^MemoryError\b"),
     "processes": re.compile(r"^(BlockingIOError|OSError): \[Errno 11\] Resource temporarily"),
+    "sandbox": re.compile(r"^sandbox-runner: cannot "),
 }
-"""The last line of Python's traceback when an rlimit refused an allocation, or a new process."""
+"""The last line of Python's traceback when an rlimit refused an allocation, or a new process;
+the line of a step's wrapper that could not set up its sandbox (a cgroup, a Landlock scope)."""
+SANDBOX_FAILED = (ENTER_FAILED, landlock.FAILED)
 
 
 @dataclass(frozen=True)
@@ -276,7 +280,10 @@ def cpu_pool() -> list[int]:
 def _limit_hit(
     policy: SandboxPolicy, code: int | None, refused: set[str], cgroups: list[JobCgroup]
 ) -> str:
-    """The limit that ended the job, only where the kernel's own accounting says so."""
+    """The limit that ended the job, only where the kernel's own accounting says so; or the
+    sandbox that could not be set up, so the job never ran."""
+    if "sandbox" in refused and code in SANDBOX_FAILED:
+        return ": its sandbox could not be set up, so it never ran (its log says why)"
     if policy.memory and any(c.memory_exceeded() for c in cgroups):
         return f": memory limit of {format_size(policy.memory)} exceeded (killed by the kernel)"
     if policy.memory and "memory" in refused and not any(c.memory for c in cgroups):

@@ -36,7 +36,7 @@ step "pytest: GPU module (CLI and SDK, default sandbox, base python $CUDA_PY), c
 cat /proc/self/cgroup /sys/fs/cgroup/cgroup.subtree_control
 RUNNER_TEST_CUDA_PYTHON=$CUDA_PY timeout 300 python3 -m pytest -p no:cacheprovider -W default \
     -v --durations=5 ${TESTS:-tests/runner/test_gpu_device.py tests/runner/test_cgroup.py \
-    tests/runner/test_systemd_scope.py tests/runner/test_sandbox.py} 2>&1 | tee "$OUT/tests.log"
+    tests/runner/test_systemd_scope.py tests/runner/test_sandbox.py tests/runner/test_scopes.py} 2>&1 | tee "$OUT/tests.log"
 fi
 if want demo; then
 step "a user's DDP job over the preinstalled torch, with one package layered (cold, then warm)"

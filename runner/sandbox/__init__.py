@@ -12,7 +12,8 @@ the command line and the environment. `check` and `confine` read the same list.
   and open files as rlimits;
 - `devices`: the node's GPUs and CPU cores;
 - `namespaces`: lifetime (dies with the runner), network, IPC and hostname,
-  capabilities.
+  capabilities;
+- `scopes`: abstract Unix sockets and signals, the job's own only (Landlock).
 
 Where bubblewrap is missing, `auto` runs with what works and logs one
 `sandbox.degraded` record naming what is not enforced; `strict` refuses.
@@ -27,12 +28,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from runner.sandbox import landlock, scopes
 from runner.sandbox.devices import Cpus, Devices
 from runner.sandbox.files import FileView, Home, Mounts
 from runner.sandbox.layer import INSTALL_BWRAP, Host, Layer, Line, Place, bwrap_problem
 from runner.sandbox.limits import DELEGATE_CGROUP, Limits
 from runner.sandbox.namespaces import Capabilities, Ipc, Lifetime, Network
 from runner.sandbox.policy import Gap, Mount, SandboxPolicy, SandboxUnavailableError
+from runner.sandbox.scopes import Scopes
 
 __all__ = [
     "DELEGATE_CGROUP",
@@ -50,6 +53,8 @@ __all__ = [
     "confine",
     "degraded_record",
     "job_environ",
+    "landlock",
+    "scopes",
 ]
 
 ALLOWED_FROM_CALLER = (
@@ -69,6 +74,7 @@ LAYERS: tuple[Layer, ...] = (
     Mounts(),
     Ipc(),
     Capabilities(),
+    Scopes(),  # last of the wrappers: it scopes bubblewrap and all the job starts
 )
 """In command-line order: wrappers before bubblewrap, and later mounts on top of earlier ones."""
 

@@ -27,7 +27,7 @@ import pytest
 
 from runner.job import execute
 from runner.process import end_tree
-from runner.sandbox import files
+from runner.sandbox import files, landlock
 from runner.settings import RunnerSettings
 from runner.spec import JobSpec, ScriptEntry
 from runner.store import JobStore
@@ -49,8 +49,11 @@ class Agent:
         self.path = path
         self.callers = 0
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(str(path))
-        path.chmod(0o666)  # as a docker socket: anyone may connect; only the sandbox stops it
+        if str(path).startswith("@"):  # abstract: in the network namespace, no file to hide
+            self.sock.bind("\0" + str(path)[1:])
+        else:
+            self.sock.bind(str(path))
+            path.chmod(0o666)  # as a docker socket: anyone may connect; only the sandbox stops it
         self.sock.listen()
         threading.Thread(target=self._serve, daemon=True).start()
 
@@ -66,7 +69,8 @@ class Agent:
 
     def close(self) -> None:
         self.sock.close()
-        self.path.unlink(missing_ok=True)
+        if not str(self.path).startswith("@"):
+            self.path.unlink(missing_ok=True)
 
 
 @dataclass
@@ -119,6 +123,8 @@ def world(wheelhouse: Path) -> Iterator[World]:
     here = World(root, home, cache, state, run, environ, victim)
     here.agents["home"] = Agent(home / "agent.sock")
     here.agents["tmp"] = Agent(Path(tempfile.mktemp(prefix="agent-", suffix=".sock", dir="/tmp")))
+    # an X server's, a session bus's or a container shim's, as the host's network has them
+    here.agents["abstract"] = Agent(Path(f"@runner-test-{secrets.token_hex(4)}"))
     if os.access("/run", os.W_OK):
         here.agents["run"] = Agent(Path(f"/run/runner-test-{secrets.token_hex(4)}.sock"))
     try:
@@ -156,7 +162,7 @@ def test_no_jobs_folder_is_visible_but_its_own(world: World) -> None:
     assert line == "list: intruder-" + str(int(line.rsplit("-", 1)[1]))
 
 
-@pytest.mark.parametrize("where", ["home", "tmp", "run"])
+@pytest.mark.parametrize("where", ["home", "tmp", "run", "abstract"])
 def test_host_sockets_are_out_of_reach(world: World, where: str) -> None:
     if where == "run" and "run" not in world.agents:  # an ordinary user cannot plant one there
         sockets = [p for p in Path("/run").rglob("*") if _is_socket(p)]
@@ -165,6 +171,12 @@ def test_host_sockets_are_out_of_reach(world: World, where: str) -> None:
             assert world.attempt("connect", str(path)).startswith("refused")
         return
     agent = world.agents[where]
+    if where == "abstract" and landlock.abi() < landlock.SCOPES_ABI:  # Landlock scopes it
+        name = f"abstract-{next(world.names)}"  # a kernel without: the job's log says so
+        world.run("train", "--name", name, str(JOBS / "report.py"), "X")
+        (degraded,) = [r for r in records(world.run, name) if r["event"] == "sandbox.degraded"]
+        assert "the host's abstract Unix sockets (network on)" in degraded["not_enforced"]
+        return
     assert world.attempt("connect", str(agent.path)).startswith("refused")
     assert agent.callers == 0
 

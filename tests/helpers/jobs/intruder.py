@@ -4,8 +4,9 @@
   read PATH      print the first bytes of a file
   list PATH      the names in a folder
   write PATH     create or overwrite a file
-  connect PATH   connect to a Unix socket
+  connect PATH   connect to a Unix socket (@NAME: an abstract one)
   kill PID       send SIGTERM to a process
+  own -          start a process of its own and end it with SIGTERM (what a job may do)
   escape MARK    leave a process behind, out of the job's tag, with MARK on its command line
   resolve HOST   look a name up
   status PATH    its capabilities and no_new_privs, from /proc/self/status
@@ -34,11 +35,15 @@ def attempt() -> str:
     if action == "connect":
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(5)
-            sock.connect(target)
+            sock.connect("\0" + target[1:] if target.startswith("@") else target)
             return "connected: " + sock.recv(64).decode()
     if action == "kill":
         os.kill(int(target), signal.SIGTERM)
         return "sent"
+    if action == "own":
+        child = subprocess.Popen(["sleep", "60"])
+        os.kill(child.pid, signal.SIGTERM)
+        return f"own: {child.wait()}"
     if action == "escape":
         untagged = {k: v for k, v in os.environ.items() if "TAG" not in k}
         subprocess.Popen(

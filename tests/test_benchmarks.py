@@ -20,20 +20,7 @@ ROOT = Path(__file__).parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 MEASURED = ("envs", "runner", "benchmarks", ":!benchmarks/results")
 """What the benchmark measures: a change there makes the report stale."""
-UNMEASURED_CHANGES: dict[str, str] = {
-    "11969ed8eb57d5f6c8677b373db9ca621498d7a5": (
-        "benchmarks/run.py: the untimed records for 'runner jobs' made concurrently"
-    ),
-    "c4a2a0440eb84728abfcf3d0eedf6a9f4bf19ef8": (
-        "runner/cgroup.py: the reason text for a scope without a controller (v2 only)"
-    ),
-    "dd9e9e38c48cc3497593093533719479699f0fb9": (
-        "runner/cgroup.py: one reader of /proc/self/cgroup; same cgroups chosen"
-    ),
-    "a71ecb4efd40e2644c1c5869fba1a6b81cbc1744": (
-        "runner/cgroup.py: a lock around the one scope request per process"
-    ),
-}
+UNMEASURED_CHANGES: dict[str, str] = {}
 """Commits after the report's that change what it measures, each with why it does not matter."""
 
 

@@ -47,7 +47,7 @@ def _store(ctx: click.Context) -> JobStore:
 
 def _exit_code(record: JobRecord) -> int:
     """Complete: 0; a job that failed by itself: its code; cancelled: 130; timed out: 124."""
-    from runner.job import CANCELLED
+    from runner.supervise import CANCELLED
 
     if record.status == "Complete":
         return 0

@@ -12,11 +12,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 
 from runner import job as job_module
+from runner import steps
 from runner.errors import InvalidJobError, LogMissingError
 from runner.job import execute
 from runner.process import TAG
@@ -35,16 +37,20 @@ def log_records(store: JobStore, name: str) -> list[dict[str, Any]]:
     return list(store.records(name))
 
 
-@pytest.mark.parametrize("where", ["confine", "open_cache"])
+@pytest.mark.parametrize(("module", "where"), [(steps, "confine"), (job_module, "open_cache")])
 def test_an_unexpected_error_fails_the_job_and_names_it(
-    settings: RunnerSettings, store: JobStore, monkeypatch: pytest.MonkeyPatch, where: str
+    settings: RunnerSettings,
+    store: JobStore,
+    monkeypatch: pytest.MonkeyPatch,
+    module: ModuleType,
+    where: str,
 ) -> None:
     """A fault of the runner itself, while steps start (`confine`) or before (`open_cache`)."""
 
     def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("sandbox exploded")
 
-    monkeypatch.setattr(job_module, where, broken)
+    monkeypatch.setattr(module, where, broken)
     store.create(JobSpec.create(name="boom", entry=ScriptEntry(kind="script", target=REPORT)))
     record = execute(store, "boom", settings)
     assert record.status == "Failed"

@@ -1,0 +1,257 @@
+"""Start a job's steps, each inside its sandbox, and turn what they print into records.
+
+Node-0's sandbox holds the namespaces that later nodes join (without network);
+each node's first process enters the node's cgroup, where the job has limits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from envs.base import probe as base_probe
+from runner import launch
+from runner.cgroup import JobCgroup
+from runner.process import Process
+from runner.sandbox import (
+    Confinement,
+    Place,
+    SandboxPolicy,
+    confine,
+    degraded_record,
+    job_environ,
+)
+from runner.settings import RunnerSettings
+from runner.spec import JobSpec, ScriptEntry
+from runner.store import JobRecord, JobStore
+
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger as Logger
+
+REFUSALS = {
+    "memory": re.compile(r"^MemoryError\b"),
+    "processes": re.compile(r"^(BlockingIOError|OSError): \[Errno 11\] Resource temporarily"),
+    "sandbox": re.compile(r"^sandbox-runner: cannot "),
+}
+"""The last line of Python's traceback when an rlimit refused an allocation, or a new process;
+the line of a step's wrapper that could not set up its sandbox (a cgroup, a Landlock scope)."""
+
+
+def data_cache(settings: RunnerSettings, policy: SandboxPolicy) -> Path | None:
+    """The user's data cache that a job's HF_HOME, TORCH_HOME... point into; None if off."""
+    return settings.data_cache_dir if policy.data_cache and policy.mode != "off" else None
+
+
+def _ranks(spec: JobSpec) -> Callable[[str], tuple[int | None, str]]:
+    """How a step's line tells its rank: a direct rank is 0, torchrun prefixes its workers'."""
+    if launch.direct(spec):
+        return lambda line: (0, line)
+    if spec.framework == "torch":
+        return launch.split_rank
+    return lambda line: (None, line)
+
+
+def _on_line(log: Logger, spec: JobSpec, refused: set[str]) -> Callable[[str, str, bool], None]:
+    """Turn each line a step prints into an `output` record, with its rank where known."""
+    split = _ranks(spec)  # once per job, not per line
+    going_on: dict[str, bool] = {}  # per stream: its last piece was a partial one
+
+    def on_line(stream: str, line: str, partial: bool) -> None:
+        # the rank prefix starts a line: a piece that goes on a line keeps none
+        rank, text = (None, line) if going_on.get(stream) else split(line)
+        going_on[stream] = partial
+        if stream == "stderr":
+            refused.update(k for k, pattern in REFUSALS.items() if pattern.match(text))
+        fields: dict[str, object] = {"stream": stream}
+        if rank is not None:  # torchrun's own lines carry none
+            fields["rank"] = rank
+        if partial:  # a piece of a line; it goes on in the stream's next record
+            fields["partial"] = True
+        log.info("output", **fields, line=text)
+
+    return on_line
+
+
+def start_steps(
+    store: JobStore,
+    job: JobRecord,
+    env_dir: Path,
+    log: Logger,
+    settings: RunnerSettings,
+    running: list[tuple[launch.Step, Process]],
+    refused: set[str],
+    cgroups: list[JobCgroup],
+    holds: list[int],
+) -> None:
+    """Spawn every step inside its sandbox; all nodes of a job share one network namespace.
+
+    `holds` gets the runner's end of the pipe that keeps node-0, the store's host,
+    alive until the other nodes have ended (see `launch.STORE_HOST`).
+    """
+    spec = job.spec
+    policy = spec.sandbox or settings.policy()
+    where = _place(store, job, env_dir, settings, policy)
+    by_uuid = {gpu.uuid: gpu for gpu in settings.gpu_pool()} if job.gpus else {}
+    held = tuple(by_uuid[uuid] for uuid in job.gpus)  # node k gets the k-th `spec.gpus` of them
+    hold = os.pipe() if spec.framework == "torch" and spec.num_nodes > 1 else None
+    if hold:
+        holds.append(hold[1])
+    steps = launch.steps(spec, env_dir / "bin", where.jobdir, hold_fd=hold[0] if hold else None)
+    namespaces: int | None = None  # node-0's sandbox, which later nodes join
+    for index, step in enumerate(steps):
+        report = os.pipe() if len(steps) > 1 and not policy.network and index == 0 else None
+        cgroup = None
+        if policy.mode != "off" and (policy.memory or policy.processes):
+            cgroup = JobCgroup.make(
+                f"{job.tag}-{index}", memory=policy.memory, processes=policy.processes
+            )
+            cgroups.append(cgroup)
+        place = replace(
+            where,
+            join=namespaces,
+            report_fd=report[1] if report else None,
+            cgroups=cgroup,
+            gpus=held[index * spec.gpus : (index + 1) * spec.gpus],
+            cpus=tuple(job.cpus[index * spec.cpus : (index + 1) * spec.cpus]),
+            host_id=f"{job.tag}-{index}" if len(steps) > 1 else None,
+        )
+        try:
+            confinement = confine(policy, settings.bwrap, place)
+        except BaseException:
+            if report:
+                os.close(report[1])
+            raise
+        environ = job_environ(
+            os.environ,
+            bin_dir=env_dir / "bin",
+            workdir=where.workdir,
+            tmpdir=where.tmpdir,
+            job_env={
+                **_module_path(spec),
+                **(launch.torch_environ() if spec.framework == "torch" else {}),
+                **dict(step.env),
+                **spec.env,
+            },
+            torch=spec.framework == "torch",
+            layers=confinement.env,
+        )
+        if index == 0:
+            _log_sandbox(log, policy, cgroup, confinement)
+        step_log = log.bind(step=step.name)
+        argv = (*confinement.prefix, *step.argv)
+        try:
+            proc = Process(
+                argv,
+                env=environ,
+                cwd=where.workdir,
+                on_line=_on_line(step_log, spec, refused),
+                tag=job.tag,
+                pass_fds=(
+                    *((report[1],) if report else ()),
+                    *((hold[0],) if hold and index == 0 else ()),
+                    *confinement.fds,
+                ),
+            )
+        finally:
+            for fd in confinement.fds:
+                os.close(fd)
+            if report:
+                os.close(report[1])
+            if hold and index == 0:
+                os.close(hold[0])
+        running.append((step, proc))
+        step_log.info("job.start", argv=list(argv), pid=proc.pid)
+        if report and confinement.reports_namespaces:
+            namespaces = _namespace_pid(report[0])
+        elif report:
+            os.close(report[0])
+
+
+def _place(
+    store: JobStore, job: JobRecord, env_dir: Path, settings: RunnerSettings, policy: SandboxPolicy
+) -> Place:
+    """The folders of a job's steps, made here: private ones, the data cache it shares."""
+    jobdir = store.dir(job.name)
+    tmp, home = jobdir / "tmp", jobdir / "home"
+    for folder in (tmp, home):
+        folder.mkdir(exist_ok=True)
+    data = data_cache(settings, policy)
+    if data is not None:
+        data.mkdir(parents=True, exist_ok=True)
+    return Place(
+        jobdir=jobdir,
+        workdir=store.workdir(job.name),
+        tmpdir=tmp,
+        home=home,
+        env_dirs=(
+            env_dir,
+            Path(os.path.realpath(env_dir / "bin" / "python")).parents[1],
+            *_base_dirs(job.base_python),
+        ),
+        shared=_shared(job.spec),
+        hidden=(settings.state_dir, settings.cache_dir),
+        data_cache=data,
+        device_root=settings.device_root,
+        ranks=job.spec.nproc_per_node,
+        torch=job.spec.framework == "torch",
+    )
+
+
+def _base_dirs(base_python: str | None) -> tuple[Path, ...]:
+    """A layered env's base: its interpreter's prefix and its site folders, read-only."""
+    if base_python is None:
+        return ()
+    base = base_probe(base_python)
+    prefix = Path(os.path.realpath(base_python)).parents[1]
+    return (prefix, *(Path(d) for d in base.site_dirs))
+
+
+def _log_sandbox(
+    log: Logger, policy: SandboxPolicy, cgroup: JobCgroup | None, confinement: Confinement
+) -> None:
+    """Once per job: how its limits are held, and what of its sandbox is not as asked."""
+    if cgroup:
+        held = cgroup.held(memory=bool(policy.memory), processes=bool(policy.processes))
+        log.info("sandbox.limits", **held)
+    if confinement.not_enforced:
+        log.warning("sandbox.degraded", **degraded_record(confinement.not_enforced))
+    if confinement.notes:
+        log.warning("sandbox.not_shared", notes=list(confinement.notes))
+
+
+def _shared(spec: JobSpec) -> tuple[Path, ...]:
+    """The user's paths a job reads: its script with the folder beside it, or the cwd of `-m`."""
+    entry = spec.entry
+    if not isinstance(entry, ScriptEntry):
+        return ()
+    if entry.kind == "script":
+        script = Path(entry.target).resolve()
+        return (script.parent, script)
+    return (Path(entry.cwd),) if entry.cwd else ()
+
+
+def _module_path(spec: JobSpec) -> dict[str, str]:
+    """`-m MODULE` finds its module in the folder the user ran it from, as python -m does."""
+    entry = spec.entry
+    if isinstance(entry, ScriptEntry) and entry.kind == "module" and entry.cwd:
+        return {"PYTHONPATH": entry.cwd}
+    return {}
+
+
+def _namespace_pid(fd: int) -> int:
+    """bubblewrap's report of the first node's sandbox: the pid that holds its namespaces."""
+    data = b""
+    with os.fdopen(fd, "rb") as fh:
+        while chunk := fh.read1(4096):  # a JSON object, maybe over several lines
+            data += chunk
+            try:
+                pid: int = json.loads(data)["child-pid"]
+            except ValueError:
+                continue
+            return pid
+    raise OSError(f"the sandbox of node-0 did not start (bubblewrap said {data!r})")

@@ -21,7 +21,7 @@ from tests.runner.test_sandbox import records, status
 
 pytestmark = pytest.mark.skipif(
     not (cgroup.unified() and os.geteuid() == 0),
-    reason="needs cgroup v2 and root to delegate a cgroup (this machine runs cgroup v1)",
+    reason="needs cgroup v2 and root, to delegate a cgroup (CI's machine runs cgroup v1)",
 )
 ENTER = 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"'
 """`sh -c ENTER sh CGROUP ARGV...`: start ARGV inside CGROUP, as a delegating manager does."""

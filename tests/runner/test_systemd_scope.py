@@ -8,12 +8,12 @@ call then goes over that user's own D-Bus to that manager, as it does on a
 desktop or a server with `systemd --user`.
 
 This machine's memory and pids controllers live in cgroup v1, where a user
-manager has no controllers to delegate: the limits in such a scope are tested
-where the machine runs cgroup v2 (`tests/runner/test_cgroup.py`, the device
-machine). Here: the move itself, that it moves no one else, that the scope is
-the user's, that systemd collects it when the runner ends, that a scope without
-the memory controller is named as such, and the refusal when no user manager
-answers.
+manager has no controllers to delegate. Here: the move itself, that it moves no
+one else, that the scope is the user's, that systemd collects it when the runner
+ends, that a scope without the memory controller is named as such, and the
+refusal when no user manager answers. The limits held in such a scope, from a
+real login on a cgroup v2 machine run by systemd: `tests/vm/systemd-check.sh`
+boots one and runs this file there as an ordinary user.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from pathlib import Path
 import pytest
 
 from runner import cgroup
+from tests.runner.conftest import JOBS, RunCli
+from tests.runner.test_sandbox import records, status
 
 NOBODY = 65534
 SYSTEMD = Path("/lib/systemd/systemd")
@@ -192,6 +194,52 @@ def test_the_user_s_systemd_gives_the_runner_a_delegated_scope_of_its_own(
             f"; systemd gave the scope {unit} without the memory controller (it has: "
         )
         assert "Delegate=memory pids" in seen["why_not"]
+
+
+def _logged_in_to_systemd() -> bool:
+    """An ordinary user's login on a cgroup v2 machine whose init is systemd: pam_systemd
+    started the user's manager and gave the login its bus, as on a desktop or a server."""
+    bus = Path(os.environ.get("XDG_RUNTIME_DIR", "/nonexistent"), "bus")
+    return os.geteuid() != 0 and cgroup.unified() and bus.is_socket()
+
+
+@pytest.mark.skipif(
+    not _logged_in_to_systemd(),
+    reason="needs an ordinary user logged in to a cgroup v2 machine run by systemd "
+    "(this CI machine's init is not systemd): tests/vm/systemd-check.sh boots one",
+)
+def test_an_ordinary_user_s_limits_hold_in_the_scope_the_user_s_systemd_gives(
+    runner_cli: RunCli,
+) -> None:
+    """The whole path, as a user meets it: `runner train --memory/--processes` from a login
+    shell (so the runner shares the login's session scope), the runner's scope from the
+    user's manager, the jobs' cgroups made in it, and the kernel holding the limits."""
+    proc = runner_cli("train", "--name", "hog", "--memory", "150M", str(JOBS / "hog.py"), "1000",
+                      check=False)  # fmt: skip
+    assert proc.returncode == 137, proc.stdout + proc.stderr  # the job's: killed
+    result = status(runner_cli, "hog")
+    assert result["status"] == "Failed"
+    assert "memory limit of 150.0 MiB exceeded" in result["reason"], result
+    proc = runner_cli("train", "--name", "forky", "--processes", "10",
+                      str(JOBS / "spawner.py"), "30", check=False)  # fmt: skip
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    reason = status(runner_cli, "forky")["reason"]
+    assert reason.startswith("node-0 exited with code 1: process limit of 10 reached"), reason
+    for name in ("hog", "forky"):
+        recs = records(runner_cli, name)
+        (held,) = [r for r in recs if r["event"] == "sandbox.limits"]
+        kind = "memory" if name == "hog" else "processes"
+        assert held[kind] == "cgroup v2", held  # not an rlimit: the kernel's count
+        scope = held["systemd_scope"]
+        assert scope.startswith(cgroup.PREFIX) and scope.endswith(".scope"), held
+        node = Path(held["cgroup"])
+        assert node.parent.name == scope  # the node's cgroup, in the runner's own scope
+        assert f"/user@{os.getuid()}.service/" in str(node)  # from the user's own manager
+        for degraded in (r for r in recs if r["event"] == "sandbox.degraded"):
+            assert not any("limit" in layer for layer in degraded["not_enforced"]), degraded
+    runner_cli("train", "--name", "within", "--memory", "150M", "--processes", "10",
+               str(JOBS / "spawner.py"), "3")  # fmt: skip
+    assert status(runner_cli, "within")["status"] == "Complete"
 
 
 def test_without_a_user_manager_the_runner_stays_where_it_is_and_says_why(

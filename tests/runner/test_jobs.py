@@ -345,20 +345,21 @@ def test_rm_older_than_deletes_the_jobs_that_ended_that_long_ago_and_nothing_liv
     runner_cli("train", "--name", "old-ok", REPORT, "X")
     runner_cli("train", "--name", "old-failed", "--env", "EXIT_CODE=3", REPORT, "X", check=False)
     (store.workdir("old-ok") / "checkpoint.bin").write_bytes(b"x" * 300_000)
-    time.sleep(1.5)
-    runner_cli("train", "--name", "new", REPORT, "X")
+    time.sleep(2.5)
     sleeper = tmp_path / "sleeper.py"
     sleeper.write_text("import time\nprint('up', flush=True)\ntime.sleep(120)\n")
     runner_cli("train", "--detach", "--name", "live", str(sleeper))
+    # "new" ends last, right before the deletes: under 3 s old then, on a slow machine too
+    runner_cli("train", "--name", "new", REPORT, "X")
     try:
         jobs = {"old-ok", "old-failed", "new", "live"}
 
-        dry = runner_cli("rm", "--older-than", "1s", "--dry-run").stdout
+        dry = runner_cli("rm", "--older-than", "3s", "--dry-run").stdout
         assert "would delete old-ok (Complete, 30" in dry  # the checkpoint counted
         assert "would delete old-failed (Failed" in dry and "would delete 2 job(s)" in dry
         assert {p.name for p in store.root.iterdir()} == jobs  # nothing deleted
 
-        done = runner_cli("rm", "--older-than", "1s").stdout
+        done = runner_cli("rm", "--older-than", "3s").stdout
         assert "deleted 2 job(s), 30" in done
         assert {p.name for p in store.root.iterdir()} == {"new", "live"}
         assert "deleted 1 job(s)" in runner_cli("rm", "--older-than", "0s").stdout  # "new"

@@ -202,7 +202,7 @@ def test_killing_the_runner_ends_every_rank(
         everyone = tagged(tag)
         runner.send_signal(signal.SIGKILL)
         runner.wait()
-        wait_for(lambda: not any(alive(p) for p in everyone), timeout=15 if mode != "off" else 45)
+        wait_for(lambda: not any(alive(p) for p in everyone), timeout=15 if mode != "off" else 60)
         assert tagged(tag) == []
     finally:
         runner.kill()

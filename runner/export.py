@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from runner.credentials import looks_secret, secret_names
 from runner.errors import RunnerError
 from runner.spec import FunctionEntry, JobSpec, ScriptEntry
 
@@ -239,6 +240,24 @@ def resources(spec: JobSpec) -> dict[str, str]:
     return found
 
 
+def secret_name(job: str) -> str:
+    """The Secret a job's credentials are read from on the cluster."""
+    return f"{cluster_name(job)[:57]}-env"
+
+
+def secrets_note(spec: JobSpec, job: str) -> str | None:
+    """What to run once so the cluster has the job's credentials (their values never shown)."""
+    names = secret_names(spec.env)
+    if not names:
+        return None
+    literals = " ".join(f'--from-literal={n}="${n}"' for n in names)
+    return (
+        f"{', '.join(names)} look like credentials: the manifest reads them from the Secret "
+        f"{secret_name(job)}, which you make once with `kubectl create secret generic "
+        f"{secret_name(job)} {literals}` (--embed-secrets writes the values instead)"
+    )
+
+
 def manifest(
     spec: JobSpec,
     name: str,
@@ -248,9 +267,21 @@ def manifest(
     index_args: list[str] | None = None,
     annotations: dict[str, str] | None = None,
     folder: bool = False,
+    embed_secrets: bool = False,
 ) -> dict[str, Any]:
-    """The TrainJob, as the kubeflow SDK's models write it (camelCase, no empty fields)."""
+    """The TrainJob, as the kubeflow SDK's models write it (camelCase, no empty fields).
+
+    A variable that looks like a credential (`credentials.looks_secret`) is written as a
+    reference to the Secret `secret_name(name)`, never as its value, unless `embed_secrets`.
+    """
     from kubeflow_trainer_api import models
+
+    def env_var(key: str, value: str) -> Any:
+        if embed_secrets or not looks_secret(key, value):
+            return models.IoK8sApiCoreV1EnvVar(name=key, value=value)
+        ref = models.IoK8sApiCoreV1SecretKeySelector(name=secret_name(name), key=key)
+        source = models.IoK8sApiCoreV1EnvVarSource(secretKeyRef=ref)
+        return models.IoK8sApiCoreV1EnvVar(name=key, valueFrom=source)
 
     asked = resources(spec)
     quantities = {k: models.IoK8sApimachineryPkgApiResourceQuantity(v) for k, v in asked.items()}
@@ -258,8 +289,7 @@ def manifest(
         numNodes=spec.num_nodes,
         numProcPerNode=spec.nproc_per_node,
         command=command(spec, pins, index_args or [], folder),
-        env=[models.IoK8sApiCoreV1EnvVar(name=k, value=v) for k, v in sorted(spec.env.items())]
-        or None,
+        env=[env_var(k, v) for k, v in sorted(spec.env.items())] or None,
         resourcesPerNode=models.IoK8sApiCoreV1ResourceRequirements(
             requests=quantities, limits=quantities
         )
@@ -302,6 +332,7 @@ def trainjob(
     runtime_torch: str | None = None,
     force: bool = False,
     folder: bool = False,
+    embed_secrets: bool = False,
 ) -> tuple[dict[str, Any], list[str]]:
     """The TrainJob for a job that ran (or was only defined) here, and notes for the user.
 
@@ -352,8 +383,10 @@ def trainjob(
         index_args=args,
         annotations=annotations,
         folder=folder,
+        embed_secrets=embed_secrets,
     )
-    return doc, notes + more
+    said = None if embed_secrets else secrets_note(spec, record.name)
+    return doc, notes + more + ([said] if said else [])
 
 
 def _pins(pins: Iterable[str]) -> dict[str, str]:

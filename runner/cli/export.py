@@ -29,6 +29,12 @@ def export() -> None:
     is_flag=True,
     help="Export even when the torch that ran here is not the one the runtime's image holds.",
 )
+@click.option(
+    "--embed-secrets",
+    is_flag=True,
+    help="Write the values of variables that look like credentials (TOKEN, *_KEY, hf_..., "
+    "...) into the manifest; by default they are read from a Secret.",
+)
 @click.pass_context
 def trainjob(
     ctx: click.Context,
@@ -37,6 +43,7 @@ def trainjob(
     runtime: str | None,
     folder: bool,
     force: bool,
+    embed_secrets: bool,
 ) -> None:
     """Write job NAME as a TrainJob (trainer.kubeflow.org/v1alpha1) that installs exactly
     the lock it ran in and runs the same entry: `kubectl apply -f` it.
@@ -61,7 +68,13 @@ def trainjob(
     chosen = runtime or record.spec.runtime or DEFAULT_RUNTIME
     torch = runtime_torch(chosen)
     doc, notes = make(
-        settings, record, runtime=chosen, runtime_torch=torch, force=force, folder=folder
+        settings,
+        record,
+        runtime=chosen,
+        runtime_torch=torch,
+        force=force,
+        folder=folder,
+        embed_secrets=embed_secrets,
     )
     for note in notes:
         click.echo(f"note: {note}", err=True)

@@ -321,3 +321,62 @@ def test_the_sdk_backend_exports_the_same_manifest(
     store.create(JobSpec.create(name="sdk-fn", entry=entry, requirements=["tiny-pkg"]))
     backend = LocalProcessBackend(LocalProcessBackendConfig(**settings.model_dump()))
     assert valid(backend.export_trainjob("sdk-fn")) == export(runner_cli, "sdk-fn")
+
+
+CREDENTIALS = {
+    "TOKEN": "supersecret",
+    "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "HF_TOKEN": "hf_" + "a1B2" * 9,
+    "NOTES": "ghp_" + "x9Y8" * 9,  # an innocent name, a value shaped like GitHub's token
+}
+
+
+def test_credentials_are_exported_as_a_secret_reference_never_their_value(
+    runner_cli: RunCli, store: JobStore, tmp_path: Path
+) -> None:
+    script = tmp_path / "train.py"
+    script.write_text("print('hi')\n")
+    env = {**CREDENTIALS, "LR": "0.1", "WANDB_MODE": "offline"}
+    store.create(
+        JobSpec.create(name="creds", entry=ScriptEntry(kind="script", target=str(script)), env=env)
+    )
+    proc = runner_cli("export", "trainjob", "creds")
+    manifest = valid(yaml.safe_load(proc.stdout))
+    for value in CREDENTIALS.values():
+        assert value not in proc.stdout and value not in proc.stderr
+    by_name = {e["name"]: e for e in manifest["spec"]["trainer"]["env"]}
+    assert by_name["LR"] == {"name": "LR", "value": "0.1"}
+    assert by_name["WANDB_MODE"]["value"] == "offline"
+    for name in CREDENTIALS:
+        assert by_name[name] == {
+            "name": name,
+            "valueFrom": {"secretKeyRef": {"name": "creds-env", "key": name}},
+        }
+    literals = " ".join(f'--from-literal={n}="${n}"' for n in sorted(CREDENTIALS))
+    assert f"kubectl create secret generic creds-env {literals}" in proc.stderr
+    # on purpose, the values go in
+    embedded = export(runner_cli, "creds", "--embed-secrets")
+    assert {e["name"]: e.get("value") for e in embedded["spec"]["trainer"]["env"]} == env
+
+
+def test_credentials_are_shown_by_name_only_in_status_jobs_logs_and_the_sdk(
+    runner_cli: RunCli, store: JobStore, settings: RunnerSettings, tmp_path: Path
+) -> None:
+    from runner.backend import LocalProcessBackend, LocalProcessBackendConfig
+
+    script = tmp_path / "train.py"
+    script.write_text("print('hi')\n")
+    options = [f"--env={k}={v}" for k, v in CREDENTIALS.items()]
+    runner_cli("train", "--name", "creds", *options, str(script))
+    shown = [
+        runner_cli("status", "creds", "--json").stdout,
+        runner_cli("jobs", "--json").stdout,
+        runner_cli("logs", "creds", "--json").stdout,
+        store.log_path("creds").read_text(),
+    ]
+    backend = LocalProcessBackend(LocalProcessBackendConfig(**settings.model_dump()))
+    shown += [repr(backend.get_job("creds")), repr(backend.get_job_events("creds"))]
+    assert sorted(json.loads(shown[0])["spec"]["env"]) == sorted(CREDENTIALS)
+    for text in shown:
+        for value in CREDENTIALS.values():
+            assert value not in text

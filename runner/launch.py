@@ -22,13 +22,47 @@ ARGS_FILE = "args.json"
 _CALL = """
 
 if __name__ == "__main__":
+    import atexit as _atexit
     import json as _json
+    import os as _os
     import sys as _sys
 
     with open(_sys.argv[1], encoding="utf-8") as _fh:
         _kwargs = _json.load(_fh)
-    {function}(**_kwargs)
+    try:
+        {function}(**_kwargs)
+        _code = 0
+    except SystemExit as _exit:
+        _code = _exit.code
+    except KeyboardInterrupt:
+        import traceback as _traceback
+
+        _traceback.print_exc()
+        _code = 130
+    except BaseException:
+        import traceback as _traceback
+
+        _traceback.print_exc()
+        _code = 1
+    # The function has returned: end now, as the interpreter would up to its teardown (its
+    # threads joined, exit handlers run, output flushed), then os._exit. The teardown itself
+    # (modules and C++ objects freed: gloo's threads) can only fail a job that is done.
+    if _code is None:
+        _code = 0
+    elif not isinstance(_code, int):
+        print(_code, file=_sys.stderr)
+        _code = 1
+    if "threading" in _sys.modules:
+        _sys.modules["threading"]._shutdown()
+    _atexit._run_exitfuncs()
+    for _stream in (_sys.stdout, _sys.stderr):
+        try:
+            _stream.flush()
+        except (OSError, ValueError):
+            pass
+    _os._exit(_code & 0xFF)
 """
+"""Calls the function as the cluster does, `func(**args)`; see `write_entry`."""
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from runner.launch import RANK_PREFIX, STORE_HOST, split_rank, steps
@@ -94,3 +96,68 @@ def test_with_several_nodes_the_store_host_waits_for_the_others(tmp_path: Path) 
     assert node1.argv[0] == "/env/bin/torchrun" and "--rdzv-conf=is_host=0" in node1.argv
     (single,) = steps(spec.model_copy(update={"num_nodes": 1}), Path("/env/bin"), tmp_path)
     assert single.argv[0] == "/env/bin/torchrun"
+
+
+class _AbortsAtTeardown:
+    """As gloo's threads can at interpreter exit: an object whose end kills the process."""
+
+    def __del__(self, abort: Callable[[], None] = os.abort) -> None:
+        abort()
+
+
+def trains_then_teardown_aborts(steps: int) -> None:
+    import atexit
+    import threading
+    import time
+
+    global _kept  # noqa: PLW0603 - kept until the teardown, on purpose
+    _kept = _AbortsAtTeardown()  # freed only when the interpreter tears the module down
+    atexit.register(print, "exit handler ran")
+    threading.Thread(target=lambda: (time.sleep(0.2), print("thread joined"))).start()
+    print(f"trained {steps} steps")
+
+
+def exits(code: object) -> None:
+    raise SystemExit(code)
+
+
+def fails() -> None:
+    raise ValueError("bad batch")
+
+
+def _run_entry(tmp_path: Path, entry: FunctionEntry) -> subprocess.CompletedProcess[str]:
+    (step,) = steps(JobSpec.create(entry=entry), Path(sys.executable).parent, tmp_path)
+    argv = [sys.executable, *step.argv[1:]]
+    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
+
+
+def test_a_function_that_returned_ends_the_process_before_the_teardown(tmp_path: Path) -> None:
+    """Its threads are joined, its exit handlers run, its output flushed: then the process
+    ends, and what the interpreter's teardown would do (abort, here) never comes."""
+    entry = FunctionEntry.of(trains_then_teardown_aborts, {"steps": 3}).model_copy(
+        update={
+            "source": "import os\nfrom collections.abc import Callable\n\n"
+            + _source(_AbortsAtTeardown)
+            + _source(trains_then_teardown_aborts)
+        }
+    )
+    done = _run_entry(tmp_path, entry)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "trained 3 steps\nthread joined\nexit handler ran\n"
+
+
+def test_a_function_s_exit_code_and_exception_are_its_process_s(tmp_path: Path) -> None:
+    assert _run_entry(tmp_path, FunctionEntry.of(exits, {"code": 3})).returncode == 3
+    said = _run_entry(tmp_path, FunctionEntry.of(exits, {"code": "stopped early"}))
+    assert (said.returncode, said.stderr) == (1, "stopped early\n")
+    assert _run_entry(tmp_path, FunctionEntry.of(exits, {"code": None})).returncode == 0
+    failed = _run_entry(tmp_path, FunctionEntry.of(fails))
+    assert failed.returncode == 1
+    assert failed.stderr.startswith("Traceback") and "ValueError: bad batch" in failed.stderr
+
+
+def _source(obj: object) -> str:
+    import inspect
+    import textwrap
+
+    return textwrap.dedent(inspect.getsource(obj)) + "\n\n"  # type: ignore[arg-type]

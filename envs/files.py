@@ -86,14 +86,33 @@ def held(path: Path) -> bool:
     return False
 
 
-def dir_problem(path: Path, *, write: bool = True) -> str | None:
-    """Why `path` cannot serve as a directory the runner keeps (None: it can), made if missing."""
+def make_dirs(path: Path, mode: int) -> None:
+    """Make `path` with exactly `mode` whatever the umask (and the folders above it that are
+    missing, as `mkdir -p -m` does: those as the umask says); one that exists stays as it is."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=mode)
+    except FileExistsError:
+        return  # made before, or meanwhile by another runner: its mode is its maker's
+    path.chmod(mode)
+
+
+def dir_problem(path: Path, *, write: bool = True, mode: int | None = None) -> str | None:
+    """Why `path` cannot serve as a directory the runner keeps (None: it can), made if missing
+    (with `mode`, where given: 0700 for what is one user's alone)."""
+    try:
+        if mode is None:
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            make_dirs(path, mode)
+        if not path.is_dir():
+            raise NotADirectoryError(path)
     except (FileExistsError, NotADirectoryError):
         return "it (or a folder above it) is not a directory"
     except OSError as exc:
         return f"it cannot be created ({exc.strerror})"
+    if not os.access(path, os.R_OK | os.X_OK):  # another user's, say
+        return "it is not readable (Permission denied): it belongs to another user"
     if write:
         try:  # access() knows nothing of read-only mounts: ask the file system itself
             tempfile.TemporaryFile(dir=path).close()

@@ -83,6 +83,7 @@ class JobLog:
 
     def __init__(self, path: Path, echo: Echo | None = None, level: str = "info") -> None:
         self.path = path
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))  # its user's alone
         self._fh = path.open("a+", encoding="utf-8", buffering=1)
         self._inode = os.fstat(self._fh.fileno()).st_ino
         self._lock = threading.Lock()

@@ -84,6 +84,11 @@ class FunctionEntry(BaseModel):
                 f"cannot read the source of function {func.__qualname__!r} ({exc}); "
                 "define it in a .py file or a notebook cell"
             ) from None
+        if args is not None and not isinstance(args, Mapping):
+            raise InvalidJobError(
+                f"func_args is a {type(args).__name__}, not a dict: the function is called as "
+                "func(**func_args), so give its arguments by name ({'lr': 0.1})"
+            )
         args = dict(args or {})
         if not all(isinstance(k, str) for k in args):
             raise InvalidJobError("func_args keys must be strings (they become keyword arguments)")

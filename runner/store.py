@@ -57,6 +57,11 @@ NEXT: dict[Status, frozenset[Status]] = {
 }
 """The only moves a job's status can make."""
 
+PRIVATE = 0o700
+"""The state dir, the jobs folder and every job's folder: its user's alone, as ~/.ssh is
+(records hold the job's variables, logs its output, work/ its checkpoints)."""
+PRIVATE_FILE = 0o600
+
 OWNER_GONE = "runner exited"
 DELETED = ".deleted-"
 """A job folder being deleted is renamed to this, plus its name, first."""
@@ -178,6 +183,18 @@ class _RecordParser:
         }
 
 
+def _holds_record(folder: Path) -> bool:
+    """A job's folder: one with a `job.json`, or one that cannot be looked into (its record
+    is then named as unreadable, never silently left out)."""
+    try:
+        os.lstat(folder / "job.json")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return folder.is_dir()
+    return True
+
+
 class JobStore:
     """The job folders under `<state_dir>/jobs`."""
 
@@ -190,7 +207,9 @@ class JobStore:
         self._check(write=True)
 
     def _check(self, *, write: bool) -> None:
-        problem = dir_problem(self.root, write=write)
+        problem = dir_problem(self.root.parent, write=False, mode=PRIVATE) or dir_problem(
+            self.root, write=write, mode=PRIVATE
+        )
         if problem:
             raise StateDirError(f"cannot use the job records at {self.root}: {problem}")
 
@@ -210,7 +229,7 @@ class JobStore:
     def _locked(self, name: str) -> Iterator[None]:
         """The job's lock (an OS lock on `job.lock`); a job deleted meanwhile is not re-created."""
         try:
-            fd = os.open(self.dir(name) / "job.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.dir(name) / "job.lock", os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
         except (FileNotFoundError, NotADirectoryError):
             raise _not_found(name) from None
         try:
@@ -228,15 +247,16 @@ class JobStore:
         except ValidationError as exc:
             raise invalid_job(exc) from None
         try:
-            self.dir(spec.name).mkdir()
+            self.dir(spec.name).mkdir(mode=PRIVATE)
         except FileExistsError:
             raise InvalidJobError(
                 f"a job named {spec.name!r} already exists; choose another name "
                 f"or delete it first (`runner rm {spec.name}`)"
             ) from None
         try:
-            self.workdir(spec.name).mkdir()
-            self.log_path(spec.name).touch()
+            self.dir(spec.name).chmod(PRIVATE)  # whatever the umask
+            self.workdir(spec.name).mkdir(mode=PRIVATE)
+            os.close(os.open(self.log_path(spec.name), os.O_CREAT | os.O_WRONLY, PRIVATE_FILE))
             self._write(record)
         except BaseException as exc:  # a full disk, Ctrl-C: no half-made job is left
             shutil.rmtree(self.dir(spec.name), ignore_errors=True)
@@ -263,10 +283,12 @@ class JobStore:
             raise _not_found(name) from None
         except ValidationError as exc:
             problem = exc.errors()[0]["msg"] if exc.errors() else str(exc)
-            raise CorruptRecordError(
-                f"job {name!r}: its record {path} is unreadable ({problem}); "
-                f"`runner rm {name}` removes it"
-            ) from None
+        except OSError as exc:  # EACCES, EISDIR, ELOOP: a record that cannot be opened at all
+            problem = f"it cannot be opened: {exc.strerror or exc}"
+        raise CorruptRecordError(
+            f"job {name!r}: its record {path} is unreadable ({problem}); "
+            f"`runner rm {name}` removes it"
+        )
 
     def load(self, name: str) -> JobRecord:
         """The job's record as a reader sees it; nothing is written, nothing is signalled.
@@ -323,13 +345,14 @@ class JobStore:
         """Every readable job, oldest first, and what is wrong with each unreadable one."""
         records, broken = [], []
         for path in self.root.iterdir():
-            if not path.name.startswith(".") and (path / "job.json").exists():
-                try:
-                    records.append(self.load(path.name))
-                except JobNotFoundError:  # deleted meanwhile
-                    continue
-                except CorruptRecordError as exc:
-                    broken.append(exc)
+            if path.name.startswith(".") or not _holds_record(path):
+                continue
+            try:
+                records.append(self.load(path.name))
+            except JobNotFoundError:  # deleted meanwhile
+                continue
+            except CorruptRecordError as exc:
+                broken.append(exc)
         return sorted(records, key=lambda r: r.created), broken
 
     def ended_before(self, cutoff: datetime) -> tuple[list[JobRecord], list[CorruptRecordError]]:

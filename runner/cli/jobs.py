@@ -410,7 +410,8 @@ def _detach(store: JobStore, name: str) -> None:
     from runner.process import start_ticks
     from runner.store import ProcessRef
 
-    with (store.dir(name) / "supervisor.log").open("ab") as out:
+    log = store.dir(name) / "supervisor.log"
+    with os.fdopen(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "runner.cli", "--log-format", "json", "_supervise", name],
             stdin=subprocess.DEVNULL,

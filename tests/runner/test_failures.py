@@ -27,7 +27,7 @@ from runner.spec import JobSpec, ScriptEntry
 from runner.store import JobStore, ProcessRef
 from tests.conftest import UvSpy
 from tests.procs import processes
-from tests.runner.conftest import JOBS, RunCli, background
+from tests.runner.conftest import JOBS, RunCli, background, cli_runner
 from tests.runner.test_process import alive, wait_for
 
 REPORT = str(JOBS / "report.py")
@@ -179,6 +179,66 @@ def test_a_corrupt_record_is_named_and_the_others_are_listed(
     assert [j.name for j in LocalProcessBackend(config).list_jobs()] == ["good"]
     assert "deleted broken" in runner_cli("rm", "broken").stdout
     assert not store.dir("broken").exists()
+
+
+@pytest.mark.parametrize("damage", ["a-folder", "a-loop", "mode-000", "folder-000"])
+def test_a_record_that_cannot_be_opened_is_named_and_the_others_are_listed(
+    runner_cli: RunCli, store: JobStore, settings: RunnerSettings, damage: str
+) -> None:
+    """EISDIR, ELOOP, EACCES: named in one line as the truncated record is, never a traceback."""
+    from runner.backend import LocalProcessBackend, LocalProcessBackendConfig
+
+    if damage.endswith("000") and os.geteuid() == 0:
+        pytest.skip("root reads a file of mode 000; `.ci/run` runs this as an ordinary user")
+    runner_cli("train", "--name", "good", REPORT, "X")
+    runner_cli("train", "--name", "broken", REPORT, "X")
+    path = store.dir("broken") / "job.json"
+    if damage == "a-folder":
+        path.unlink()
+        path.mkdir()
+    elif damage == "a-loop":
+        path.unlink()
+        path.symlink_to(path)
+    elif damage == "mode-000":
+        path.chmod(0)
+    else:
+        store.dir("broken").chmod(0)
+    try:
+        listed = runner_cli("jobs")
+        assert "good" in listed.stdout and "broken" not in listed.stdout
+        assert "job 'broken'" in listed.stderr and "unreadable" in listed.stderr
+        assert "Traceback" not in listed.stderr
+        for command in (["status", "broken"], ["logs", "broken"], ["cancel", "broken"]):
+            proc = runner_cli(*command, check=False)
+            assert proc.returncode == 1, command
+            assert "job 'broken'" in proc.stderr and "cannot be opened" in proc.stderr
+            assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+        config = LocalProcessBackendConfig(**settings.model_dump())
+        assert [j.name for j in LocalProcessBackend(config).list_jobs()] == ["good"]
+    finally:
+        store.dir("broken").chmod(0o700)
+    assert "deleted broken" in runner_cli("rm", "broken").stdout
+    assert not store.dir("broken").exists()
+
+
+def test_another_users_state_or_cache_is_refused_in_one_line(
+    runner_cli: RunCli, cli_environ: dict[str, str], tmp_path: Path
+) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root reads every user's folders; `.ci/run` runs this as an ordinary user")
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o700)
+    (theirs / "jobs").mkdir(mode=0o700)
+    theirs.chmod(0o100)  # as another user's 0700 folder is to this one: no listing, no reading
+    try:
+        for variable in ("RUNNER_STATE_DIR", "RUNNER_CACHE_DIR"):
+            run = cli_runner({**cli_environ, variable: str(theirs)}, tmp_path)
+            for command in (["jobs"], ["status", "x"], ["envs", "list"], ["train", REPORT]):
+                proc = run(*command, check=False)
+                assert proc.returncode != 0 and "Traceback" not in proc.stderr, (command, proc)
+                assert "Permission denied" in proc.stderr or "not readable" in proc.stderr
+    finally:
+        theirs.chmod(0o700)
 
 
 def test_a_deleted_log_is_said_plainly_and_one_deleted_while_running_comes_back(

@@ -413,3 +413,53 @@ def test_a_progress_bar_shows_while_it_moves_and_reads_back_as_the_line_it_was(
     assert text == b"\rstep 1/2\rstep 2/2\ndone\n"
     backend = LocalProcessBackend(LocalProcessBackendConfig(**settings.model_dump()))
     assert list(backend.get_job_logs("bar")) == ["\rstep 1/2\rstep 2/2", "done"]
+
+
+def test_a_jobs_files_are_its_owners_alone_whatever_the_umask(
+    cli_environ: dict[str, str], settings: RunnerSettings, tmp_path: Path
+) -> None:
+    """As ~/.ssh is: the state dir and each job's folder 0700, its records and logs 0600. A
+    second user (as root can make one) reads nothing of them: not the log, not work/."""
+    import stat
+
+    from tests.runner.conftest import cli_runner
+
+    loose = cli_runner(cli_environ, tmp_path, "--log-format", "json")
+    umask = ["sh", "-c", 'umask 000 && exec "$@"', "-", sys.executable, "-m", "runner.cli"]
+    subprocess.run(
+        [*umask, "train", "--name", "mine", "--detach", str(JOBS / "report.py"), "X"],
+        env=cli_environ,
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
+    store = JobStore(settings.state_dir)
+    wait_for(lambda: store.load("mine").done, timeout=60)
+    assert loose("status", "mine", "--json").stdout
+    modes = {
+        path: stat.S_IMODE(path.stat().st_mode)
+        for path in (
+            settings.state_dir,
+            store.root,
+            store.dir("mine"),
+            store.workdir("mine"),
+        )
+    }
+    assert all(mode == 0o700 for mode in modes.values()), modes
+    files = ["job.json", "log.jsonl", "job.lock", "supervisor.log"]
+    assert {
+        f: stat.S_IMODE((store.dir("mine") / f).stat().st_mode) for f in files
+    } == dict.fromkeys(files, 0o600)
+    if os.geteuid() == 0:  # a second user, for real
+        for target in (
+            store.log_path("mine"),
+            store.workdir("mine"),
+            store.dir("mine") / "job.json",
+        ):
+            peek = subprocess.run(
+                ["runuser", "-u", "nobody", "--", "cat" if target.is_file() else "ls", str(target)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            assert peek.returncode != 0 and "Permission denied" in peek.stderr, peek

@@ -680,6 +680,7 @@ def main(argv: list[str] | None = None) -> None:
     code_state = code()  # before the run: what it measures
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="runner-bench-") as scratch:
+        Path(scratch).chmod(0o755)  # its scripts: root's jobs run as a user that reads them
         bench = Bench(Path(scratch), args.reps)
         results: dict[str, Any] = {"cold_numpy": bench.cold(NUMPY)}
         if not args.quick:

@@ -13,6 +13,7 @@ import contextlib
 import os
 import shutil
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from envs import EnvError
@@ -23,12 +24,11 @@ from runner.gpus import Gpu
 from runner.leases import Lease, Leases, Stopped, Wanted
 from runner.logs import Echo, JobLog
 from runner.process import end_tree, start_ticks
-from runner.sandbox import (
-    check,
-)
+from runner.sandbox import Host, SandboxPolicy, check, identity
+from runner.sandbox.files import holds_private, private_folders
 from runner.settings import RunnerSettings
 from runner.spec import JobSpec, env_spec, open_cache
-from runner.steps import data_cache
+from runner.steps import data_cache, shared_paths
 from runner.store import (
     CREATED,
     FAILED,
@@ -52,6 +52,7 @@ def preflight(store: JobStore, settings: RunnerSettings, spec: JobSpec) -> None:
     """
     policy = spec.sandbox or settings.policy()
     check(policy, settings.bwrap)
+    _check_readable(spec, settings, policy)
     _check_gpus(spec, settings.gpu_pool())
     if spec.cpus and shutil.which("taskset") is None:
         raise InvalidJobError("the job asks for CPUs, and taskset is not here: install util-linux")
@@ -69,6 +70,32 @@ def preflight(store: JobStore, settings: RunnerSettings, spec: JobSpec) -> None:
             f"cannot use the data cache at {data}: {problem}; "
             "set RUNNER_DATA_DIR to another folder, or run with --no-data-cache"
         )
+
+
+def _check_readable(spec: JobSpec, settings: RunnerSettings, policy: SandboxPolicy) -> None:
+    """Root's job runs as its own user: the script it runs must be that user's to read, and
+    what it mounts to read or write (`--mount SRC:rw`) that user's to read or write."""
+    user = identity.for_job(policy, Host.probe(settings.bwrap))
+    if user is None:
+        return
+    fresh = (Path("/tmp"), *private_folders(), settings.state_dir, settings.cache_dir)
+    for path in shared_paths(spec):
+        if holds_private(path):
+            continue  # not shared: the script alone is (files.FileView)
+        problem = user.cannot_read(path, fresh)
+        if problem:
+            raise InvalidJobError(
+                f"root's jobs run as {user.name} (uid {user.uid}), and {problem}: make it "
+                "readable by others (chmod o+rX), or set RUNNER_JOB_USER=root to run as root"
+            )
+    for mount in policy.mounts:
+        problem = user.cannot_read(mount.source, fresh, write=mount.writable, at=mount.target)
+        if problem:
+            fix = f"chown {user.name} it" if mount.writable else "chmod o+rX it"
+            raise InvalidJobError(
+                f"root's jobs run as {user.name} (uid {user.uid}), and the mount {mount}: "
+                f"{problem}: {fix}, or set RUNNER_JOB_USER=root to run as root"
+            )
 
 
 def _check_gpus(spec: JobSpec, pool: list[Gpu]) -> None:
@@ -125,19 +152,32 @@ def execute(
             outcome = Outcome(FAILED, str(exc))
         except Exception as exc:  # a bug or an unforeseen fault: never a silent Complete
             outcome = _runner_error(log, exc)
-        record = _finish(store, name, log, outcome)
+        _remove_scratch(store, name, cleanup)  # before the final state: what a reader sees
+        record = _finish(store, name, log, outcome)  # after `wait` is then all there is
         joblog.check()
     finally:
         joblog.close()
-        remove_tree(store.dir(name) / "tmp")
-        if cleanup:
-            remove_tree(store.workdir(name))
-            remove_tree(store.dir(name) / "home")
-            for scratch in (launch.ENTRY_FILE, launch.ARGS_FILE):
-                (store.dir(name) / scratch).unlink(missing_ok=True)
+        _remove_scratch(store, name, cleanup)  # a way out that did not get so far
     if outcome is not None and outcome.interrupted:
         raise KeyboardInterrupt
     return record
+
+
+def _remove_scratch(store: JobStore, name: str, cleanup: bool) -> None:
+    """TMPDIR always; with `cleanup`, the work folder, HOME and the entry too. What cannot
+    be removed (a folder the job made unwritable) stays: the job's end is recorded all the
+    same."""
+    folders = [store.dir(name) / "tmp"]
+    if cleanup:
+        folders += [store.workdir(name), store.dir(name) / "home"]
+        for scratch in (launch.ENTRY_FILE, launch.ARGS_FILE):
+            folders.append(store.dir(name) / scratch)
+    for path in folders:
+        with contextlib.suppress(OSError):
+            if path.is_dir() and not path.is_symlink():
+                remove_tree(path)
+            else:
+                path.unlink(missing_ok=True)
 
 
 def _runner_error(log: Logger, exc: BaseException) -> Outcome:

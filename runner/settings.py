@@ -109,6 +109,13 @@ class RunnerSettings(BaseSettings):
     bwrap: str | None = Field(
         default_factory=lambda: shutil.which("bwrap"), description="bubblewrap binary."
     )
+    job_user: str = Field(
+        default="sandbox-runner",
+        min_length=1,
+        description="Who root's jobs run as: a user's name or uid (sandbox-runner, a system "
+        "user made on first use); root keeps uid 0 inside, without capabilities, and the "
+        "job's sandbox.degraded says so. An ordinary user's jobs run as that user.",
+    )
     cancel_grace: float = Field(
         default=5.0, gt=0, description="Seconds between TERM and KILL when a job is ended."
     )
@@ -156,6 +163,7 @@ class RunnerSettings(BaseSettings):
             cpu_seconds=self.cpu_time_limit,
             open_files=self.open_files_limit,
             processes=self.processes_limit,
+            job_user=self.job_user,
         )
 
     def gpu_pool(self) -> list[Gpu]:

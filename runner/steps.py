@@ -20,10 +20,12 @@ from runner.cgroup import JobCgroup
 from runner.process import Process
 from runner.sandbox import (
     Confinement,
+    Host,
     Place,
     SandboxPolicy,
     confine,
     degraded_record,
+    identity,
     job_environ,
 )
 from runner.settings import RunnerSettings
@@ -141,7 +143,7 @@ def start_steps(
             layers=confinement.env,
         )
         if index == 0:
-            _log_sandbox(log, policy, cgroup, confinement)
+            _log_sandbox(log, policy, cgroup, confinement, where.user)
         step_log = log.bind(step=step.name)
         argv = (*confinement.prefix, *step.argv)
         try:
@@ -179,10 +181,13 @@ def _place(
     jobdir = store.dir(job.name)
     tmp, home = jobdir / "tmp", jobdir / "home"
     for folder in (tmp, home):
-        folder.mkdir(exist_ok=True)
+        folder.mkdir(mode=0o700, exist_ok=True)
     data = data_cache(settings, policy)
     if data is not None:
-        data.mkdir(parents=True, exist_ok=True)
+        data.mkdir(mode=0o700, parents=True, exist_ok=True)
+    user = identity.for_job(policy, Host.probe(settings.bwrap))
+    if user is not None:  # root's job: its folders are its user's; its records stay root's
+        user.own(jobdir, store.workdir(job.name), tmp, home, *((data,) if data else ()))
     return Place(
         jobdir=jobdir,
         workdir=store.workdir(job.name),
@@ -193,12 +198,14 @@ def _place(
             Path(os.path.realpath(env_dir / "bin" / "python")).parents[1],
             *_base_dirs(job.base_python),
         ),
-        shared=_shared(job.spec),
+        shared=shared_paths(job.spec),
         hidden=(settings.state_dir, settings.cache_dir),
         data_cache=data,
         device_root=settings.device_root,
         ranks=job.spec.nproc_per_node,
         torch=job.spec.framework == "torch",
+        grace=settings.cancel_grace,
+        user=user,
     )
 
 
@@ -212,9 +219,16 @@ def _base_dirs(base_python: str | None) -> tuple[Path, ...]:
 
 
 def _log_sandbox(
-    log: Logger, policy: SandboxPolicy, cgroup: JobCgroup | None, confinement: Confinement
+    log: Logger,
+    policy: SandboxPolicy,
+    cgroup: JobCgroup | None,
+    confinement: Confinement,
+    user: identity.Identity | None,
 ) -> None:
-    """Once per job: how its limits are held, and what of its sandbox is not as asked."""
+    """Once per job: who it runs as (root's), how its limits are held, and what of its
+    sandbox is not as asked."""
+    if user is not None:
+        log.info("sandbox.identity", user=user.name, uid=user.uid, gid=user.gid, note=user.note)
     if cgroup:
         held = cgroup.held(memory=bool(policy.memory), processes=bool(policy.processes))
         log.info("sandbox.limits", **held)
@@ -224,7 +238,7 @@ def _log_sandbox(
         log.warning("sandbox.not_shared", notes=list(confinement.notes))
 
 
-def _shared(spec: JobSpec) -> tuple[Path, ...]:
+def shared_paths(spec: JobSpec) -> tuple[Path, ...]:
     """The user's paths a job reads: its script with the folder beside it, or the cwd of `-m`."""
     entry = spec.entry
     if not isinstance(entry, ScriptEntry):

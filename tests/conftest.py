@@ -38,6 +38,10 @@ def _private_runner_dirs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
     monkeypatch.setenv("RUNNER_CACHE_DIR", str(tmp_path / "default-cache"))
     monkeypatch.setenv("RUNNER_STATE_DIR", str(tmp_path / "default-state"))
     monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)  # nor the machine's pip files
+    if os.geteuid() == 0:
+        # root's jobs run as an unprivileged user (runner/sandbox/identity.py), which reads the
+        # scripts the tests write here as it reads any user's: pytest makes the folder 0700
+        tmp_path.chmod(0o755)
 
 
 @pytest.fixture(scope="session")

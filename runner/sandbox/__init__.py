@@ -13,6 +13,9 @@ the command line and the environment. `check` and `confine` read the same list.
 - `devices`: the node's GPUs and CPU cores;
 - `namespaces`: lifetime (dies with the runner), network, IPC and hostname,
   capabilities;
+- `kernel`: /proc/sys and its kin read-only, /proc/kcore and its kin masked;
+- `identity`: root's jobs run as an unprivileged user;
+- `syscalls`: a seccomp filter (no mount, unshare, bpf, keyctl, ptrace, ...);
 - `scopes`: abstract Unix sockets and signals, the job's own only (Landlock).
 
 Where bubblewrap is missing, `auto` runs with what works and logs one
@@ -28,14 +31,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner.sandbox import landlock, scopes
+from runner.sandbox import files, identity, landlock, scopes
 from runner.sandbox.devices import Cpus, Devices
 from runner.sandbox.files import FileView, Home, Mounts
+from runner.sandbox.identity import Unprivileged
+from runner.sandbox.kernel import KernelKnobs
 from runner.sandbox.layer import INSTALL_BWRAP, Host, Layer, Line, Place, bwrap_problem
 from runner.sandbox.limits import DELEGATE_CGROUP, Limits
 from runner.sandbox.namespaces import Capabilities, Ipc, Lifetime, Network
 from runner.sandbox.policy import Gap, Mount, SandboxPolicy, SandboxUnavailableError
 from runner.sandbox.scopes import Scopes
+from runner.sandbox.syscalls import Syscalls
 
 __all__ = [
     "DELEGATE_CGROUP",
@@ -52,6 +58,7 @@ __all__ = [
     "check",
     "confine",
     "degraded_record",
+    "identity",
     "job_environ",
     "landlock",
     "scopes",
@@ -70,10 +77,13 @@ LAYERS: tuple[Layer, ...] = (
     FileView(),  # the view first: the layers below bind on top of it
     Devices(),
     Lifetime(),
+    KernelKnobs(),  # after the /proc that Lifetime mounts
     Home(),
     Mounts(),
     Ipc(),
     Capabilities(),
+    Unprivileged(),  # after Capabilities: it adds back what setpriv needs to leave uid 0
+    Syscalls(),
     Scopes(),  # last of the wrappers: it scopes bubblewrap and all the job starts
 )
 """In command-line order: wrappers before bubblewrap, and later mounts on top of earlier ones."""
@@ -172,7 +182,11 @@ def confine(policy: SandboxPolicy, bwrap: str | None, place: Place) -> Confineme
     prefix = list(line.outer)
     if line.boxed:
         assert host.bwrap is not None
-        prefix += [host.bwrap, *line.inner, "--chdir", str(place.workdir), "--"]
+        if place.user is None:
+            prefix += [host.bwrap, *line.inner, "--chdir", str(place.workdir), "--"]
+        else:  # bubblewrap, root without capabilities, may not enter the job's user's folder
+            prefix += [host.bwrap, *files.traversable(line.inner), "--", *line.inside]
+            prefix += ["env", f"--chdir={place.workdir}", "--"]
     return Confinement(
         tuple(prefix),
         not_enforced,

@@ -46,6 +46,13 @@ def private_folders() -> list[Path]:
     return list(dict.fromkeys(found))
 
 
+def holds_private(path: Path) -> bool:
+    """A folder the view never shares, though the job's script is in it: it holds /tmp, a
+    home or /run (the script is shared alone)."""
+    hidden = [Path("/tmp"), *private_folders()]
+    return path.is_dir() and any(_under(private, [path]) for private in hidden)
+
+
 class FileView:
     def gaps(self, policy: SandboxPolicy, host: Host) -> Iterable[Gap]:
         if policy.mode != "off" and policy.filesystem and host.bwrap is None:
@@ -63,15 +70,15 @@ class FileView:
             line.inner += ["--bind", "/", "/"]
             return
         hidden = [Path("/tmp"), *private_folders()]
-        args = ["--ro-bind", "/", "/"]
-        for folder in hidden:
+        args = ["--ro-bind", "/", "/", "--perms", "1777", "--tmpfs", "/tmp"]  # as a real /tmp
+        for folder in hidden[1:]:
             args += ["--tmpfs", str(folder)]
         for name in SYSTEM_FILES:
             target = _real(name)
             if target != Path(name) and target.exists() and _under(target, hidden):
                 args += ["--ro-bind", str(target), str(target)]
         for path in map(_real, place.shared):  # before the runner's folders: they may be inside
-            if path.is_dir() and any(_under(private, [path]) for private in hidden):
+            if holds_private(path):
                 line.notes.append(
                     f"{path} is not shared with the job: it holds a home, /tmp or /run; "
                     "move the script into a folder of its own, or --mount what it needs"
@@ -131,3 +138,38 @@ class Mounts:
         for mount in policy.mounts:
             flag = "--bind" if mount.writable else "--ro-bind"
             line.inner += [flag, str(mount.source), str(mount.target)]
+
+
+_ONE = {"--tmpfs", "--dev", "--proc", "--dir", "--remount-ro", "--perms", "--seccomp"}
+_ONE |= {"--info-fd", "--uid", "--gid", "--chdir", "--cap-add", "--cap-drop", "--hostname"}
+_TWO = {"--bind", "--ro-bind", "--dev-bind", "--bind-try", "--ro-bind-try", "--dev-bind-try"}
+_NEW_FS = {"--tmpfs", "--dev"}
+
+
+def traversable(args: list[str]) -> list[str]:
+    """bubblewrap's options with every folder it would make on the way to a mount point made
+    0755 first: run by root, bubblewrap makes them 0700, where root's job, run as another
+    user, could not pass through to its own env and folders (`--perms 0755 --dir`)."""
+    out: list[str] = []
+    fresh: list[Path] = []  # the empty file systems mounted so far: their folders are made
+    known: set[Path] = set()
+    i = 0
+    while i < len(args):
+        flag = args[i]
+        width = 2 if flag in _TWO else 1 if flag in _ONE else 0
+        dest = Path(args[i + width]) if width and flag in (_TWO | _NEW_FS | {"--proc"}) else None
+        if dest is not None:
+            base = max(
+                (f for f in fresh if f in dest.parents), key=lambda f: len(f.parts), default=None
+            )
+            if base is not None:
+                for parent in reversed(dest.parents):
+                    if base in parent.parents and parent not in known:
+                        out += ["--perms", "0755", "--dir", str(parent)]
+                        known.add(parent)
+            known.add(dest)
+            if flag in _NEW_FS:
+                fresh.append(dest)
+        out += args[i : i + width + 1]
+        i += width + 1
+    return out

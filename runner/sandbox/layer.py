@@ -15,11 +15,14 @@ import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from runner.cgroup import JobCgroup
 from runner.gpus import Gpu
 from runner.sandbox.policy import Gap, SandboxPolicy
+
+if TYPE_CHECKING:
+    from runner.sandbox.identity import Identity
 
 INSTALL_BWRAP = "install bubblewrap (Debian/Ubuntu: apt-get install -y bubblewrap)"
 
@@ -98,6 +101,10 @@ class Place:
     """This node's own name for NCCL (`NCCL_HOSTID`): nodes meet over sockets, as hosts do."""
     torch: bool = False
     """The step is a torchrun agent, which ends its workers on TERM."""
+    grace: float = 5.0
+    """Seconds between TERM and KILL when the job ends (`RUNNER_CANCEL_GRACE`)."""
+    user: Identity | None = None
+    """Who the job runs as, where that is not the runner's user (root's jobs)."""
 
 
 @dataclass
@@ -109,6 +116,8 @@ class Line:
     outer: list[str] = field(default_factory=list)
     """Wrappers run before bubblewrap (or instead of it): cgroups, rlimits, namespaces."""
     inner: list[str] = field(default_factory=list)
+    inside: list[str] = field(default_factory=list)
+    """Wrappers run inside bubblewrap, before the job (the job's identity)."""
     env: dict[str, str] = field(default_factory=dict)
     fds: list[int] = field(default_factory=list)
     """File descriptors the step inherits; the caller closes them once it has started."""

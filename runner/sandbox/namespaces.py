@@ -6,11 +6,15 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from runner.process import TAG
 from runner.sandbox.layer import INSTALL_BWRAP, Host, Line, Place
 from runner.sandbox.policy import Gap, SandboxPolicy
+
+ORPHANS = Path(__file__).with_name("orphans.py")
 
 NS_GET_USERNS = 0xB701
 """ioctl on a namespace file: a file descriptor of the user namespace that owns it."""
@@ -25,9 +29,10 @@ def unboxed(policy: SandboxPolicy, host: Host, layer: str) -> Iterable[Gap]:
 class Lifetime:
     """The job dies with the runner: bubblewrap's pid namespace and `--die-with-parent`.
 
-    Without bubblewrap, and with the sandbox off, only the first process is tied
-    (`setpriv --pdeathsig`): torchrun takes TERM as its cue to end its workers, a
-    plain python is killed, and what it started itself is left to `runner jobs --reap`.
+    Without bubblewrap, and with the sandbox off, the first process is tied to the
+    runner (`setpriv --pdeathsig=TERM`) and is `orphans.py`, which then ends the step's
+    whole process group: TERM, and KILL after the grace (`RUNNER_CANCEL_GRACE`). What
+    left the group (a new session) is left to `runner jobs --reap`.
     """
 
     def gaps(self, policy: SandboxPolicy, host: Host) -> Iterable[Gap]:
@@ -39,7 +44,8 @@ class Lifetime:
             if place.report_fd is not None:
                 line.inner += ["--info-fd", str(place.report_fd)]
         elif shutil.which("setpriv"):
-            line.outer += ["setpriv", f"--pdeathsig={'TERM' if place.torch else 'KILL'}", "--"]
+            line.outer += ["setpriv", "--pdeathsig=TERM", "--", sys.executable, "-I", "-S"]
+            line.outer += [str(ORPHANS), f"{place.grace:g}", TAG, "--"]
 
 
 class Network:

@@ -82,6 +82,11 @@ class SandboxPolicy(BaseModel):
     cpu_seconds: int | None = Field(default=None, gt=0)
     open_files: int | None = Field(default=None, gt=0)
     processes: int | None = Field(default=None, gt=0)
+    job_user: str = Field(
+        default="sandbox-runner",
+        min_length=1,
+        description="Who root's jobs run as (a user's name or uid); root: uid 0 inside.",
+    )
 
     @field_validator("mounts", mode="before")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -153,6 +154,9 @@ def test_original_errors_before_anything_runs(
         backend.train(
             runtime="torch-distributed", trainer=trainer(show_args, func_args={"model": object()})
         )
+    for args in ([1], "lr=0.1", 0.1):  # not a dict: one line, from the SDK's ValueError
+        with pytest.raises(ValueError, match=r"func_args is a \w+, not a dict: .*\{'lr': 0\.1\}"):
+            backend.train(runtime="torch-distributed", trainer=trainer(show_args, func_args=args))
     with pytest.raises(ValueError, match="lambda"):
         backend.train(runtime="torch-distributed", trainer=trainer(lambda: None))
     with pytest.raises(ValueError, match="environment variable name 'BAD-KEY'"):
@@ -460,6 +464,11 @@ def test_volumes_of_the_backend_config_are_mounted_in_every_job(
     for folder in (data, out):
         folder.mkdir()
     (data / "input.txt").write_text("read from a volume")
+    if os.geteuid() == 0:  # root's jobs run as a user of their own: the output is to be its
+        from runner.sandbox.identity import resolve
+
+        who = resolve(torch_cfg.job_user)
+        os.chown(out, who.uid, who.gid)
     cfg = LocalProcessBackendConfig(
         **torch_cfg.model_dump(exclude={"volumes"}),
         volumes=[f"{data}:/tmp/data", f"{out}:/tmp/out:rw"],

@@ -303,7 +303,16 @@ def test_without_the_data_cache_downloads_stay_in_the_jobs_home(world: World) ->
 def test_a_read_write_mount_takes_the_jobs_output(world: World) -> None:
     outputs = world.root / "outputs"
     outputs.mkdir(exist_ok=True)
-    line = world.attempt("write", "/tmp/out/result.txt", "--mount", f"{outputs}:/tmp/out:rw")
+    mount = ("--mount", f"{outputs}:/tmp/out:rw")
+    if ROOT:  # root's jobs run as a user of their own: the folder must be that user's to write
+        refused = world.run("train", *mount, INTRUDER, "write", "/tmp/out/x", check=False)
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr
+        assert f"the mount {outputs}:/tmp/out:rw: {outputs} is not writable by it" in (
+            refused.stderr
+        )
+        assert "chown sandbox-runner it, or set RUNNER_JOB_USER=root" in refused.stderr
+        shutil.chown(outputs, "sandbox-runner")
+    line = world.attempt("write", "/tmp/out/result.txt", *mount)
     assert line == "wrote"
     assert (outputs / "result.txt").read_text() == "planted by a hostile job\n"
 
@@ -386,3 +395,98 @@ def test_a_system_file_that_links_into_a_hidden_folder_is_still_read(
 
 def _script(path: str, *argv: str) -> ScriptEntry:
     return ScriptEntry(kind="script", target=path, argv=argv)
+
+
+# -- the kernel, the system calls and root: what a job reaches that is the machine's ---------
+
+
+def _attempt(world: World, action: str, target: str, **environ: str) -> tuple[str, list[dict]]:
+    """Job A's one attempt with settings of its own: the line it printed, and its records."""
+    name = f"intruder-{next(world.names)}"
+    run = cli_runner({**world.environ, **environ}, world.root)
+    run("train", "--name", name, INTRUDER, action, target)
+    recs = records(run, name)
+    (line,) = output(recs)
+    return line, recs
+
+
+AS_ROOT_INSIDE = {"RUNNER_JOB_USER": "root"}
+"""Root's jobs as uid 0 inside (without capabilities): what the other layers hold alone."""
+
+
+@pytest.mark.parametrize("inside", ["default", "uid-0"])
+@pytest.mark.parametrize(
+    "path", ["/proc/sys/kernel/core_pattern", "/proc/sys/vm/drop_caches", "/proc/sysrq-trigger"]
+)
+def test_kernel_settings_cannot_be_opened_for_writing(world: World, path: str, inside: str) -> None:
+    """`core_pattern` is opened and closed, never written: the kernel would run what it names."""
+    if inside == "uid-0" and not ROOT:
+        pytest.skip("an ordinary user's jobs run as that user; there is no uid 0 to keep")
+    line, _ = _attempt(world, "open-write", path, **(AS_ROOT_INSIDE if inside == "uid-0" else {}))
+    assert line.startswith("refused"), line
+    if inside == "uid-0" and Path(path).exists():
+        # root inside passes the file's permissions: the read-only /proc/sys is what holds
+        assert "Read-only file system" in line, line
+
+
+@pytest.mark.parametrize("path", ["/proc/keys", "/proc/timer_list", "/proc/kcore"])
+def test_kernel_memory_keys_and_timers_are_masked(world: World, path: str) -> None:
+    line, _ = _attempt(world, "read", path, **(AS_ROOT_INSIDE if ROOT else {}))
+    assert line in ("read: ", "refused: PermissionError: Permission denied") or (
+        not Path(path).exists() and line.startswith("refused: FileNotFoundError")
+    ), line
+
+
+def test_firmware_tables_are_masked(world: World) -> None:
+    assert any(Path("/sys/firmware").iterdir()), "nothing to mask on this host"
+    line, _ = _attempt(world, "list", "/sys/firmware", **(AS_ROOT_INSIDE if ROOT else {}))
+    assert line == "list: ", line
+
+
+def test_a_job_of_roots_runs_as_an_unprivileged_user(world: World) -> None:
+    line, recs = _attempt(world, "whoami", "-")
+    uid, gid = (os.getuid(), os.getgid())
+    if ROOT:
+        import pwd
+
+        who = pwd.getpwnam("sandbox-runner")
+        uid, gid = who.pw_uid, who.pw_gid
+        (said,) = [r for r in recs if r["event"] == "sandbox.identity"]
+        assert (said["user"], said["uid"]) == ("sandbox-runner", uid)
+    assert line == f"whoami: {uid} {gid} []" if ROOT else line.startswith(f"whoami: {uid} {gid}")
+    assert world.attempt("read", "/etc/shadow").startswith("refused")
+    status_line = world.attempt("status", "/proc/self/status")
+    assert "CapEff:0000000000000000" in status_line and "CapBnd:0000000000000000" in status_line
+
+
+@pytest.mark.skipif(not ROOT, reason="root's jobs only: an ordinary user's run as that user")
+def test_uid_0_inside_is_said_and_strict_refuses_it(world: World) -> None:
+    line, recs = _attempt(world, "whoami", "-", **AS_ROOT_INSIDE)
+    assert line.startswith("whoami: 0 0 ")
+    (degraded,) = [r for r in recs if r["event"] == "sandbox.degraded"]
+    assert any("an unprivileged identity" in layer for layer in degraded["not_enforced"])
+    assert "RUNNER_JOB_USER is root" in degraded["cause"]
+    run = cli_runner({**world.environ, **AS_ROOT_INSIDE}, world.root)
+    refused = run("train", "--sandbox", "strict", INTRUDER, "whoami", "-", check=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "sandbox is strict but cannot enforce: an unprivileged identity" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("action", "target"),
+    [("mount", "/tmp"), ("unshare-user", "-"), ("ptrace", "child"), ("ptrace", "victim")],
+)
+def test_the_system_call_filter_refuses(world: World, action: str, target: str) -> None:
+    """As uid 0 inside, where root runs: the filter holds there alone. Another job's process
+    is out of sight too (its pid namespace); the job's own child is the filter's alone."""
+    sibling = target == "victim"
+    if sibling:
+        steps = world.store.load(world.victim).steps
+        assert steps and steps[0].process
+        target = str(steps[0].process.pid)
+    line, _ = _attempt(world, action, target, **(AS_ROOT_INSIDE if ROOT else {}))
+    assert line.startswith("refused"), line
+    if not sibling:
+        assert "Operation not permitted" in line, line
+    status_line = world.attempt("status", "/proc/self/status")
+    assert "Seccomp:2" in status_line, status_line

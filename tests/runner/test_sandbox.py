@@ -374,6 +374,7 @@ def test_a_job_cannot_forge_its_record_nor_reach_another_job(
     """Records kept outside /tmp, as a user's are (~/.local/state): the private /tmp hides
     nothing of them, so what keeps them from the job is the sandbox's own layer."""
     home = Path(tempfile.mkdtemp(prefix="runner-home-", dir="/var/tmp"))
+    home.chmod(0o755)  # as a home is: root's jobs run as a user of their own, who reads it
     state = home / ".local" / "state"
     # the script sits in a folder that holds the records too, as ~/forger.py would
     shutil.copy(JOBS / "forger.py", home / "forger.py")

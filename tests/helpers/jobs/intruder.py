@@ -11,8 +11,14 @@
   resolve HOST   look a name up
   status PATH    its capabilities and no_new_privs, from /proc/self/status
   namespaces KINDS  the namespaces it is in, as JSON
+  open-write PATH   open a file for writing, and close it unwritten (core_pattern: never write)
+  mount PATH     mount a tmpfs there (the mount system call itself)
+  unshare-user - make a user namespace (the door back to capabilities)
+  ptrace PID     attach to a process (`child`: one it started itself)
+  whoami -       its uid and gid
 """
 
+import ctypes
 import json
 import os
 import signal
@@ -59,12 +65,41 @@ def attempt() -> str:
         return "resolved: " + socket.getaddrinfo(target, None)[0][4][0]
     if action == "status":
         lines = Path(target).read_text().splitlines()
-        wanted = [line.replace("\t", "") for line in lines if line.startswith(("CapEff", "NoNew"))]
+        kept = ("CapEff", "CapBnd", "NoNew", "Seccomp:")
+        wanted = [line.replace("\t", "") for line in lines if line.startswith(kept)]
         return "status: " + " ".join(wanted)
     if action == "namespaces":
         kinds = {kind: str(Path(f"/proc/self/ns/{kind}").readlink()) for kind in target.split()}
         return "namespaces: " + json.dumps(kinds)
-    raise SystemExit(f"unknown action {action}")
+    return machine()
+
+
+def machine() -> str:
+    """The attempts on what is the machine's: the kernel's settings, system calls, root."""
+    if action == "open-write":
+        os.close(os.open(target, os.O_WRONLY))
+        return "opened for writing"
+    if action == "whoami":
+        return f"whoami: {os.getuid()} {os.getgid()} {os.getgroups()}"
+    if action not in ("mount", "unshare-user", "ptrace"):
+        raise SystemExit(f"unknown action {action}")
+    libc = ctypes.CDLL(None, use_errno=True)
+    child = None
+    if action == "mount":
+        done = libc.mount(b"none", target.encode(), b"tmpfs", 0, None)
+    elif action == "unshare-user":
+        done = libc.unshare(0x10000000)  # CLONE_NEWUSER
+    else:
+        if target == "child":
+            child = subprocess.Popen(["sleep", "60"])
+        pid = child.pid if child else int(target)
+        done = libc.ptrace(16, pid, None, None)  # PTRACE_ATTACH
+    if child:
+        child.kill()
+    if done != 0:
+        number = ctypes.get_errno()
+        raise OSError(number, os.strerror(number))
+    return f"{action}: done"
 
 
 try:

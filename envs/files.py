@@ -112,7 +112,7 @@ def dir_problem(path: Path, *, write: bool = True, mode: int | None = None) -> s
     except OSError as exc:
         return f"it cannot be created ({exc.strerror})"
     if not os.access(path, os.R_OK | os.X_OK):  # another user's, say
-        return "it is not readable (Permission denied): it belongs to another user"
+        return "it is not readable by this user (Permission denied): another user's?"
     if write:
         try:  # access() knows nothing of read-only mounts: ask the file system itself
             tempfile.TemporaryFile(dir=path).close()

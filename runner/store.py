@@ -183,6 +183,13 @@ class _RecordParser:
         }
 
 
+def _unreadable(name: str, path: Path, exc: OSError) -> CorruptRecordError:
+    return CorruptRecordError(
+        f"job {name!r}: its record {path} is unreadable (it cannot be opened: "
+        f"{exc.strerror or exc}); `runner rm {name}` removes it"
+    )
+
+
 def _holds_record(folder: Path) -> bool:
     """A job's folder: one with a `job.json`, or one that cannot be looked into (its record
     is then named as unreadable, never silently left out)."""
@@ -232,6 +239,8 @@ class JobStore:
             fd = os.open(self.dir(name) / "job.lock", os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
         except (FileNotFoundError, NotADirectoryError):
             raise _not_found(name) from None
+        except OSError as exc:  # a job folder this user cannot enter
+            raise _unreadable(name, self.dir(name), exc) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -284,7 +293,7 @@ class JobStore:
         except ValidationError as exc:
             problem = exc.errors()[0]["msg"] if exc.errors() else str(exc)
         except OSError as exc:  # EACCES, EISDIR, ELOOP: a record that cannot be opened at all
-            problem = f"it cannot be opened: {exc.strerror or exc}"
+            raise _unreadable(name, path, exc) from None
         raise CorruptRecordError(
             f"job {name!r}: its record {path} is unreadable ({problem}); "
             f"`runner rm {name}` removes it"

@@ -231,9 +231,13 @@ def test_another_users_state_or_cache_is_refused_in_one_line(
     (theirs / "jobs").mkdir(mode=0o700)
     theirs.chmod(0o100)  # as another user's 0700 folder is to this one: no listing, no reading
     try:
-        for variable in ("RUNNER_STATE_DIR", "RUNNER_CACHE_DIR"):
+        uses = {
+            "RUNNER_STATE_DIR": (["jobs"], ["status", "x"], ["train", REPORT]),
+            "RUNNER_CACHE_DIR": (["envs", "list"], ["train", REPORT]),
+        }
+        for variable, commands in uses.items():
             run = cli_runner({**cli_environ, variable: str(theirs)}, tmp_path)
-            for command in (["jobs"], ["status", "x"], ["envs", "list"], ["train", REPORT]):
+            for command in commands:
                 proc = run(*command, check=False)
                 assert proc.returncode != 0 and "Traceback" not in proc.stderr, (command, proc)
                 assert "Permission denied" in proc.stderr or "not readable" in proc.stderr

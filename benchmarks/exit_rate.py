@@ -87,6 +87,12 @@ def main() -> None:
                 )
                 record = backend.store.load(job)
                 seen[done.status if done.status == "Complete" else str(record.reason)] += 1
+                if done.status != "Complete":  # what the job said last: why it failed
+                    keys = ("terminate", "Signal", "exitcode", "Error")
+                    said = [
+                        line for line in backend.get_job_logs(job) if any(k in line for k in keys)
+                    ]
+                    print(f"  {variant}, {job}: {said[:3]}", flush=True)
                 backend.delete_job(job)
             print(f"run {run + 1}/{args.runs}: {dict(outcomes)}", flush=True)
     for variant, seen in outcomes.items():

@@ -20,14 +20,7 @@ ROOT = Path(__file__).parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 MEASURED = ("envs", "runner", "benchmarks", ":!benchmarks/results")
 """What the benchmark measures: a change there makes the report stale."""
-UNMEASURED_CHANGES: dict[str, str] = {
-    "2f64b60b24983f8d0e92d438035ae27d678c5b17": (
-        "job.py split in three modules: the same code, moved; no behaviour changes"
-    ),
-    "768eab2b0e74228462bf97f35d945398a1eb40e7": (
-        "runner/sandbox/landlock.py: ctypes imported on first use; prctl's int result"
-    ),
-}
+UNMEASURED_CHANGES: dict[str, str] = {}
 """Commits after the report's that change what it measures, each with why it does not matter."""
 
 

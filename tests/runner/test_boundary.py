@@ -470,6 +470,12 @@ def test_uid_0_inside_is_said_and_strict_refuses_it(world: World) -> None:
     refused = run("train", "--sandbox", "strict", INTRUDER, "whoami", "-", check=False)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert "sandbox is strict but cannot enforce: an unprivileged identity" in refused.stderr
+    nobody_such = cli_runner({**world.environ, "RUNNER_JOB_USER": "no-such-user-x"}, world.root)
+    refused = nobody_such("train", INTRUDER, "whoami", "-", check=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "root's jobs are to run as 'no-such-user-x' (RUNNER_JOB_USER), and there is no such" in (
+        refused.stderr
+    )
 
 
 @pytest.mark.parametrize(

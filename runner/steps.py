@@ -187,7 +187,9 @@ def _place(
         data.mkdir(mode=0o700, parents=True, exist_ok=True)
     user = identity.for_job(policy, Host.probe(settings.bwrap))
     if user is not None:  # root's job: its folders are its user's; its records stay root's
-        user.own(jobdir, store.workdir(job.name), tmp, home, *((data,) if data else ()))
+        user.own(jobdir, store.workdir(job.name), tmp, home)
+        if data is not None:
+            user.own_tree(data)
     return Place(
         jobdir=jobdir,
         workdir=store.workdir(job.name),

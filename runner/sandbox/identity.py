@@ -72,6 +72,16 @@ class Identity:
         for folder in folders:
             os.chown(folder, self.uid, self.gid)
 
+    def own_tree(self, folder: Path) -> None:
+        """Give a folder that jobs share (the data cache) to it, all it holds included, once:
+        a cache that root's jobs filled as root before they ran as this user is theirs then."""
+        if folder.stat().st_uid == self.uid:
+            return
+        for parent, dirs, files in os.walk(folder):
+            for name in (*dirs, *files):
+                os.lchown(os.path.join(parent, name), self.uid, self.gid)  # noqa: PTH118
+        os.chown(folder, self.uid, self.gid)
+
 
 def _mode(path: Path) -> str:
     st = path.stat()

@@ -294,6 +294,19 @@ def test_each_job_has_a_private_home_and_all_share_the_data_cache(world: World) 
     assert _downloads(world, "load")["weights"] is None
 
 
+@pytest.mark.skipif(not ROOT, reason="root's jobs only: an ordinary user's data cache is its own")
+def test_a_data_cache_that_root_filled_before_is_given_to_roots_job_user(world: World) -> None:
+    """As after an upgrade: root's jobs wrote the data cache as root; now they run as
+    `sandbox-runner`, which takes it over, whole, and writes into what is there."""
+    data = world.cache / "data"
+    (data / "huggingface" / "hub").mkdir(parents=True, exist_ok=True)
+    (data / "huggingface" / "hub" / "weights.txt").write_text("old")
+    for path in (data, *data.rglob("*")):
+        os.lchown(path, 0, 0)
+    assert _downloads(world, "save")["weights"] == "weights"
+    assert (data / "huggingface" / "hub" / "weights.txt").stat().st_uid != 0
+
+
 def test_without_the_data_cache_downloads_stay_in_the_jobs_home(world: World) -> None:
     _downloads(world, "save")
     seen = _downloads(world, "load", "--no-data-cache")

@@ -20,7 +20,12 @@ ROOT = Path(__file__).parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 MEASURED = ("envs", "runner", "benchmarks", ":!benchmarks/results")
 """What the benchmark measures: a change there makes the report stale."""
-UNMEASURED_CHANGES: dict[str, str] = {}
+UNMEASURED_CHANGES: dict[str, str] = {
+    "c7314a9cd1e9c6262191cdc44ca7412c87969ab3": (
+        "the data cache chowned once for root's job user where it is root's; a stat per job "
+        "otherwise, in no timed path's measurable share"
+    ),
+}
 """Commits after the report's that change what it measures, each with why it does not matter."""
 
 

@@ -19,29 +19,25 @@ import signal
 import sys
 import time
 
-
-class _Told(Exception):
-    """TERM came: the runner is gone, or ends the job."""
-
-
-def _told(*_: object) -> None:
-    raise _Told
+WATCHED = {signal.SIGTERM, signal.SIGCHLD}
 
 
 def main() -> None:
     grace, variable, argv = float(sys.argv[1]), sys.argv[2], sys.argv[4:]
-    signal.signal(signal.SIGTERM, _told)
-    try:
-        child = os.fork()
-        if child == 0:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            _run(argv)
-        _, status = os.waitpid(child, 0)
-    except _Told:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        _end_job(f"{variable}={os.environ.get(variable, '')}", grace)
-        status = 9  # as if killed: the job did not end by itself
-    _exit_as(status)
+    # No handler that could be cut short by a second signal: TERM and the child's end are
+    # blocked here and taken one at a time (sigwaitinfo); the child gets the mask it had.
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED)
+    child = os.fork()
+    if child == 0:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        _run(argv)
+    while True:
+        if signal.sigwaitinfo(WATCHED).si_signo == signal.SIGTERM:
+            _end_job(f"{variable}={os.environ.get(variable, '')}", grace)
+            _exit_as(9)  # as if killed: the job did not end by itself
+        pid, status = os.waitpid(child, os.WNOHANG)
+        if pid == child:
+            _exit_as(status)
 
 
 def _end_job(tag: str, grace: float) -> None:
@@ -96,7 +92,9 @@ def _run(argv: list[str]) -> None:
 def _exit_as(status: int) -> None:
     code = os.waitstatus_to_exitcode(status)
     if code < 0:  # died of a signal: so does this process, for the runner to read
-        signal.signal(-code, signal.SIG_DFL)
+        if -code != signal.SIGKILL:  # the one signal whose action cannot be set
+            signal.signal(-code, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {-code})
         os.kill(os.getpid(), -code)
     os._exit(code)
 

@@ -13,7 +13,6 @@ import contextlib
 import os
 import shutil
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from envs import EnvError
@@ -25,7 +24,7 @@ from runner.leases import Lease, Leases, Stopped, Wanted
 from runner.logs import Echo, JobLog
 from runner.process import end_tree, start_ticks
 from runner.sandbox import Host, SandboxPolicy, check, identity
-from runner.sandbox.files import holds_private, private_folders
+from runner.sandbox.files import emptied, holds_private
 from runner.settings import RunnerSettings
 from runner.spec import JobSpec, env_spec, open_cache
 from runner.steps import data_cache, shared_paths
@@ -78,7 +77,7 @@ def _check_readable(spec: JobSpec, settings: RunnerSettings, policy: SandboxPoli
     user = identity.for_job(policy, Host.probe(settings.bwrap))
     if user is None:
         return
-    fresh = (Path("/tmp"), *private_folders(), settings.state_dir, settings.cache_dir)
+    fresh = (*emptied(), settings.state_dir, settings.cache_dir)
     for path in shared_paths(spec):
         if holds_private(path):
             continue  # not shared: the script alone is (files.FileView)

@@ -205,7 +205,6 @@ def _place(
         data_cache=data,
         device_root=settings.device_root,
         ranks=job.spec.nproc_per_node,
-        torch=job.spec.framework == "torch",
         grace=settings.cancel_grace,
         user=user,
     )

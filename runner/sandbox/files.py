@@ -46,11 +46,16 @@ def private_folders() -> list[Path]:
     return list(dict.fromkeys(found))
 
 
+def emptied() -> list[Path]:
+    """What the view replaces with an empty tmpfs of the job's own: /tmp, every home, /run
+    (and the runner's own folders, which the caller knows)."""
+    return [Path("/tmp"), *private_folders()]
+
+
 def holds_private(path: Path) -> bool:
     """A folder the view never shares, though the job's script is in it: it holds /tmp, a
     home or /run (the script is shared alone)."""
-    hidden = [Path("/tmp"), *private_folders()]
-    return path.is_dir() and any(_under(private, [path]) for private in hidden)
+    return path.is_dir() and any(_under(private, [path]) for private in emptied())
 
 
 class FileView:
@@ -69,7 +74,7 @@ class FileView:
         if not policy.filesystem:
             line.inner += ["--bind", "/", "/"]
             return
-        hidden = [Path("/tmp"), *private_folders()]
+        hidden = emptied()
         args = ["--ro-bind", "/", "/", "--perms", "1777", "--tmpfs", "/tmp"]  # as a real /tmp
         for folder in hidden[1:]:
             args += ["--tmpfs", str(folder)]

@@ -134,13 +134,11 @@ def _make_user(name: str) -> str:
 
 
 def for_job(policy: SandboxPolicy, host: Host) -> Identity | None:
-    """Who the job runs as when that is not the runner's own user; None: as the runner."""
-    if not host.root or policy.mode == "off" or host.bwrap is None or not policy.filesystem:
+    """Who the job runs as when that is not the runner's own user; None: as the runner
+    (not root, the sandbox off, or this layer not had: its gaps say why)."""
+    if not host.root or policy.mode == "off" or any(Unprivileged().gaps(policy, host)):
         return None
-    if not shutil.which("setpriv"):
-        return None
-    who = resolve(policy.job_user)
-    return None if who.uid == 0 else who
+    return resolve(policy.job_user)
 
 
 class Unprivileged:

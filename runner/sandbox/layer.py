@@ -99,8 +99,6 @@ class Place:
     """Where the device nodes are on the host (`/`; elsewhere in tests)."""
     host_id: str | None = None
     """This node's own name for NCCL (`NCCL_HOSTID`): nodes meet over sockets, as hosts do."""
-    torch: bool = False
-    """The step is a torchrun agent, which ends its workers on TERM."""
     grace: float = 5.0
     """Seconds between TERM and KILL when the job ends (`RUNNER_CANCEL_GRACE`)."""
     user: Identity | None = None

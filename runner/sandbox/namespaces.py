@@ -30,9 +30,9 @@ class Lifetime:
     """The job dies with the runner: bubblewrap's pid namespace and `--die-with-parent`.
 
     Without bubblewrap, and with the sandbox off, the first process is tied to the
-    runner (`setpriv --pdeathsig=TERM`) and is `orphans.py`, which then ends the step's
-    whole process group: TERM, and KILL after the grace (`RUNNER_CANCEL_GRACE`). What
-    left the group (a new session) is left to `runner jobs --reap`.
+    runner (`setpriv --pdeathsig=TERM`) and is `orphans.py`, which then ends every
+    process that carries the job's tag: TERM, and KILL after the grace
+    (`RUNNER_CANCEL_GRACE`). One that dropped its tag is left to `runner jobs --reap`.
     """
 
     def gaps(self, policy: SandboxPolicy, host: Host) -> Iterable[Gap]:

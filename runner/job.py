@@ -22,6 +22,7 @@ from runner.errors import DataDirError, InvalidJobError, JobNotFoundError, State
 from runner.gpus import Gpu
 from runner.leases import Lease, Leases, Stopped, Wanted
 from runner.logs import Echo, JobLog
+from runner.outcome import Cause, Outcome
 from runner.process import end_tree, start_ticks
 from runner.sandbox import Host, SandboxPolicy, check, identity
 from runner.sandbox.files import emptied, holds_private
@@ -37,7 +38,7 @@ from runner.store import (
     ProcessRef,
     now,
 )
-from runner.supervise import CANCELLED, Outcome, run_steps
+from runner.supervise import CANCELLED, run_steps
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger as Logger
@@ -139,16 +140,16 @@ def execute(
             outcome = _life(store, name, settings, log, joblog)
         except KeyboardInterrupt:
             log.warning("job.cancel", by="interrupt")
-            outcome = Outcome(FAILED, CANCELLED, interrupted=True)
+            outcome = Outcome(FAILED, Cause.CANCELLED, CANCELLED, interrupted=True)
         except EnvError as exc:
             log.error("env.failed", error=str(exc))
             first = str(exc).splitlines()[0]
-            outcome = Outcome(FAILED, f"environment not built: {first}")
+            outcome = Outcome(FAILED, Cause.ENVIRONMENT, f"environment not built: {first}")
         except JobNotFoundError:  # deleted meanwhile (`runner rm`): nothing left to record
             raise
         except StateDirError as exc:  # its record cannot be written (a full disk)
             log.error("job.error", error=str(exc))
-            outcome = Outcome(FAILED, str(exc))
+            outcome = Outcome(FAILED, Cause.RECORDS, str(exc))
         except Exception as exc:  # a bug or an unforeseen fault: never a silent Complete
             outcome = _runner_error(log, exc)
         _remove_scratch(store, name, cleanup)  # before the final state: what a reader sees
@@ -182,7 +183,7 @@ def _remove_scratch(store: JobStore, name: str, cleanup: bool) -> None:
 def _runner_error(log: Logger, exc: BaseException) -> Outcome:
     error = f"{type(exc).__name__}: {exc}"
     log.error("job.error", error=error, exc_info=exc)
-    return Outcome(FAILED, f"runner error: {error}")
+    return Outcome(FAILED, Cause.RUNNER_ERROR, f"runner error: {error}")
 
 
 def _life(
@@ -207,10 +208,10 @@ def _life(
         try:
             lease = _wait_for_devices(store, spec, settings, log, began)
         except Stopped as exc:
-            if str(exc) == CANCELLED:
+            if exc.cause == Cause.CANCELLED:
                 log.info("job.not_started", status=store.load(name).status)
                 return None
-            return Outcome(FAILED, str(exc))
+            return Outcome(FAILED, exc.cause, str(exc))
         try:
             running = store.advance(
                 name,
@@ -253,13 +254,15 @@ def _wait_for_devices(
     if not wanted:
         return Lease()
 
-    def stop() -> str | None:
+    def stop() -> Stopped | None:
         if store.load(spec.name).done:
-            return CANCELLED
+            return Stopped(Cause.CANCELLED, CANCELLED)
         if spec.timeout is not None and time.monotonic() - began > spec.timeout:
             log.warning("job.timeout", timeout=spec.timeout)
             what = " and ".join({"gpu": "GPUs", "cpu": "CPUs"}[k] for k in wanted)
-            return f"timed out after {spec.timeout:g} s, waiting for {what}"
+            return Stopped(
+                Cause.TIMED_OUT, f"timed out after {spec.timeout:g} s, waiting for {what}"
+            )
         return None
 
     lease = Leases(settings.leases_dir, pools).acquire(
@@ -280,6 +283,7 @@ def _finish(store: JobStore, name: str, log: Logger, outcome: Outcome | None) ->
     if outcome is not None:
         final: dict[str, Any] = {
             "status": outcome.status,
+            "cause": outcome.cause,
             "exit_code": outcome.exit_code,
             "reason": outcome.reason,
             "finished": now(),
@@ -312,7 +316,9 @@ def cancel(store: JobStore, name: str, grace: float) -> JobRecord:
     record = store.reap(name, grace)
     if record.done:
         return record
-    ended = store.advance(name, FAILED, expect=CREATED, reason=CANCELLED, finished=now())
+    ended = store.advance(
+        name, FAILED, expect=CREATED, reason=CANCELLED, cause=Cause.CANCELLED, finished=now()
+    )
     if ended is not None:
         return ended
     store.cancel_path(name).touch()
@@ -325,5 +331,6 @@ def cancel(store: JobStore, name: str, grace: float) -> JobRecord:
     record = store.reap(name, grace)
     if not record.done:  # the owner does not answer: end what it runs, and say so
         end_tree(record.tag, grace)
-        record = store.advance(name, FAILED, reason=CANCELLED, finished=now()) or record
+        ended = store.advance(name, FAILED, reason=CANCELLED, cause=Cause.CANCELLED, finished=now())
+        record = ended or record
     return store.load(name)

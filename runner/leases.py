@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from envs.files import flocked
+from runner.outcome import Cause
 
 POLL = 0.2
 """Seconds between a waiting job's looks at the pool."""
@@ -33,6 +34,10 @@ Wanted = int | tuple[str, ...]
 
 class Stopped(Exception):
     """The job stopped waiting (cancelled, timed out); the reason is its message."""
+
+    def __init__(self, cause: Cause, reason: str) -> None:
+        super().__init__(reason)
+        self.cause = cause
 
 
 @dataclass
@@ -121,7 +126,7 @@ class Leases:
         job: str,
         wanted: Mapping[str, Wanted],
         *,
-        stop: Callable[[], str | None],
+        stop: Callable[[], Stopped | None],
         on_wait: Callable[[dict[str, object]], None],
     ) -> Lease:
         """Wait for the units, first come first served; `stop` says why to give up (Stopped)."""
@@ -142,9 +147,9 @@ class Leases:
                 if not told:  # once: the job's log says what it waits for
                     on_wait(self._waiting(wanted, waiters.index(ticket)))
                     told = True
-                why = stop()
-                if why:
-                    raise Stopped(why)
+                stopped = stop()
+                if stopped is not None:
+                    raise stopped
                 time.sleep(POLL)
         finally:
             ticket.unlink(missing_ok=True)

@@ -1,16 +1,19 @@
 """Start a job's steps, each inside its sandbox, and turn what they print into records.
 
+Each step runs as a `Node`: its process tree and what its sandbox's layers opened
+for it (its cgroup), which the node gives back when it is closed, and the signs
+its layers read in its stderr, from which they explain an exit they caused.
 Node-0's sandbox holds the namespaces that later nodes join (without network);
 each node's first process enters the node's cgroup, where the job has limits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import re
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +22,9 @@ from runner import launch
 from runner.cgroup import JobCgroup
 from runner.process import Process
 from runner.sandbox import (
+    SIGNS,
     Confinement,
+    Exit,
     Host,
     Place,
     SandboxPolicy,
@@ -35,13 +40,52 @@ from runner.store import JobRecord, JobStore
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger as Logger
 
-REFUSALS = {
-    "memory": re.compile(r"^MemoryError\b"),
-    "processes": re.compile(r"^(BlockingIOError|OSError): \[Errno 11\] Resource temporarily"),
-    "sandbox": re.compile(r"^sandbox-runner: cannot "),
-}
-"""The last line of Python's traceback when an rlimit refused an allocation, or a new process;
-the line of a step's wrapper that could not set up its sandbox (a cgroup, a Landlock scope)."""
+
+@dataclass
+class Node:
+    """One step of a job, started in its sandbox: its process tree and what the sandbox's
+    layers opened for it (its cgroup), given back by `close`."""
+
+    step: launch.Step
+    proc: Process
+    cgroup: JobCgroup | None = None
+    signs: set[str] = field(default_factory=set)
+    """The layers' signs its stderr showed so far (`sandbox.SIGNS`)."""
+
+    def exit(self, code: int | None) -> Exit:
+        """How it ended, for the layers to explain (read before `close`: the cgroup's
+        counters go with it)."""
+        return Exit(code, frozenset(self.signs), self.cgroup)
+
+    def close(self) -> None:
+        if self.cgroup is not None:
+            self.cgroup.remove()
+
+
+@dataclass
+class Nodes:
+    """A job's nodes as they start, and the pipe that keeps node-0 (the rendezvous store's
+    host) alive while others run; `close` gives back all they hold."""
+
+    started: list[Node] = field(default_factory=list)
+    holds: list[int] = field(default_factory=list)
+
+    def release(self) -> None:
+        """Let node-0 end: close the runner's end of its pipe (see `launch.STORE_HOST`)."""
+        while self.holds:
+            os.close(self.holds.pop())
+
+    def end(self, grace: float) -> None:
+        """End every node still running: TERM, then KILL after `grace`."""
+        self.release()
+        for node in self.started:
+            if node.proc.poll() is None:
+                node.proc.end(grace)
+
+    def close(self) -> None:
+        self.release()
+        for node in self.started:
+            node.close()
 
 
 def data_cache(settings: RunnerSettings, policy: SandboxPolicy) -> Path | None:
@@ -58,7 +102,7 @@ def _ranks(spec: JobSpec) -> Callable[[str], tuple[int | None, str]]:
     return lambda line: (None, line)
 
 
-def _on_line(log: Logger, spec: JobSpec, refused: set[str]) -> Callable[[str, str, bool], None]:
+def _on_line(log: Logger, spec: JobSpec, signs: set[str]) -> Callable[[str, str, bool], None]:
     """Turn each line a step prints into an `output` record, with its rank where known."""
     split = _ranks(spec)  # once per job, not per line
     going_on: dict[str, bool] = {}  # per stream: its last piece was a partial one
@@ -68,7 +112,7 @@ def _on_line(log: Logger, spec: JobSpec, refused: set[str]) -> Callable[[str, st
         rank, text = (None, line) if going_on.get(stream) else split(line)
         going_on[stream] = partial
         if stream == "stderr":
-            refused.update(k for k, pattern in REFUSALS.items() if pattern.match(text))
+            signs.update(name for name, pattern in SIGNS.items() if pattern.match(text))
         fields: dict[str, object] = {"stream": stream}
         if rank is not None:  # torchrun's own lines carry none
             fields["rank"] = rank
@@ -85,15 +129,12 @@ def start_steps(
     env_dir: Path,
     log: Logger,
     settings: RunnerSettings,
-    running: list[tuple[launch.Step, Process]],
-    refused: set[str],
-    cgroups: list[JobCgroup],
-    holds: list[int],
+    nodes: Nodes,
 ) -> None:
     """Spawn every step inside its sandbox; all nodes of a job share one network namespace.
 
-    `holds` gets the runner's end of the pipe that keeps node-0, the store's host,
-    alive until the other nodes have ended (see `launch.STORE_HOST`).
+    Each node joins `nodes` as soon as it holds something, so that the caller, which
+    closes `nodes` whatever happens, gives back what a start that failed half way made.
     """
     spec = job.spec
     policy = spec.sandbox or settings.policy()
@@ -102,56 +143,44 @@ def start_steps(
     held = tuple(by_uuid[uuid] for uuid in job.gpus)  # node k gets the k-th `spec.gpus` of them
     hold = os.pipe() if spec.framework == "torch" and spec.num_nodes > 1 else None
     if hold:
-        holds.append(hold[1])
+        nodes.holds.append(hold[1])
     steps = launch.steps(spec, env_dir / "bin", where.jobdir, hold_fd=hold[0] if hold else None)
     namespaces: int | None = None  # node-0's sandbox, which later nodes join
     for index, step in enumerate(steps):
         report = os.pipe() if len(steps) > 1 and not policy.network and index == 0 else None
-        cgroup = None
-        if policy.mode != "off" and (policy.memory or policy.processes):
-            cgroup = JobCgroup.make(
-                f"{job.tag}-{index}", memory=policy.memory, processes=policy.processes
+        with contextlib.ExitStack() as after, contextlib.ExitStack() as undo:
+            if report:  # the runner's copy of the writing end goes once the node started
+                after.callback(os.close, report[1])
+            if hold and index == 0:
+                after.callback(os.close, hold[0])
+            cgroup = None
+            if policy.mode != "off" and (policy.memory or policy.processes):
+                cgroup = JobCgroup.make(
+                    f"{job.tag}-{index}", memory=policy.memory, processes=policy.processes
+                )
+                undo.callback(cgroup.remove)  # the node failed to start: nothing holds it
+            place = replace(
+                where,
+                join=namespaces,
+                report_fd=report[1] if report else None,
+                cgroups=cgroup,
+                gpus=held[index * spec.gpus : (index + 1) * spec.gpus],
+                cpus=tuple(job.cpus[index * spec.cpus : (index + 1) * spec.cpus]),
+                host_id=f"{job.tag}-{index}" if len(steps) > 1 else None,
             )
-            cgroups.append(cgroup)
-        place = replace(
-            where,
-            join=namespaces,
-            report_fd=report[1] if report else None,
-            cgroups=cgroup,
-            gpus=held[index * spec.gpus : (index + 1) * spec.gpus],
-            cpus=tuple(job.cpus[index * spec.cpus : (index + 1) * spec.cpus]),
-            host_id=f"{job.tag}-{index}" if len(steps) > 1 else None,
-        )
-        try:
             confinement = confine(policy, settings.bwrap, place)
-        except BaseException:
-            if report:
-                os.close(report[1])
-            raise
-        environ = job_environ(
-            os.environ,
-            bin_dir=env_dir / "bin",
-            workdir=where.workdir,
-            tmpdir=where.tmpdir,
-            job_env={
-                **_module_path(spec),
-                **(launch.torch_environ() if spec.framework == "torch" else {}),
-                **dict(step.env),
-                **spec.env,
-            },
-            torch=spec.framework == "torch",
-            layers=confinement.env,
-        )
-        if index == 0:
-            _log_sandbox(log, policy, cgroup, confinement, where.user)
-        step_log = log.bind(step=step.name)
-        argv = (*confinement.prefix, *step.argv)
-        try:
+            after.callback(_close, confinement.fds)
+            environ = step_environ(spec, step, env_dir, where, confinement)
+            if index == 0:
+                _log_sandbox(log, policy, cgroup, confinement, where.user)
+            step_log = log.bind(step=step.name)
+            argv = (*confinement.prefix, *step.argv)
+            signs: set[str] = set()
             proc = Process(
                 argv,
                 env=environ,
                 cwd=where.workdir,
-                on_line=_on_line(step_log, spec, refused),
+                on_line=_on_line(step_log, spec, signs),
                 tag=job.tag,
                 pass_fds=(
                     *((report[1],) if report else ()),
@@ -159,19 +188,38 @@ def start_steps(
                     *confinement.fds,
                 ),
             )
-        finally:
-            for fd in confinement.fds:
-                os.close(fd)
-            if report:
-                os.close(report[1])
-            if hold and index == 0:
-                os.close(hold[0])
-        running.append((step, proc))
+            undo.pop_all()
+        nodes.started.append(Node(step, proc, cgroup, signs))
         step_log.info("job.start", argv=list(argv), pid=proc.pid)
         if report and confinement.reports_namespaces:
             namespaces = _namespace_pid(report[0])
         elif report:
             os.close(report[0])
+
+
+def step_environ(
+    spec: JobSpec, step: launch.Step, env_dir: Path, where: Place, confinement: Confinement
+) -> dict[str, str]:
+    """The whole environment of a step's first process, built from scratch."""
+    return job_environ(
+        os.environ,
+        bin_dir=env_dir / "bin",
+        workdir=where.workdir,
+        tmpdir=where.tmpdir,
+        job_env={
+            **_module_path(spec),
+            **(launch.torch_environ() if spec.framework == "torch" else {}),
+            **dict(step.env),
+            **spec.env,
+        },
+        torch=spec.framework == "torch",
+        layers=confinement.env,
+    )
+
+
+def _close(fds: tuple[int, ...]) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 def _place(

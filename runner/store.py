@@ -40,6 +40,7 @@ from runner.errors import (
     LogMissingError,
     StateDirError,
 )
+from runner.outcome import Cause
 from runner.process import end_tree, host_identity, is_same_process
 from runner.spec import JobSpec, invalid_job
 
@@ -62,7 +63,7 @@ PRIVATE = 0o700
 (records hold the job's variables, logs its output, work/ its checkpoints)."""
 PRIVATE_FILE = 0o600
 
-OWNER_GONE = "runner exited"
+OWNER_GONE = Cause.RUNNER_EXITED.value
 DELETED = ".deleted-"
 """A job folder being deleted is renamed to this, plus its name, first."""
 
@@ -118,6 +119,8 @@ class JobRecord(BaseModel):
     finished: datetime | None = None
     exit_code: int | None = None
     reason: str | None = None
+    """Why it is final, in words for people (`cause` is for code)."""
+    cause: Cause | None = None
     env_key: str | None = None
     index: dict[str, Any] | None = None
     """The index configuration the job's env was resolved with (job, settings, PIP_*)."""
@@ -308,7 +311,9 @@ class JobStore:
         record = self._read(name)
         if not record.orphaned:
             return record
-        return record.model_copy(update={"status": FAILED, "reason": OWNER_GONE})
+        return record.model_copy(
+            update={"status": FAILED, "reason": OWNER_GONE, "cause": Cause.RUNNER_EXITED}
+        )
 
     def reap(self, name: str, grace: float) -> JobRecord:
         """Record an ownerless live job as Failed and end what it left running; idempotent."""
@@ -318,7 +323,12 @@ class JobStore:
                 return record
             end_tree(record.tag, grace)
             record = record.model_copy(
-                update={"status": FAILED, "reason": OWNER_GONE, "finished": now()}
+                update={
+                    "status": FAILED,
+                    "reason": OWNER_GONE,
+                    "cause": Cause.RUNNER_EXITED,
+                    "finished": now(),
+                }
             )
             self._write(record)
             return record

@@ -46,17 +46,9 @@ def _store(ctx: click.Context) -> JobStore:
 
 
 def _exit_code(record: JobRecord) -> int:
-    """Complete: 0; a job that failed by itself: its code; cancelled: 130; timed out: 124."""
-    from runner.supervise import CANCELLED
+    from runner.outcome import exit_code
 
-    if record.status == "Complete":
-        return 0
-    if record.reason == CANCELLED:
-        return 130
-    if record.reason and record.reason.startswith("timed out"):
-        return 124
-    code = record.exit_code or 1
-    return code if code > 0 else 128 - code
+    return exit_code(record)
 
 
 def _echo(fmt: str, ranks: bool) -> Echo:

@@ -31,12 +31,22 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from runner.outcome import Cause
 from runner.sandbox import files, identity, landlock, scopes
 from runner.sandbox.devices import Cpus, Devices
 from runner.sandbox.files import FileView, Home, Mounts
 from runner.sandbox.identity import Unprivileged
 from runner.sandbox.kernel import KernelKnobs
-from runner.sandbox.layer import INSTALL_BWRAP, Host, Layer, Line, Place, bwrap_problem
+from runner.sandbox.layer import (
+    INSTALL_BWRAP,
+    Exit,
+    Explains,
+    Host,
+    Layer,
+    Line,
+    Place,
+    bwrap_problem,
+)
 from runner.sandbox.limits import DELEGATE_CGROUP, Limits
 from runner.sandbox.namespaces import Capabilities, Ipc, Lifetime, Network
 from runner.sandbox.policy import Gap, Mount, SandboxPolicy, SandboxUnavailableError
@@ -47,7 +57,9 @@ __all__ = [
     "DELEGATE_CGROUP",
     "INSTALL_BWRAP",
     "LAYERS",
+    "SIGNS",
     "Confinement",
+    "Exit",
     "Gap",
     "Host",
     "Mount",
@@ -58,6 +70,7 @@ __all__ = [
     "check",
     "confine",
     "degraded_record",
+    "explain",
     "identity",
     "job_environ",
     "landlock",
@@ -87,6 +100,22 @@ LAYERS: tuple[Layer, ...] = (
     Scopes(),  # last of the wrappers: it scopes bubblewrap and all the job starts
 )
 """In command-line order: wrappers before bubblewrap, and later mounts on top of earlier ones."""
+
+SIGNS = {
+    name: pattern
+    for layer in LAYERS
+    if isinstance(layer, Explains)
+    for name, pattern in layer.SIGNS.items()
+}
+"""Lines of a node's stderr that some layer reads as its own refusal (`Exit.signs`)."""
+
+
+def explain(policy: SandboxPolicy, exit: Exit) -> tuple[Cause, str] | None:
+    """The layer that ended a node, and its words; None where no layer did (the job did)."""
+    for layer in LAYERS:
+        if isinstance(layer, Explains) and (said := layer.explain(policy, exit)):
+            return said
+    return None
 
 
 @dataclass(frozen=True)

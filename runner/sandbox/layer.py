@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 from runner.cgroup import JobCgroup
 from runner.gpus import Gpu
+from runner.outcome import Cause
 from runner.sandbox.policy import Gap, SandboxPolicy
 
 if TYPE_CHECKING:
@@ -131,4 +133,36 @@ class Layer(Protocol):
 
     def add(self, policy: SandboxPolicy, host: Host, place: Place, line: Line) -> None:
         """Put this layer's part on `line` (called in the layers' order, for every mode)."""
+        ...
+
+
+SETUP_FAILED = 125
+"""The exit code of a layer's wrapper that could not set its part up (a cgroup to enter, a
+Landlock scope): the node ends before the job runs (`cgroup.ENTER_FAILED`, `landlock.FAILED`)."""
+
+SETUP_SIGN = re.compile(r"^sandbox-runner: cannot ")
+"""The line such a wrapper prints first, on the node's stderr."""
+
+
+@dataclass(frozen=True)
+class Exit:
+    """How one node's first process ended, with what its layers can read of why."""
+
+    code: int | None
+    signs: frozenset[str] = frozenset()
+    """The layers' signs (`Explains.SIGNS`) its stderr showed."""
+    cgroup: JobCgroup | None = None
+    """The node's cgroup, not yet removed: the kernel's counters of its limits."""
+
+
+@runtime_checkable
+class Explains(Protocol):
+    """A layer that can end a node itself (a limit, a wrapper that failed) and say so."""
+
+    SIGNS: ClassVar[dict[str, re.Pattern[str]]]
+    """Lines of a node's stderr that say this layer refused something, by name."""
+
+    def explain(self, policy: SandboxPolicy, exit: Exit) -> tuple[Cause, str] | None:
+        """Why the node ended, where this layer ended it: the cause (a limit; a sandbox not
+        set up), and words that follow "exited with code N: "."""
         ...

@@ -4,14 +4,19 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
 from collections.abc import Iterable
 from pathlib import Path
+from typing import ClassVar
 
 from runner import cgroup
 from runner.cgroup import JobCgroup
-from runner.sandbox.layer import Host, Line, Place
+from runner.outcome import Cause
+from runner.sandbox.layer import SETUP_FAILED, SETUP_SIGN, Exit, Host, Line, Place
 from runner.sandbox.policy import Gap, SandboxPolicy
+from runner.units import format_size
 
 DELEGATE_CGROUP = (
     "run as root; or, on cgroup v2, in a systemd user session with a D-Bus user bus "
@@ -52,6 +57,44 @@ def rlimits(policy: SandboxPolicy, held: JobCgroup | None = None) -> list[str]:
 
 
 class Limits:
+    SIGNS: ClassVar[dict[str, re.Pattern[str]]] = {
+        "memory": re.compile(r"^MemoryError\b"),
+        "processes": re.compile(r"^(BlockingIOError|OSError): \[Errno 11\] Resource temporarily"),
+        "setup": SETUP_SIGN,
+    }
+    """The last line of Python's traceback when an rlimit refused an allocation, or a new
+    process; the line of the cgroup's wrapper (or Landlock's) that could not set it up."""
+
+    def explain(self, policy: SandboxPolicy, exit: Exit) -> tuple[Cause, str] | None:
+        """The limit that ended the node, only where the kernel's own accounting says so (the
+        cgroup's counters; for an rlimit, the error the job was given); or the sandbox that
+        could not be set up, so the job never ran."""
+        signs, held = exit.signs, exit.cgroup
+        if "setup" in signs and exit.code == SETUP_FAILED:
+            return (
+                Cause.SANDBOX,
+                "its sandbox could not be set up, so it never ran (its log says why)",
+            )
+        if policy.memory and held and held.memory_exceeded():
+            return Cause.LIMIT, (
+                f"memory limit of {format_size(policy.memory)} exceeded (killed by the kernel)"
+            )
+        if policy.memory and "memory" in signs and not (held and held.memory):
+            return Cause.LIMIT, (
+                f"memory limit of {format_size(policy.memory)} exceeded "
+                "(MemoryError under the address-space rlimit)"
+            )
+        if policy.processes and held and held.processes_exceeded():
+            return Cause.LIMIT, f"process limit of {policy.processes} reached"
+        if policy.processes and "processes" in signs and not (held and held.pids):
+            return Cause.LIMIT, (
+                f"process limit of {policy.processes} reached (a new process refused under "
+                "RLIMIT_NPROC, which counts every process of this user)"
+            )
+        if policy.cpu_seconds and exit.code in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
+            return Cause.LIMIT, f"CPU time limit of {policy.cpu_seconds} s exceeded"
+        return None
+
     def gaps(self, policy: SandboxPolicy, host: Host) -> Iterable[Gap]:
         if policy.mode == "off":  # a limit asked for is still named when it does not apply
             asked = {"memory": policy.memory, "CPU time": policy.cpu_seconds}

@@ -21,6 +21,7 @@ from runner import job as job_module
 from runner import steps
 from runner.errors import InvalidJobError, LogMissingError
 from runner.job import execute
+from runner.outcome import Cause
 from runner.process import TAG
 from runner.settings import RunnerSettings
 from runner.spec import JobSpec, ScriptEntry
@@ -55,6 +56,7 @@ def test_an_unexpected_error_fails_the_job_and_names_it(
     record = execute(store, "boom", settings)
     assert record.status == "Failed"
     assert record.reason == "runner error: RuntimeError: sandbox exploded"
+    assert record.cause == Cause.RUNNER_ERROR
     assert record.exit_code is None
     recs = log_records(store, "boom")
     (error,) = [r for r in recs if r["event"] == "job.error"]
@@ -591,6 +593,7 @@ def test_a_log_that_cannot_be_written_stops_the_job_and_says_so_in_one_line(
     assert "end" not in proc.stdout.split("\n")[-5:]  # stopped, not run to its end
     record = store.load("spam")  # a small record still fits: the end is recorded
     assert record.status == "Failed" and record.reason and "cannot be written" in record.reason
+    assert record.cause == Cause.RECORDS
     assert store.log_path("spam").stat().st_size <= 64 * 1024
 
 

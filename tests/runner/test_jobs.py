@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 
+from runner.outcome import Cause
 from runner.process import tagged
 from runner.settings import RunnerSettings
+from runner.spec import JobSpec, ScriptEntry
 from runner.store import JobStore
 from tests.conftest import UvSpy
 from tests.runner.conftest import JOBS, RunCli
@@ -284,6 +286,7 @@ def test_timeout_ends_the_job_as_failed(runner_cli: RunCli, store: JobStore) -> 
     assert proc.returncode == 124
     record = store.load("slow")
     assert record.status == "Failed" and record.reason == "timed out after 1 s"
+    assert record.cause == Cause.TIMED_OUT
     wait_for(lambda: tagged(record.tag) == [])
 
 
@@ -297,6 +300,7 @@ def test_interrupting_the_foreground_runner_cancels_its_job(
         runner.send_signal(sig)
         assert runner.wait(timeout=30) == 130
     assert store.load("fg").status == "Failed" and store.load("fg").reason == "cancelled"
+    assert store.load("fg").cause == Cause.CANCELLED
     wait_for(lambda: not any(alive(p) for p in pids))
 
 
@@ -311,6 +315,7 @@ def test_a_job_whose_runner_was_killed_is_failed_not_running_forever(
     assert store.load("orphan").status == "Failed"  # as a reader sees it
     record = store.reap("orphan", grace=0.5)  # and as recorded, what it left ended
     assert record.status == "Failed" and record.reason == "runner exited"
+    assert record.cause == Cause.RUNNER_EXITED
     wait_for(lambda: not any(alive(p) for p in pids))
 
 
@@ -463,3 +468,24 @@ def test_a_jobs_files_are_its_owners_alone_whatever_the_umask(
                 check=False,
             )
             assert peek.returncode != 0 and "Permission denied" in peek.stderr, peek
+
+
+def test_exit_codes_derive_from_the_cause_also_of_records_written_before_causes(
+    store: JobStore,
+) -> None:
+    """A record of an older runner (no `cause`) gives the same exit code as a new one."""
+    from runner.outcome import exit_code
+
+    store.create(JobSpec.create(name="old", entry=ScriptEntry(kind="script", target=__file__)))
+    record = store.load("old")
+    cases = [
+        ({"status": "Failed", "reason": "cancelled"}, 130),
+        ({"status": "Failed", "reason": "timed out after 3 s"}, 124),
+        ({"status": "Failed", "reason": "node-0 exited with code 3", "exit_code": 3}, 3),
+        ({"status": "Failed", "reason": "node-0 exited with code -9", "exit_code": -9}, 137),
+        ({"status": "Complete", "exit_code": 0}, 0),
+        ({"status": "Failed", "cause": Cause.CANCELLED, "reason": "stopped by the user"}, 130),
+        ({"status": "Failed", "cause": Cause.TIMED_OUT, "exit_code": 1}, 124),
+    ]
+    for fields, code in cases:
+        assert exit_code(record.model_copy(update=fields)) == code, fields

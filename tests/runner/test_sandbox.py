@@ -26,6 +26,7 @@ import pytest
 
 from runner import cgroup
 from runner.job import execute
+from runner.outcome import Cause
 from runner.process import end_tree, start_ticks, tagged
 from runner.sandbox import SandboxPolicy
 from runner.settings import RunnerSettings
@@ -172,6 +173,7 @@ def test_memory_limit_without_a_cgroup_is_an_address_space_limit(
         "node-0 exited with code 1: memory limit of 300.0 MiB exceeded "
         "(MemoryError under the address-space rlimit)"
     )
+    assert record.cause == Cause.LIMIT
     recs = list(store.records("hog"))
     limits = next(r for r in recs if r["event"] == "sandbox.limits")
     assert limits["memory"] == "rlimit (address space per process)"

@@ -13,6 +13,7 @@ Use it through the SDK's client with `trainer_client()`::
 
 from __future__ import annotations
 
+import atexit
 import math
 import threading
 import time
@@ -40,6 +41,7 @@ from runner.settings import RunnerSettings, split_list
 from runner.spec import FunctionEntry, JobSpec, LockedSet
 from runner.store import JobRecord, JobStore
 from runner.units import parse_size
+from runner.warm.pool import Pool
 
 _log = get_logger("runner.backend")
 
@@ -219,6 +221,12 @@ class LocalProcessBackend(RuntimeBackend):
         self.cfg = cfg or LocalProcessBackendConfig()
         self.store = JobStore(self.cfg.state_dir)
         self._threads: dict[str, threading.Thread] = {}
+        self._warm = Pool(self.store, self.cfg)
+        atexit.register(self._warm.close)  # standbys die with this process; their folders too
+
+    def standbys(self) -> list[dict[str, Any]]:
+        """The standbys this backend keeps for its next jobs (env, preloads, memory, age)."""
+        return self._warm.listing()
 
     # -- runtimes ------------------------------------------------------------------
 
@@ -287,14 +295,24 @@ class LocalProcessBackend(RuntimeBackend):
             fields["name"] = name
         spec = JobSpec.create(**fields)
         jobs.preflight(self.store, self.cfg, spec)  # strict mode, unusable folders: named first
-        self.store.create(spec, owner=jobs.this_process())
+        standby = None if name else self._warm.take(spec)
+        if standby is not None:  # the job takes its name: its folders are the standby's
+            spec = spec.model_copy(update={"name": standby.name})
+        try:
+            self.store.create(
+                spec, owner=jobs.this_process(), reserved=standby.tag if standby else None
+            )
+        except BaseException:
+            if standby is not None:
+                self._warm.release(standby)
+            raise
         thread = threading.Thread(target=self._run, args=(spec.name,), name=f"job-{spec.name}")
         self._threads[spec.name] = thread
         thread.start()
         return spec.name
 
     def _run(self, name: str) -> None:
-        jobs.execute(self.store, name, self.cfg, cleanup=self.cfg.cleanup_venv)
+        jobs.execute(self.store, name, self.cfg, cleanup=self.cfg.cleanup_venv, warm=self._warm)
 
     def _record(self, name: str) -> JobRecord:
         if not self.store.dir(name).exists():

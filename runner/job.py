@@ -43,6 +43,8 @@ from runner.supervise import CANCELLED, run_steps
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger as Logger
 
+    from runner.warm.pool import Pool
+
 
 def preflight(store: JobStore, settings: RunnerSettings, spec: JobSpec) -> None:
     """What would stop a job, checked before it is recorded or anything is built.
@@ -123,6 +125,7 @@ def execute(
     *,
     echo: Echo | None = None,
     cleanup: bool = False,
+    warm: Pool | None = None,
 ) -> JobRecord:
     """Run a Created job to its end in this process, which becomes its owner.
 
@@ -137,7 +140,7 @@ def execute(
     outcome: Outcome | None = None
     try:
         try:
-            outcome = _life(store, name, settings, log, joblog)
+            outcome = _life(store, name, settings, log, joblog, warm)
         except KeyboardInterrupt:
             log.warning("job.cancel", by="interrupt")
             outcome = Outcome(FAILED, Cause.CANCELLED, CANCELLED, interrupted=True)
@@ -187,7 +190,12 @@ def _runner_error(log: Logger, exc: BaseException) -> Outcome:
 
 
 def _life(
-    store: JobStore, name: str, settings: RunnerSettings, log: Logger, joblog: JobLog
+    store: JobStore,
+    name: str,
+    settings: RunnerSettings,
+    log: Logger,
+    joblog: JobLog,
+    warm: Pool | None = None,
 ) -> Outcome | None:
     """Created -> (env, GPUs) -> Running -> the steps' outcome; None if ended meanwhile."""
     began = time.monotonic()
@@ -226,7 +234,7 @@ def _life(
             if running is None:  # cancelled (or reaped) while its env was being built
                 log.info("job.not_started", status=store.load(name).status)
                 return None
-            return run_steps(store, running, env.path, log, settings, joblog)
+            return run_steps(store, running, env.path, log, settings, joblog, warm)
         finally:
             lease.release()
 

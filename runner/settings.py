@@ -116,6 +116,24 @@ class RunnerSettings(BaseSettings):
         "user made on first use); root keeps uid 0 inside, without capabilities, and the "
         "job's sandbox.degraded says so. An ordinary user's jobs run as that user.",
     )
+    warm: bool = Field(
+        default=True,
+        description="Keep a standby for the next job of an env: an interpreter already in "
+        "its sandbox, with torch (and `preload`) imported and warmed (the SDK backend).",
+    )
+    preload: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Modules a standby imports before its job, besides torch for torch "
+        "jobs (numpy,pandas).",
+    )
+    warm_memory: str = Field(
+        default="4G",
+        description="What idle standbys may hold in memory, all together (resident); the "
+        "oldest goes first.",
+    )
+    warm_idle: float = Field(
+        default=600.0, gt=0, description="Seconds after which an unused standby exits."
+    )
     cancel_grace: float = Field(
         default=5.0, gt=0, description="Seconds between TERM and KILL when a job is ended."
     )
@@ -123,10 +141,10 @@ class RunnerSettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     _split_lists = field_validator(
-        "extra_index_urls", "find_links", "mounts", "conda_mirrors", mode="before"
+        "extra_index_urls", "find_links", "mounts", "conda_mirrors", "preload", mode="before"
     )(split_list)
 
-    @field_validator("memory_limit")
+    @field_validator("memory_limit", "warm_memory")
     @classmethod
     def _size(cls, value: str | None) -> str | None:
         if value is not None:

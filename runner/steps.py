@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from envs.base import probe as base_probe
 from runner import launch
 from runner.cgroup import JobCgroup
-from runner.process import Process
+from runner.process import TAG, Process
 from runner.sandbox import (
     SIGNS,
     Confinement,
@@ -40,6 +40,9 @@ from runner.store import JobRecord, JobStore
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger as Logger
 
+    from runner.warm.pool import Pool
+    from runner.warm.standby import Standby
+
 
 @dataclass
 class Node:
@@ -51,6 +54,8 @@ class Node:
     cgroup: JobCgroup | None = None
     signs: set[str] = field(default_factory=set)
     """The layers' signs its stderr showed so far (`sandbox.SIGNS`)."""
+    preloaded: tuple[str, ...] | None = None
+    """Started warm, from a standby that had imported these; None: started cold."""
 
     def exit(self, code: int | None) -> Exit:
         """How it ended, for the layers to explain (read before `close`: the cgroup's
@@ -130,11 +135,14 @@ def start_steps(
     log: Logger,
     settings: RunnerSettings,
     nodes: Nodes,
+    warm: Pool | None = None,
 ) -> None:
     """Spawn every step inside its sandbox; all nodes of a job share one network namespace.
 
     Each node joins `nodes` as soon as it holds something, so that the caller, which
     closes `nodes` whatever happens, gives back what a start that failed half way made.
+    With `warm`, the standby the job took at submission becomes its one step, and once
+    the job's processes are up, a standby for the next job like it starts.
     """
     spec = job.spec
     policy = spec.sandbox or settings.policy()
@@ -145,6 +153,15 @@ def start_steps(
     if hold:
         nodes.holds.append(hold[1])
     steps = launch.steps(spec, env_dir / "bin", where.jobdir, hold_fd=hold[0] if hold else None)
+    standby = warm.claim(job.name) if warm is not None else None
+    if standby is not None and len(steps) != 1:
+        standby.drop()
+        standby = None
+    if standby is not None:
+        node = _warm_start(standby, job, steps[0], env_dir, where, settings, log)
+        if node is not None:
+            nodes.started.append(node)
+            steps = []
     namespaces: int | None = None  # node-0's sandbox, which later nodes join
     for index, step in enumerate(steps):
         report = os.pipe() if len(steps) > 1 and not policy.network and index == 0 else None
@@ -195,6 +212,49 @@ def start_steps(
             namespaces = _namespace_pid(report[0])
         elif report:
             os.close(report[0])
+    if warm is not None and job.env_key is not None:
+        from runner.warm.pool import Request
+
+        warm.replenish(Request(spec, env_dir, job.env_key, job.base_python))
+
+
+def _warm_start(
+    standby: Standby,
+    job: JobRecord,
+    step: launch.Step,
+    env_dir: Path,
+    where: Place,
+    settings: RunnerSettings,
+    log: Logger,
+) -> Node | None:
+    """The job's one step from its standby, if the standby's start is the one this job's
+    cold start would be; else the standby is dropped (None: start cold), and the log says why."""
+    from runner.warm.standby import launch_key
+
+    spec = job.spec
+    policy = spec.sandbox or settings.policy()
+    confinement = confine(policy, settings.bwrap, replace(where, cgroups=standby.cgroup))
+    _close(confinement.fds)  # the standby's own were passed when it started
+    environ = {**step_environ(spec, step, env_dir, where, confinement), TAG: job.tag}
+    python = step.argv[0]
+    why = standby.mismatch(launch_key(confinement.prefix, confinement.fds, environ, python), python)
+    if why is not None:
+        log.info("job.cold", why=why)
+        standby.drop()
+        return None
+    _log_sandbox(log, policy, standby.cgroup, confinement, where.user)
+    step_log = log.bind(step=step.name)
+    signs: set[str] = set()
+    standby.hand_over(step.argv, environ, where.workdir, _on_line(step_log, spec, signs))
+    step_log.info(
+        "job.start",
+        argv=[*confinement.prefix, *step.argv],
+        pid=standby.proc.pid,
+        warm=True,
+        preloaded=list(standby.preloaded),
+        standby_age=round(standby.age, 3),
+    )
+    return Node(step, standby.proc, standby.cgroup, signs, standby.preloaded)
 
 
 def step_environ(

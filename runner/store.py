@@ -65,6 +65,8 @@ PRIVATE_FILE = 0o600
 
 OWNER_GONE = Cause.RUNNER_EXITED.value
 DELETED = ".deleted-"
+RESERVED = "standby.json"
+"""In a job folder made ahead for a standby (no `job.json` yet): who holds it (`reserve`)."""
 """A job folder being deleted is renamed to this, plus its name, first."""
 
 
@@ -100,6 +102,12 @@ class StepRecord(BaseModel):
     exit_code: int | None = None
 
 
+class WarmStart(BaseModel):
+    """A job started from a standby (`runner.warm`): what it had imported beforehand."""
+
+    preloaded: list[str] = Field(default_factory=list)
+
+
 def _not_found(name: str) -> JobNotFoundError:
     return JobNotFoundError(f"no job named {name!r}; `runner jobs` lists the jobs")
 
@@ -132,6 +140,8 @@ class JobRecord(BaseModel):
     """The interpreter the job's env is a layer over (a cached env's, or one given)."""
     cpus: list[int] = Field(default_factory=list)
     """The CPU cores the job holds while it runs, node-0's first."""
+    warm: WarmStart | None = None
+    """Set when its process was a standby's (a warm start); None: started cold."""
 
     @property
     def done(self) -> bool:
@@ -250,26 +260,27 @@ class JobStore:
         finally:
             os.close(fd)
 
-    def create(self, spec: JobSpec, owner: ProcessRef | None = None) -> JobRecord:
+    def create(
+        self, spec: JobSpec, owner: ProcessRef | None = None, *, reserved: str | None = None
+    ) -> JobRecord:
         """Record a new job; refused before anything is written if its record would not
-        read back (a value set past validation), since every reader would then fail."""
-        record = JobRecord(name=spec.name, tag=new_tag(spec.name), spec=spec, owner=owner)
+        read back (a value set past validation), since every reader would then fail.
+
+        `reserved`: the tag of a folder made ahead for this name (`reserve`), which the job
+        takes over with its standby.
+        """
+        tag = reserved or new_tag(spec.name)
+        record = JobRecord(name=spec.name, tag=tag, spec=spec, owner=owner)
         try:
             JobRecord.model_validate_json(record.model_dump_json())
         except ValidationError as exc:
             raise invalid_job(exc) from None
+        if not reserved:
+            self._make_folder(spec.name)
         try:
-            self.dir(spec.name).mkdir(mode=PRIVATE)
-        except FileExistsError:
-            raise InvalidJobError(
-                f"a job named {spec.name!r} already exists; choose another name "
-                f"or delete it first (`runner rm {spec.name}`)"
-            ) from None
-        try:
-            self.dir(spec.name).chmod(PRIVATE)  # whatever the umask
-            self.workdir(spec.name).mkdir(mode=PRIVATE)
             os.close(os.open(self.log_path(spec.name), os.O_CREAT | os.O_WRONLY, PRIVATE_FILE))
             self._write(record)
+            (self.dir(spec.name) / RESERVED).unlink(missing_ok=True)
         except BaseException as exc:  # a full disk, Ctrl-C: no half-made job is left
             shutil.rmtree(self.dir(spec.name), ignore_errors=True)
             if not isinstance(exc, (OSError, StateDirError)):
@@ -277,6 +288,46 @@ class JobStore:
             problem = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) else exc
             raise StateDirError(f"cannot record the job {spec.name!r}: {problem}") from None
         return record
+
+    def _make_folder(self, name: str) -> None:
+        try:
+            self.dir(name).mkdir(mode=PRIVATE)
+        except FileExistsError:
+            raise InvalidJobError(
+                f"a job named {name!r} already exists; choose another name "
+                f"or delete it first (`runner rm {name}`)"
+            ) from None
+        try:
+            self.dir(name).chmod(PRIVATE)  # whatever the umask
+            self.workdir(name).mkdir(mode=PRIVATE)
+        except BaseException as exc:
+            shutil.rmtree(self.dir(name), ignore_errors=True)
+            if not isinstance(exc, OSError):
+                raise
+            raise StateDirError(f"cannot record the job {name!r}: {exc.strerror}") from None
+
+    def reserve(self, name: str, owner: ProcessRef) -> None:
+        """Make a job's folder ahead of its job, for a standby that waits in it; readers
+        skip it (no `job.json`) and `sweep` removes it once `owner` is gone."""
+        self.root.mkdir(mode=PRIVATE, parents=True, exist_ok=True)
+        self._make_folder(name)
+        atomic_write_text(self.dir(name) / RESERVED, owner.model_dump_json())
+
+    def unreserve(self, name: str) -> None:
+        """Remove a folder made ahead that no job took."""
+        folder = self.dir(name)
+        if (folder / RESERVED).exists() and not (folder / "job.json").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def sweep(self) -> None:
+        """Remove the folders made ahead whose holder is gone (killed with its standbys)."""
+        for marker in self.root.glob(f"*/{RESERVED}"):
+            try:
+                owner = ProcessRef.model_validate_json(marker.read_bytes())
+            except (OSError, ValidationError):
+                continue
+            if owner.gone():
+                self.unreserve(marker.parent.name)
 
     def _write(self, record: JobRecord) -> None:
         path = self.dir(record.name) / "job.json"

@@ -13,10 +13,20 @@ from runner.sandbox import explain
 from runner.settings import RunnerSettings
 from runner.spec import JobSpec
 from runner.steps import Nodes, start_steps
-from runner.store import COMPLETE, FAILED, JobRecord, JobStore, ProcessRef, StepRecord
+from runner.store import (
+    COMPLETE,
+    FAILED,
+    JobRecord,
+    JobStore,
+    ProcessRef,
+    StepRecord,
+    WarmStart,
+)
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger as Logger
+
+    from runner.warm.pool import Pool
 
 CANCELLED = Cause.CANCELLED.value
 
@@ -28,6 +38,7 @@ def run_steps(
     log: Logger,
     settings: RunnerSettings,
     joblog: JobLog,
+    warm: Pool | None = None,
 ) -> Outcome:
     """Start every step, supervise them, and end them all, whatever happens meanwhile."""
     spec = job.spec
@@ -37,13 +48,14 @@ def run_steps(
     stopped: tuple[Cause, str] | None = None  # why the runner ended the job early
     interrupted = False
     try:
-        start_steps(store, job, env_dir, log, settings, nodes)
+        start_steps(store, job, env_dir, log, settings, nodes, warm)
         store.update(
             spec.name,
             steps=[
                 StepRecord(name=n.step.name, process=ProcessRef.of(n.proc.pid, n.proc.ticks))
                 for n in nodes.started
             ],
+            warm=_warm_start(nodes),
         )
         stopped = _supervise(store, spec, nodes, log, settings.cancel_grace, started, joblog)
     except KeyboardInterrupt:
@@ -87,6 +99,11 @@ def run_steps(
     if stopped is None:
         return Outcome(COMPLETE, Cause.EXITED, None, failed, steps)
     return Outcome(FAILED, stopped[0], stopped[1], failed, steps, interrupted)
+
+
+def _warm_start(nodes: Nodes) -> WarmStart | None:
+    preloaded = nodes.started[0].preloaded if nodes.started else None
+    return None if preloaded is None else WarmStart(preloaded=list(preloaded))
 
 
 def _supervise(

@@ -1,0 +1,8 @@
+"""Warm starts: standbys, interpreters of an env already in the sandbox of its next job, with
+torch (and what the user names) imported and warmed; the next job like the last one takes
+one, and its first line comes in milliseconds instead of seconds.
+
+- `program.py`: what runs in a standby (builtins only), up to becoming its job;
+- `standby.py`: one standby, the keys that say which job may take it, the hand-over;
+- `pool.py`: the standbys a resident process keeps, replaced, bounded and dropped.
+"""

@@ -1,0 +1,266 @@
+"""The standbys a resident process keeps (the SDK backend's own): taken by the next job like the
+last one, replaced in the background once that job's processes are up, bounded in memory and
+in idle time, and dropped, never left, when the process lets them go.
+
+Standbys are started by one long-lived thread of the pool: a sandbox dies with the thread
+that started it (bubblewrap's `--die-with-parent` is the parent *thread's* death signal),
+so no job's thread, which ends with its job, may start one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from envs.log import get_logger
+from runner import launch
+from runner.cgroup import JobCgroup
+from runner.process import Process, start_ticks
+from runner.sandbox import confine
+from runner.spec import JobSpec, new_name, open_cache
+from runner.store import JobRecord, JobStore, ProcessRef, new_tag
+from runner.units import parse_size
+from runner.warm import program
+from runner.warm.standby import Relay, Standby, launch_key, startup, submission_key
+
+if TYPE_CHECKING:
+    from runner.settings import RunnerSettings
+
+_log = get_logger("runner.warm")
+
+LOOK_EVERY = 2.0
+"""Seconds between the pool's looks at idle time and memory."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """Make a standby for the next job like `spec`, in `env_dir` (a started job asks)."""
+
+    spec: JobSpec
+    env_dir: Path
+    env_key: str
+    base_python: str | None
+
+
+class Pool:
+    """Standbys by submission key (`standby.submission_key`), one per key at most."""
+
+    def __init__(self, store: JobStore, settings: RunnerSettings) -> None:
+        self.store = store
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._ready: dict[str, Standby] = {}
+        self._taken: dict[str, Standby] = {}
+        self._wanted: queue.Queue[Request | None] = queue.Queue()
+        self._making: set[str] = set()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        with contextlib.suppress(OSError):
+            store.sweep()  # folders made ahead by a pool that was killed
+
+    # -- for jobs ------------------------------------------------------------------
+
+    def take(self, spec: JobSpec) -> Standby | None:
+        """The ready standby for a job like `spec`, now the job's alone; None: start cold."""
+        key = submission_key(spec) if self.settings.warm else None
+        if key is None:
+            return None
+        with self._lock:
+            standby = self._ready.get(key)
+            if standby is None or not standby.ready():
+                return None  # none, or still warming: a job never waits for one
+            del self._ready[key]
+            self._taken[standby.name] = standby
+        return standby
+
+    def claim(self, name: str) -> Standby | None:
+        """The standby job `name` took at submission, handed to its start."""
+        with self._lock:
+            return self._taken.pop(name, None)
+
+    def release(self, standby: Standby) -> None:
+        """A job that took it was refused before it started: it is dropped."""
+        with self._lock:
+            self._taken.pop(standby.name, None)
+        standby.drop()
+
+    def replenish(self, request: Request) -> None:
+        """Start, in the background, a standby for the next job like this one (if none is)."""
+        key = submission_key(request.spec) if self.settings.warm else None
+        if key is None or self._closed:
+            return
+        with self._lock:
+            if key in self._ready or key in self._making:
+                return
+            self._making.add(key)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name="standbys", daemon=True)
+                self._thread.start()
+        self._wanted.put(request)
+
+    # -- for people ----------------------------------------------------------------
+
+    def listing(self) -> list[dict[str, Any]]:
+        """Each standby: its env, what it preloaded, its memory and age, whether it is ready."""
+        with self._lock:
+            standbys = list(self._ready.values())
+        return [
+            {
+                "name": s.name,
+                "env": Path(s.python).parents[1].name,
+                "preloaded": list(s.preloaded),
+                "rss": s.rss(),
+                "age": round(s.age, 1),
+                "ready": s.ready(),
+            }
+            for s in standbys
+        ]
+
+    def close(self) -> None:
+        """Drop every standby; later requests are ignored."""
+        self._closed = True
+        self._wanted.put(None)
+        with self._lock:
+            standbys = [*self._ready.values(), *self._taken.values()]
+            self._ready.clear()
+            self._taken.clear()
+        for standby in standbys:
+            standby.drop()
+
+    # -- the pool's thread ---------------------------------------------------------
+
+    def _work(self) -> None:
+        while not self._closed:
+            try:
+                request = self._wanted.get(timeout=LOOK_EVERY)
+            except queue.Empty:
+                request = None
+            if request is not None and not self._closed:
+                self._make(request)
+            self._trim()
+
+    def _make(self, request: Request) -> None:
+        key = submission_key(request.spec)
+        assert key is not None
+        try:
+            standby = start(self.store, self.settings, request, key)
+        except Exception as exc:  # never a job's failure: the next job starts cold
+            _log.warning("standby.failed", error=f"{type(exc).__name__}: {exc}")
+            standby = None
+        with self._lock:
+            self._making.discard(key)
+            if standby is not None and not self._closed:
+                self._ready[key] = standby
+                standby = None
+        if standby is not None:
+            standby.drop()
+
+    def _trim(self) -> None:
+        """Drop standbys idle too long, then the oldest while all hold more than the budget."""
+        budget = parse_size(self.settings.warm_memory)
+        with self._lock:
+            standbys = sorted(self._ready.items(), key=lambda kv: kv[1].born)
+        gone = [(k, s, "idle") for k, s in standbys if s.age > self.settings.warm_idle]
+        gone += [(k, s, "ended") for k, s in standbys if s.proc.poll() is not None]
+        kept = [(k, s) for k, s in standbys if all(s is not g for _k, g, _w in gone)]
+        total = sum(s.rss() for _k, s in kept)
+        while kept and total > budget:
+            k, s = kept.pop(0)
+            total -= s.rss()
+            gone.append((k, s, "memory"))
+        for key, standby, why in gone:
+            with self._lock:
+                if self._ready.get(key) is not standby:
+                    continue  # taken meanwhile
+                del self._ready[key]
+            _log.info("standby.drop", standby=standby.name, why=why)
+            standby.drop()
+
+
+def preloads(spec: JobSpec, settings: RunnerSettings) -> tuple[bool, tuple[str, ...]]:
+    """Whether to warm torch (its jobs: the runtime's package), and the modules to import."""
+    return spec.framework == "torch", tuple(settings.preload)
+
+
+def start(store: JobStore, settings: RunnerSettings, request: Request, key: str) -> Standby:
+    """Start a standby in the sandbox a job like `request.spec`, of a new name, would get."""
+    from runner.steps import _place, step_environ  # steps is the cold start, which we mirror
+
+    spec = request.spec.model_copy(update={"name": new_name()})
+    name = spec.name
+    tag = new_tag(name)
+    owner = ProcessRef.of(os.getpid(), start_ticks(os.getpid()))
+    store.reserve(name, owner)
+    made: list[Any] = []
+    try:
+        job = JobRecord(name=name, tag=tag, spec=spec, base_python=request.base_python)
+        policy = spec.sandbox or settings.policy()
+        where = _place(store, job, request.env_dir, settings, policy)
+        cgroup = None
+        if policy.mode != "off" and (policy.memory or policy.processes):
+            cgroup = JobCgroup.make(f"{tag}-0", memory=policy.memory, processes=policy.processes)
+            made.append(cgroup)
+        confinement = confine(policy, settings.bwrap, replace(where, cgroups=cgroup))
+        (step,) = launch.steps(spec, request.env_dir / "bin", where.jobdir)
+        environ = step_environ(spec, step, request.env_dir, where, confinement)
+        own = {*dict(step.env), *spec.env}  # the job's own values come with the job
+        kept = startup(environ)
+        standby_env = {k: v for k, v in environ.items() if k not in own or k in kept}
+        torch_too, modules = preloads(spec, settings)
+        control, ready = os.pipe(), os.pipe()
+        fds = (control[0], ready[1], *confinement.fds)
+        relay = Relay(
+            lambda stream, line, _p: _log.info("standby.output", stream=stream, line=line)
+        )
+        try:
+            proc = Process(
+                (
+                    *confinement.prefix,
+                    step.argv[0],
+                    "-c",
+                    program.source(),
+                    str(control[0]),
+                    str(ready[1]),
+                    "1" if torch_too else "0",
+                    *modules,
+                ),
+                env=standby_env,
+                cwd=where.workdir,
+                on_line=relay,
+                tag=tag,
+                pass_fds=fds,
+            )
+        except BaseException:
+            os.close(control[1])
+            os.close(ready[0])
+            raise
+        finally:
+            for fd in fds:
+                os.close(fd)
+        standby = Standby(
+            name=name,
+            tag=tag,
+            key=key,
+            launch=launch_key(confinement.prefix, confinement.fds, environ, step.argv[0]),
+            python=step.argv[0],
+            preloaded=(*(("torch",) if torch_too else ()), *modules),
+            proc=proc,
+            relay=relay,
+            control=control[1],
+            ready_fd=ready[0],
+            store=store,
+            cgroup=cgroup,
+            leases=open_cache(settings).hold(request.env_key),
+        )
+    except BaseException:
+        for cgroup in made:
+            cgroup.remove()
+        store.unreserve(name)
+        raise
+    _log.info("standby.start", standby=name, pid=proc.pid, preloaded=list(standby.preloaded))
+    return standby

@@ -13,7 +13,6 @@ Use it through the SDK's client with `trainer_client()`::
 
 from __future__ import annotations
 
-import atexit
 import math
 import threading
 import time
@@ -222,7 +221,6 @@ class LocalProcessBackend(RuntimeBackend):
         self.store = JobStore(self.cfg.state_dir)
         self._threads: dict[str, threading.Thread] = {}
         self._warm = Pool(self.store, self.cfg)
-        atexit.register(self._warm.close)  # standbys die with this process; their folders too
 
     def standbys(self) -> list[dict[str, Any]]:
         """The standbys this backend keeps for its next jobs (env, preloads, memory, age)."""

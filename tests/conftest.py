@@ -44,6 +44,15 @@ def _private_runner_dirs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
         tmp_path.chmod(0o755)
 
 
+@pytest.fixture(autouse=True)
+def _standbys_dropped() -> Iterator[None]:
+    """The standbys a test's SDK backends started end with the test, as at a process's exit."""
+    yield
+    from runner.warm.pool import close_all
+
+    close_all()
+
+
 @pytest.fixture(scope="session")
 def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return populate(tmp_path_factory.mktemp("wheelhouse"))

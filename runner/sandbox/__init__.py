@@ -215,7 +215,7 @@ def confine(policy: SandboxPolicy, bwrap: str | None, place: Place) -> Confineme
             prefix += [host.bwrap, *line.inner, "--chdir", str(place.workdir), "--"]
         else:  # bubblewrap, root without capabilities, may not enter the job's user's folder
             prefix += [host.bwrap, *files.traversable(line.inner), "--", *line.inside]
-            prefix += ["env", f"--chdir={place.workdir}", "--"]
+            prefix += ["env", f"--chdir={place.workdir}", "--", f"PWD={place.workdir}"]
     return Confinement(
         tuple(prefix),
         not_enforced,

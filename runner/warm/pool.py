@@ -9,10 +9,12 @@ so no job's thread, which ends with its job, may start one.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import queue
 import threading
+import weakref
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +37,15 @@ _log = get_logger("runner.warm")
 
 LOOK_EVERY = 2.0
 """Seconds between the pool's looks at idle time and memory."""
+
+_POOLS: weakref.WeakSet[Pool] = weakref.WeakSet()
+
+
+@atexit.register
+def close_all() -> None:
+    """Drop the standbys of every pool of this process (at its exit: their folders too)."""
+    for pool in list(_POOLS):
+        pool.close()
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,7 @@ class Pool:
         self._thread: threading.Thread | None = None
         with contextlib.suppress(OSError):
             store.sweep()  # folders made ahead by a pool that was killed
+        _POOLS.add(self)
 
     # -- for jobs ------------------------------------------------------------------
 

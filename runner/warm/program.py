@@ -2,9 +2,9 @@
 
 Run as `python -c SOURCE CONTROL_FD READY_FD WARM_TORCH PRELOADS...` (`source()`: this file,
 executed in a namespace of its own, so that no runner module is ever imported and
-`__main__` holds nothing of it), it imports the preloads and
-warms torch (one tiny CPU forward, backward and optimizer step) in a thread of low CPU priority, says
-"ready", and waits for its one job on CONTROL_FD: the job's argv, environment and cwd.
+`__main__` holds nothing of it), it imports the preloads and warms torch (one tiny CPU
+forward, backward and optimizer step) in a thread of low CPU priority, says "ready", and
+waits for its one job on CONTROL_FD: the job's argv, environment and cwd.
 It then becomes that job, as `python SCRIPT ARGS...` or `python -m MODULE ARGS...`
 would start it: the job's environment in `os.environ`, its argv, `sys.path[0]` and a
 fresh `__main__`; the generators the warm-up used reseeded from the OS; its exit as the
@@ -21,7 +21,7 @@ import sys
 _lock = _thread.allocate_lock()
 
 
-def _warm(torch_too: bool, preloads: list[str], done: list[BaseException | None]) -> None:
+def _warm(torch_too: bool, preloads: list[str], done: list[object]) -> None:
     try:
         os.setpriority(os.PRIO_PROCESS, _thread.get_native_id(), 19)  # this thread only
     except OSError:
@@ -41,6 +41,11 @@ def _warm(torch_too: bool, preloads: list[str], done: list[BaseException | None]
         done.append(exc)
     done.append(None)
     _lock.release()
+
+
+_set_by_preloads: dict[str, str] = {}
+"""What the warm-up's imports put in `os.environ` (torch: TORCHINDUCTOR_CACHE_DIR): kept for
+the job, as their modules are, where the job does not set it itself."""
 
 
 def _reseed() -> None:
@@ -89,6 +94,8 @@ def _run(job: dict) -> object:  # type: ignore[type-arg]
     argv = job["argv"]
     os.environ.clear()
     os.environ.update(job["env"])
+    for name, value in _set_by_preloads.items():
+        os.environ.setdefault(name, value)
     os.chdir(job["cwd"])
     _reseed()
     main = vars(sys.modules["__main__"])
@@ -113,10 +120,12 @@ def _run(job: dict) -> object:  # type: ignore[type-arg]
 def main() -> None:
     control, ready = int(sys.argv[1]), int(sys.argv[2])
     torch_too, preloads = sys.argv[3] == "1", sys.argv[4:]
-    done: list[BaseException | None] = []
+    done: list[object] = []
+    before = dict(os.environ)
     _lock.acquire()
     _thread.start_new_thread(_warm, (torch_too, preloads, done))
     _lock.acquire()  # the warm-up ended: its thread released it
+    _set_by_preloads.update((k, v) for k, v in os.environ.items() if before.get(k) != v)
     if done[0] is not None:
         print(f"sandbox-runner: the standby's warm-up failed: {done[0]!r}", file=sys.stderr)
         os._exit(3)

@@ -1,0 +1,229 @@
+"""Warm starts: a job from a standby sees what a cold job sees, draws its own random numbers,
+and every fault (a standby killed, its owner killed, a race for one standby) ends true."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubeflow.trainer import CustomTrainer
+
+from runner.backend import LocalProcessBackend, LocalProcessBackendConfig
+from tests.conftest import UvSpy
+from tests.runner.conftest import TORCH
+from tests.runner.test_process import wait_for
+
+
+def fingerprint() -> None:
+    """What a job's code can see of how it was started, as JSON on one line."""
+    import json
+    import os
+    import random
+    import resource
+    import sys
+    from pathlib import Path
+
+    def read(path):  # type: ignore[no-untyped-def]
+        try:
+            return Path(path).read_text()
+        except OSError as exc:
+            return f"unreadable: {exc.strerror}"
+
+    main = sys.modules["__main__"]
+    modules = sorted(sys.modules)
+    status = {
+        k: v.strip()
+        for k, _, v in (line.partition(":") for line in read("/proc/self/status").splitlines())
+        if k in {"Uid", "Gid", "Groups", "NoNewPrivs", "Seccomp", "Seccomp_filters"}
+        or k.startswith("Cap")
+    }
+    mounts = [
+        " ".join(line.split()[3:5] + line.split(" - ")[1].split()[:1] + line.split()[5:6])
+        for line in read("/proc/self/mountinfo").splitlines()
+    ]
+    limits = {
+        name: resource.getrlimit(getattr(resource, name))
+        for name in dir(resource)
+        if name.startswith("RLIMIT_")
+    }
+    import numpy
+    import torch
+
+    # generators as a new process has them: seeded, nothing drawn yet
+    first = float(torch.rand(1))
+    torch.manual_seed(torch.initial_seed())
+    fresh = [
+        random.getstate()[1][-1],
+        int(numpy.random.get_state()[2]),
+        float(torch.rand(1)) == first,
+    ]
+    draws = [random.random(), float(numpy.random.rand()), float(torch.rand(1))]
+    model = torch.nn.Linear(8, 1)  # the standby's warm-up, done here: what it imports
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    torch.nn.functional.mse_loss(model(torch.randn(4, 8)), torch.randn(4, 1)).backward()
+    optimizer.step()
+    print(
+        json.dumps(
+            {
+                "status": status,
+                "mounts": mounts,
+                "environ": dict(os.environ),
+                "cwd": str(Path.cwd()),
+                "argv": sys.argv,
+                "path": sys.path,
+                "flags": str(sys.flags),
+                "main": sorted(vars(main)),
+                "main_file": getattr(main, "__file__", None),
+                "fds": sorted(p.name for p in Path("/proc/self/fd").iterdir()),
+                "limits": limits,
+                "cgroup": read("/proc/self/cgroup"),
+                "umask": os.umask(0o22),
+                "nice": os.getpriority(os.PRIO_PROCESS, 0),
+                "threads": len(list(Path("/proc/self/task").iterdir())),
+                "modules": modules,
+                "after_warmup": sorted(sys.modules),
+                "draws": draws,
+                "fresh": fresh,
+            }
+        )
+    )
+
+
+def _probe(backend: LocalProcessBackend) -> tuple[str, dict[str, Any]]:
+    name = backend.train(
+        runtime="torch-distributed",
+        trainer=CustomTrainer(func=fingerprint, packages_to_install=TORCH),
+    )
+    backend._threads[name].join(timeout=300)
+    record = backend.store.load(name)
+    assert record.status == "Complete", (record.reason, _lines(backend, name))
+    (line,) = [x for x in _lines(backend, name) if x.startswith("{")]
+    return name, json.loads(line)
+
+
+def _lines(backend: LocalProcessBackend, name: str) -> list[str]:
+    """The job's lines, each whole (a line longer than 64 KiB comes in pieces)."""
+    lines, going_on = [], False
+    for r in backend.store.records(name):
+        if r["event"] != "output" or r["stream"] != "stdout":
+            continue
+        if going_on:
+            lines[-1] += r["line"]
+        else:
+            lines.append(r["line"])
+        going_on = bool(r.get("partial"))
+    return lines
+
+
+def _ready(backend: LocalProcessBackend, timeout: float = 120) -> None:
+    wait_for(lambda: any(s["ready"] for s in backend.standbys()), timeout=timeout)
+
+
+def _normal(fp: dict[str, Any], name: str, tag: str) -> dict[str, Any]:
+    """The fingerprint with what differs between any two jobs (their names, a port) as
+    placeholders, and what the warm-up may add (modules) and random draws left out."""
+    text = json.dumps(
+        {k: v for k, v in fp.items() if k not in {"modules", "after_warmup", "draws"}}
+    )
+    text = text.replace(tag, "TAG").replace(name, "NAME")
+    out: dict[str, Any] = json.loads(text)
+    for key in ("MASTER_PORT", "MASTER_ADDR"):
+        out["environ"].pop(key, None)
+    out["mounts"] = [re.sub(r"\b(mode|size|nr_inodes)=[^,\s]*", "", m) for m in out["mounts"]]
+    return out
+
+
+def _differences(seen: dict[str, Any], want: dict[str, Any]) -> list[str]:
+    out = []
+    for key in sorted(set(seen) | set(want)):
+        a, b = seen.get(key), want.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [
+                f"{key}.{k}: {a.get(k)!r} != {b.get(k)!r}"
+                for k in set(a) | set(b)
+                if a.get(k) != b.get(k)
+            ]
+        elif isinstance(a, list) and isinstance(b, list) and a != b:
+            only_warm, only_cold = [x for x in a if x not in b], [x for x in b if x not in a]
+            out.append(f"{key}: warm only {only_warm}, cold only {only_cold}")
+        elif a != b:
+            out.append(f"{key}: {a!r} != {b!r}")
+    return out
+
+
+def _same_start(backend: LocalProcessBackend, cold: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    """A warm job's fingerprint, checked against a cold one's."""
+    _ready(backend)
+    name, warm = _probe(backend)
+    record = backend.store.load(name)
+    assert record.warm is not None and record.warm.preloaded == ["torch"]
+    cold_record = backend.store.load(cold[0])
+    assert cold_record.warm is None
+    seen, want = _normal(warm, name, record.tag), _normal(cold[1], cold[0], cold_record.tag)
+    assert seen == want, _differences(seen, want)
+    # the modules: all a cold job has at its start, and nothing the warm-up would not load
+    assert set(cold[1]["modules"]) <= set(warm["modules"])
+    assert set(warm["modules"]) <= set(cold[1]["after_warmup"]) | set(cold[1]["modules"])
+    assert not any(m == "runner" or m.startswith("runner.") for m in warm["modules"])
+    return warm
+
+
+@pytest.fixture
+def warm_cfg(torch_cache: Path, tmp_path: Path, uv_spy: UvSpy) -> LocalProcessBackendConfig:
+    return LocalProcessBackendConfig(
+        cache_dir=torch_cache, state_dir=tmp_path / "state", uv=str(uv_spy.path), cancel_grace=1
+    )
+
+
+MODES = {
+    "default": {},
+    "no-network, a mount, limits": {
+        "network": False,
+        "mounts": ["/etc/hostname:/tmp/host:ro"],
+        "memory_limit": "3G",
+        "open_files_limit": 512,
+        "processes_limit": 4000,
+    },
+    "off": {"sandbox": "off"},
+}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_a_warm_job_sees_what_a_cold_job_sees(
+    warm_cfg: LocalProcessBackendConfig, mode: str
+) -> None:
+    backend = LocalProcessBackend(warm_cfg.model_copy(update=MODES[mode]))
+    cold = _probe(backend)
+    warm = _same_start(backend, cold)
+    # two jobs never share a random stream: not the cold one's, not each other's
+    again = _same_start(backend, cold)
+    draws = [tuple(fp["draws"]) for fp in (cold[1], warm, again)]
+    for i in range(3):
+        assert len({d[i] for d in draws}) == 3, draws
+
+
+def test_a_warm_job_starts_in_milliseconds_and_says_so_in_its_record(
+    warm_cfg: LocalProcessBackendConfig,
+) -> None:
+    backend = LocalProcessBackend(warm_cfg)
+    _probe(backend)
+    _ready(backend)
+    name, _fp = _probe(backend)
+    starts = [r for r in backend.store.records(name) if r["event"] == "job.start"]
+    assert starts[0]["warm"] is True and starts[0]["preloaded"] == ["torch"]
+    _ready(backend)
+    (listed,) = backend.standbys()  # its replacement, with torch imported
+    assert listed["preloaded"] == ["torch"] and listed["rss"] > 50 << 20, listed
+
+
+def test_warm_off_starts_every_job_cold(warm_cfg: LocalProcessBackendConfig) -> None:
+    backend = LocalProcessBackend(warm_cfg.model_copy(update={"warm": False}))
+    _probe(backend)
+    time.sleep(1)
+    assert backend.standbys() == []
+    name, _fp = _probe(backend)
+    assert backend.store.load(name).warm is None

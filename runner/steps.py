@@ -153,15 +153,10 @@ def start_steps(
     if hold:
         nodes.holds.append(hold[1])
     steps = launch.steps(spec, env_dir / "bin", where.jobdir, hold_fd=hold[0] if hold else None)
-    standby = warm.claim(job.name) if warm is not None else None
-    if standby is not None and len(steps) != 1:
-        standby.drop()
-        standby = None
-    if standby is not None:
-        node = _warm_start(standby, job, steps[0], env_dir, where, settings, log)
-        if node is not None:
-            nodes.started.append(node)
-            steps = []
+    warm_node = _from_standby(warm, job, steps, env_dir, where, settings, log) if warm else None
+    if warm_node is not None:
+        nodes.started.append(warm_node)
+        steps = []
     namespaces: int | None = None  # node-0's sandbox, which later nodes join
     for index, step in enumerate(steps):
         report = os.pipe() if len(steps) > 1 and not policy.network and index == 0 else None
@@ -216,6 +211,26 @@ def start_steps(
         from runner.warm.pool import Request
 
         warm.replenish(Request(spec, env_dir, job.env_key, job.base_python))
+
+
+def _from_standby(
+    warm: Pool,
+    job: JobRecord,
+    steps: list[launch.Step],
+    env_dir: Path,
+    where: Place,
+    settings: RunnerSettings,
+    log: Logger,
+) -> Node | None:
+    """The job's one step, from the standby it took at submission; None: start it cold."""
+    standby = warm.claim(job.name)
+    if isinstance(standby, str):
+        log.info("job.cold", why=standby)
+        return None
+    if standby is not None and len(steps) != 1:
+        standby.drop()
+        return None
+    return _warm_start(standby, job, steps[0], env_dir, where, settings, log) if standby else None
 
 
 def _warm_start(

@@ -67,6 +67,7 @@ class Pool:
         self._lock = threading.Lock()
         self._ready: dict[str, Standby] = {}
         self._taken: dict[str, Standby] = {}
+        self._why: dict[str, str] = {}
         self._wanted: queue.Queue[Request | None] = queue.Queue()
         self._making: set[str] = set()
         self._closed = False
@@ -78,22 +79,34 @@ class Pool:
     # -- for jobs ------------------------------------------------------------------
 
     def take(self, spec: JobSpec) -> Standby | None:
-        """The ready standby for a job like `spec`, now the job's alone; None: start cold."""
+        """The ready standby for a job like `spec`, now the job's alone; None: start cold
+        (and where a standby was there and could not serve, `claim` says why)."""
         key = submission_key(spec) if self.settings.warm else None
         if key is None:
             return None
+        dead = None
         with self._lock:
             standby = self._ready.get(key)
-            if standby is None or not standby.ready():
-                return None  # none, or still warming: a job never waits for one
-            del self._ready[key]
-            self._taken[standby.name] = standby
-        return standby
+            if standby is None:
+                return None
+            if standby.proc.poll() is not None:
+                dead = self._ready.pop(key)
+                self._why[spec.name] = dead.ended()
+            elif not standby.ready():  # a job never waits for one: it starts cold
+                self._why[spec.name] = f"the standby is still warming ({standby.age:.1f} s old)"
+            else:
+                del self._ready[key]
+                self._taken[standby.name] = standby
+                return standby
+        if dead is not None:
+            dead.drop()
+        return None
 
-    def claim(self, name: str) -> Standby | None:
-        """The standby job `name` took at submission, handed to its start."""
+    def claim(self, name: str) -> Standby | str | None:
+        """The standby job `name` took at submission, handed to its start; or why it took
+        none where one was there (it ended, it was warming); None: there was none."""
         with self._lock:
-            return self._taken.pop(name, None)
+            return self._taken.pop(name, None) or self._why.pop(name, None)
 
     def release(self, standby: Standby) -> None:
         """A job that took it was refused before it started: it is dropped."""
@@ -173,24 +186,24 @@ class Pool:
             standby.drop()
 
     def _trim(self) -> None:
-        """Drop standbys idle too long, then the oldest while all hold more than the budget."""
+        """Drop standbys that ended or idled too long, then the oldest while all of them hold
+        more memory than the budget."""
         budget = parse_size(self.settings.warm_memory)
         with self._lock:
             standbys = sorted(self._ready.items(), key=lambda kv: kv[1].born)
-        gone = [(k, s, "idle") for k, s in standbys if s.age > self.settings.warm_idle]
-        gone += [(k, s, "ended") for k, s in standbys if s.proc.poll() is not None]
-        kept = [(k, s) for k, s in standbys if all(s is not g for _k, g, _w in gone)]
+        idle = self.settings.warm_idle
+        gone = [(k, s) for k, s in standbys if s.age > idle or s.proc.poll() is not None]
+        kept = [(k, s) for k, s in standbys if (k, s) not in gone]
         total = sum(s.rss() for _k, s in kept)
         while kept and total > budget:
-            k, s = kept.pop(0)
-            total -= s.rss()
-            gone.append((k, s, "memory"))
-        for key, standby, why in gone:
+            oldest = kept.pop(0)
+            total -= oldest[1].rss()
+            gone.append(oldest)
+        for key, standby in gone:
             with self._lock:
                 if self._ready.get(key) is not standby:
                     continue  # taken meanwhile
                 del self._ready[key]
-            _log.info("standby.drop", standby=standby.name, why=why)
             standby.drop()
 
 
@@ -226,9 +239,7 @@ def start(store: JobStore, settings: RunnerSettings, request: Request, key: str)
         torch_too, modules = preloads(spec, settings)
         control, ready = os.pipe(), os.pipe()
         fds = (control[0], ready[1], *confinement.fds)
-        relay = Relay(
-            lambda stream, line, _p: _log.info("standby.output", stream=stream, line=line)
-        )
+        relay = Relay()
         try:
             proc = Process(
                 (
@@ -274,5 +285,4 @@ def start(store: JobStore, settings: RunnerSettings, request: Request, key: str)
             cgroup.remove()
         store.unreserve(name)
         raise
-    _log.info("standby.start", standby=name, pid=proc.pid, preloaded=list(standby.preloaded))
     return standby

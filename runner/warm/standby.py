@@ -10,6 +10,7 @@ the job starts cold.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import marshal
@@ -70,13 +71,18 @@ def launch_key(
 
 
 class Relay:
-    """A standby's output goes to its own log until its job takes it over."""
+    """A standby's output: its last lines kept (what it said before it ended) until its job
+    takes it over."""
 
-    def __init__(self, before: OnLine) -> None:
-        self.target = before
+    def __init__(self) -> None:
+        self.said: collections.deque[str] = collections.deque(maxlen=3)
+        self.target: OnLine | None = None
 
     def __call__(self, stream: str, line: str, partial: bool) -> None:
-        self.target(stream, line, partial)
+        if self.target is None:
+            self.said.append(line)
+        else:
+            self.target(stream, line, partial)
 
 
 @dataclass
@@ -125,10 +131,15 @@ class Standby:
             total += int(found[1]) * 1024 if found else 0
         return total
 
+    def ended(self) -> str:
+        """That it ended, with its code and the last thing it said."""
+        said = f": {self.relay.said[-1]}" if self.relay.said else ""
+        return f"the standby ended (code {self.proc.poll()}){said}"
+
     def mismatch(self, launch: str, python: str) -> str | None:
         """Why this standby cannot be the job whose start is `launch`; None: it can."""
         if self.proc.poll() is not None:
-            return f"the standby ended (code {self.proc.poll()})"
+            return self.ended()
         if python != self.python:
             return "the job's interpreter is not the standby's"
         if launch != self.launch:

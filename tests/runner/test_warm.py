@@ -4,7 +4,12 @@ and every fault (a standby killed, its owner killed, a race for one standby) end
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +18,9 @@ import pytest
 from kubeflow.trainer import CustomTrainer
 
 from runner.backend import LocalProcessBackend, LocalProcessBackendConfig
+from runner.process import tagged
+from runner.store import RESERVED, JobRecord, JobStore
+from runner.warm.pool import Pool
 from tests.conftest import UvSpy
 from tests.runner.conftest import TORCH
 from tests.runner.test_process import wait_for
@@ -227,3 +235,137 @@ def test_warm_off_starts_every_job_cold(warm_cfg: LocalProcessBackendConfig) -> 
     assert backend.standbys() == []
     name, _fp = _probe(backend)
     assert backend.store.load(name).warm is None
+
+
+def hello() -> None:
+    print("hello")
+
+
+def nap() -> None:
+    import time
+
+    print("napping", flush=True)
+    time.sleep(120)
+
+
+def _run(backend: LocalProcessBackend, func: Any = hello) -> str:
+    return backend.train(
+        runtime="torch-distributed", trainer=CustomTrainer(func=func, packages_to_install=TORCH)
+    )
+
+
+def _done(backend: LocalProcessBackend, name: str) -> JobRecord:
+    backend._threads[name].join(timeout=300)
+    return backend.store.load(name)
+
+
+def _the_standby(backend: LocalProcessBackend) -> tuple[str, str]:
+    """(name, tag) of the one standby `backend` keeps."""
+    (standby,) = backend._warm._ready.values()
+    return standby.name, standby.tag
+
+
+def test_a_killed_standby_is_dropped_and_the_job_runs_cold_saying_why(
+    warm_cfg: LocalProcessBackendConfig,
+) -> None:
+    backend = LocalProcessBackend(warm_cfg)
+    assert _done(backend, _run(backend)).status == "Complete"
+    _ready(backend)
+    standby, tag = _the_standby(backend)
+    for pid in tagged(tag):
+        os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: tagged(tag) == [])
+    name = _run(backend)
+    record = _done(backend, name)
+    assert record.status == "Complete" and record.warm is None
+    (cold,) = [r for r in backend.store.records(name) if r["event"] == "job.cold"]
+    assert cold["why"].startswith("the standby ended")
+    assert not backend.store.dir(standby).exists()  # its folder went with it
+
+
+def test_two_jobs_racing_for_one_standby_one_gets_it(warm_cfg: LocalProcessBackendConfig) -> None:
+    backend = LocalProcessBackend(warm_cfg)
+    _done(backend, _run(backend))
+    _ready(backend)
+    names: list[str] = []
+    start = threading.Barrier(2)
+
+    def submit() -> None:
+        start.wait()
+        names.append(_run(backend))
+
+    racers = [threading.Thread(target=submit) for _ in range(2)]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join()
+    records = [_done(backend, name) for name in names]
+    assert [r.status for r in records] == ["Complete", "Complete"]
+    assert sorted(r.warm is not None for r in records) == [False, True]
+
+
+def test_a_warm_job_killed_ends_failed_and_leaves_nothing(
+    warm_cfg: LocalProcessBackendConfig,
+) -> None:
+    backend = LocalProcessBackend(warm_cfg)
+    _done(backend, _run(backend))
+    _ready(backend)
+    name = _run(backend, nap)
+    wait_for(lambda: "napping" in _lines(backend, name))
+    tag = backend.store.load(name).tag
+    for pid in tagged(tag):
+        if Path(f"/proc/{pid}/comm").read_text().strip() != "bwrap":
+            os.kill(pid, signal.SIGKILL)  # the job's own process: the standby it was
+    record = _done(backend, name)
+    assert record.status == "Failed" and record.warm is not None
+    assert record.reason in ("node-0 exited with code -9", "node-0 exited with code 137")
+    wait_for(lambda: tagged(tag) == [])
+
+
+OWNER = """
+import json, sys, time
+from kubeflow.trainer import CustomTrainer
+from runner.backend import LocalProcessBackend, LocalProcessBackendConfig
+
+def hello():
+    print("hello")
+
+backend = LocalProcessBackend(LocalProcessBackendConfig.model_validate_json(sys.argv[1]))
+name = backend.train(
+    runtime="torch-distributed",
+    trainer=CustomTrainer(func=hello, packages_to_install=json.loads(sys.argv[2])),
+)
+backend._threads[name].join()
+while not any(s["ready"] for s in backend.standbys()):
+    time.sleep(0.05)
+(standby,) = backend._warm._ready.values()
+print(json.dumps([standby.name, standby.tag]), flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("sandbox", ["auto", "off"])
+def test_killing_the_owner_ends_its_standbys_and_the_next_pool_sweeps_their_folders(
+    warm_cfg: LocalProcessBackendConfig, tmp_path: Path, sandbox: str
+) -> None:
+    cfg = warm_cfg.model_copy(update={"sandbox": sandbox})
+    script = tmp_path / "owner.py"
+    script.write_text(OWNER)
+    with subprocess.Popen(
+        [sys.executable, str(script), cfg.model_dump_json(), json.dumps(TORCH)],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as owner:
+        try:
+            assert owner.stdout is not None
+            standby, tag = json.loads(owner.stdout.readline())
+            assert tagged(tag)
+        finally:
+            owner.kill()  # kill -9: no exit handler runs
+            owner.wait()
+    wait_for(lambda: tagged(tag) == [], timeout=30)
+    store = JobStore(cfg.state_dir)
+    assert (store.dir(standby) / RESERVED).exists()  # left by the killed owner
+    Pool(store, cfg)
+    assert not store.dir(standby).exists()
+    assert [r.name for r in store.jobs()] == [r.name for r in store.jobs() if r.done]

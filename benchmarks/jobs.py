@@ -41,3 +41,34 @@ def get_torch_dist(learning_rate: str = "0.01", num_epochs: str = "5") -> None:
     if dist.get_rank() == 0:
         print(f"loss={loss}")
     dist.destroy_process_group()
+
+
+def train_model() -> None:
+    """The Kubeflow Trainer SDK LocalProcessBackend README's "Training Job Example"
+    (`../shared/workloads/sdk_readme_example.py`): the warm-start figures' workload."""
+    import torch
+
+    print("Starting PyTorch training...")
+    model = torch.nn.Linear(10, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    for epoch in range(5):
+        loss = torch.nn.functional.mse_loss(model(torch.randn(32, 10)), torch.randn(32, 1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        print(f"Epoch {epoch}: Loss = {loss.item():.4f}")
+
+
+def busy() -> None:
+    """Two seconds or so of one core's work after torch's import, timed by the job itself:
+    what a standby warming beside a job may slow down."""
+    import time
+
+    import torch
+
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    a = torch.randn(256, 256)
+    for _ in range(9000):
+        a = torch.tanh(a @ a.T / 256)
+    print(f"busy {time.perf_counter() - started:.4f}")

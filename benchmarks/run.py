@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import original
-from benchmarks.jobs import all_reduce, get_torch_dist, trivial
+from benchmarks.jobs import all_reduce, busy, get_torch_dist, train_model, trivial
 from benchmarks.measure import disk_usage, repeat, run, stats, timed
 from envs import EnvCache, EnvSpec
 from envs.builder import connection_environ, default_uv, index_args
@@ -267,6 +267,99 @@ class Bench:
             "speedup_second": orig["median"] / second["median"],
         }
 
+    def warm_start(self) -> dict[str, Any]:
+        """The SDK README's training example (`jobs.train_model`), `train()` to Complete, in
+        one Python: the original backend; ours with the env cached and a new interpreter per
+        job (RUNNER_WARM=0); ours from a standby, each job submitted once the standby the
+        previous one left is ready (as when a person reads the loss before the next run).
+        Then what a standby costs: its memory, and a job's own compute time with a standby
+        warming beside it (on these 2 cores) against with none."""
+        from kubeflow.trainer import CustomTrainer
+        from kubeflow.trainer.backends.localprocess.backend import (
+            LocalProcessBackend as OriginalBackend,
+        )
+        from kubeflow.trainer.backends.localprocess.types import (
+            LocalProcessBackendConfig as OriginalConfig,
+        )
+
+        from runner.backend import LocalProcessBackend
+
+        constraint = self.root / "constraints.txt"
+        constraint.write_text("torch==2.13.0\n")
+        original_backend = OriginalBackend(OriginalConfig())
+        original_trainer = CustomTrainer(
+            func=train_model, packages_to_install=["numpy"], env={"PIP_CONSTRAINT": str(constraint)}
+        )
+        trainer = CustomTrainer(func=train_model, packages_to_install=TORCH)
+        cwd = Path.cwd()
+
+        def original_job() -> None:
+            name = original_backend.train(runtime="torch-distributed", trainer=original_trainer)
+            job = original_backend.wait_for_job_status(name, timeout=1800)
+            os.chdir(cwd)
+            assert job.status == "Complete", list(original_backend.get_job_logs(name))
+
+        times: dict[str, list[float]] = {"original": [], "cold": [], "warm": []}
+        rss: list[int] = []
+        warm_flags: list[bool] = []
+        for rep in range(self.reps):
+            log(f"warm start, round {rep + 1}: original; ours cold (env hit); ours from standbys")
+            times["original"].append(timed(original_job))
+            cold = LocalProcessBackend(self._sdk_config(False, rep))
+            _sdk_job(cold, trainer)  # the env cached, the interpreter's files in the page cache
+            times["cold"] += [_sdk_job(cold, trainer)[0] for _ in range(3)]
+            warm = LocalProcessBackend(self._sdk_config(True, rep))
+            _sdk_job(warm, trainer)  # the first job of a set starts cold; it leaves a standby
+            for _ in range(3):
+                _standby_ready(warm)
+                seconds, name = _sdk_job(warm, trainer)
+                times["warm"].append(seconds)
+                warm_flags.append(warm.store.load(name).warm is not None)
+            _standby_ready(warm)
+            rss += [s["rss"] for s in warm.standbys()]
+        beside = self._beside_a_standby()
+        orig, cold_s, warm_s = (stats(times[k]) for k in ("original", "cold", "warm"))
+        alone, next_to = stats(beside["alone"]), stats(beside["beside"])
+        return {
+            "original": orig,
+            "runner_cold": cold_s,
+            "runner_warm": warm_s,
+            "all_warm": all(warm_flags),
+            "speedup_cold": orig["median"] / cold_s["median"],
+            "speedup_warm": orig["median"] / warm_s["median"],
+            "standby_rss_bytes": stats([float(r) for r in rss]),
+            "compute_alone": alone,
+            "compute_beside_standby": next_to,
+            "beside_ratio": next_to["median"] / alone["median"],
+        }
+
+    def _sdk_config(self, warm: bool, rep: int) -> Any:
+        from runner.backend import LocalProcessBackendConfig
+
+        return LocalProcessBackendConfig(
+            cache_dir=self.settings.cache_dir, state_dir=self.root / f"warm-{warm}-{rep}", warm=warm
+        )
+
+    def _beside_a_standby(self) -> dict[str, list[float]]:
+        """A job's own compute time (it times itself) while the standby it leaves warms on
+        the other core, against the same job with warm starts off; alternating."""
+        from kubeflow.trainer import CustomTrainer
+
+        from runner.backend import LocalProcessBackend
+        from runner.warm.pool import close_all
+
+        log("warm start: a job's compute with a standby warming beside it, and without")
+        trainer = CustomTrainer(func=busy, packages_to_install=TORCH)
+        beside: dict[str, list[float]] = {"alone": [], "beside": []}
+        for rep in range(self.reps * 2):
+            for kind, warm_on in (("alone", False), ("beside", True)):
+                backend = LocalProcessBackend(self._sdk_config(warm_on, 100 + rep))
+                _seconds, name = _sdk_job(backend, trainer)
+                (line,) = [x for x in backend.get_job_logs(name) if x.startswith("busy ")]
+                beside[kind].append(float(line.split()[1]))
+            close_all()
+        return beside
+
     def _sdk(self, func: Any, ranks: int) -> tuple[dict[str, Any], Path]:
         from kubeflow.trainer import CustomTrainer
 
@@ -474,6 +567,23 @@ class Bench:
         }
 
 
+def _sdk_job(backend: Any, trainer: Any) -> tuple[float, str]:
+    """One job through our SDK backend, `train()` to Complete: (seconds, its name)."""
+    started = time.perf_counter()
+    name = backend.train(runtime="torch-distributed", trainer=trainer)
+    record = backend.wait_for_job_status(name, polling_interval=0.002, timeout=600)
+    seconds = time.perf_counter() - started
+    assert record.status == "Complete", list(backend.get_job_logs(name))
+    return seconds, name
+
+
+def _standby_ready(backend: Any) -> None:
+    deadline = time.monotonic() + 120
+    while not any(s["ready"] for s in backend.standbys()):
+        assert time.monotonic() < deadline, "no standby became ready"
+        time.sleep(0.02)
+
+
 def _torch_environ() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -500,6 +610,18 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             0.15,
         ),
         ("SDK example, second job vs original", sdk["speedup_second"], ">= 15x", 15),
+        *(
+            [
+                ("SDK README training, warm job: train() to Complete (s)",
+                 res["warm_start"]["runner_warm"]["median"], "<= 0.1 s", 0.1),
+                ("SDK README training, warm job vs original", res["warm_start"]["speedup_warm"],
+                 ">= 300x", 300),
+                ("a job's compute beside a warming standby / alone",
+                 res["warm_start"]["beside_ratio"], "<= 1.05x", 1.05),
+            ]
+            if "warm_start" in res
+            else []
+        ),
         ("16 concurrent identical jobs: builds", res["concurrent"]["16"]["builds"], "== 1", 1),
         ("16 sets sharing torch / one torch env (disk)", res["shared_torch"]["ratio_to_one_env"],
          "< 1.5x", 1.5),
@@ -576,6 +698,20 @@ def markdown(report: dict[str, Any]) -> str:
         f"{fig(e['runner_first'])}; second {fig(e['runner_second'])} | "
         f"{e['speedup_first']:.1f}x; {e['speedup_second']:.1f}x |"
     )
+    if "warm_start" in res:
+        ws = res["warm_start"]
+        rows.append(
+            f"| SDK README training example, env cached: `train()` to Complete (in-process) | "
+            f"original backend: {fig(ws['original'])} | a new interpreter per job: "
+            f"{fig(ws['runner_cold'])}; from a standby: {ms(ws['runner_warm'])} | "
+            f"{ws['speedup_cold']:.0f}x; {ws['speedup_warm']:,.0f}x |"
+        )
+        rows.append(
+            f"| what a standby costs | a job's compute alone: {fig(ws['compute_alone'])} | "
+            f"beside a warming standby: {fig(ws['compute_beside_standby'])}; idle standby "
+            f"(torch): {ws['standby_rss_bytes']['median'] / 2**20:.0f} MiB resident | "
+            f"{ws['beside_ratio']:.2f}x |"
+        )
     for count, c in res["concurrent"].items():
         rows.append(
             f"| {count} concurrent jobs, one new set | - | {c['wall_seconds']:.1f} s for all, "
@@ -666,6 +802,7 @@ def main(argv: list[str] | None = None) -> None:
         "--out", type=Path, default=Path(__file__).parent / "results", help="report folder"
     )
     parser.add_argument("--quick", action="store_true", help="numpy only: a smoke run, no torch")
+    parser.add_argument("--only", choices=["warm"], help="one section, printed, not reported")
     parser.add_argument(
         "--summary", type=Path, metavar="REPORT", help="print the README table of a report.json"
     )
@@ -682,6 +819,9 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="runner-bench-") as scratch:
         Path(scratch).chmod(0o755)  # its scripts: root's jobs run as a user that reads them
         bench = Bench(Path(scratch), args.reps)
+        if args.only == "warm":  # one section alone, for a quick look; never the report
+            print(json.dumps(bench.warm_start(), indent=2))
+            return
         results: dict[str, Any] = {"cold_numpy": bench.cold(NUMPY)}
         if not args.quick:
             results["cold_torch_numpy"] = bench.cold(TORCH)
@@ -689,6 +829,7 @@ def main(argv: list[str] | None = None) -> None:
             results["second_job"] = bench.second_job(rebuild)
             results["torch_jobs"] = bench.torch_jobs()
             results["sdk_end_to_end"] = bench.sdk_end_to_end()
+            results["warm_start"] = bench.warm_start()
             results["concurrent"] = bench.concurrent()
             results["shared_torch"] = bench.shared_torch()
             results["layered"] = bench.layered()

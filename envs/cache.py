@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import secrets
 import shutil
@@ -479,22 +478,6 @@ class EnvCache:
                 for fd in fds:
                     os.close(fd)
         raise EnvError(f"environment {spec.key} kept disappearing while being leased")
-
-    def hold(self, key: str) -> list[int]:
-        """A shared lease on a ready env (and its base) for as long as the returned fds stay
-        open, as `lease` takes; [] if the env is gone."""
-        meta = self.envs_dir / key / META
-        fds: list[int] = []
-        try:
-            base = json.loads(meta.read_text()).get("base_env")
-            for held in (key, *([base] if base else [])):
-                fds.append(os.open(self.leases_dir / held, os.O_RDWR | os.O_CREAT, 0o644))
-                fcntl.flock(fds[-1], fcntl.LOCK_SH)
-        except (OSError, ValueError):
-            for fd in fds:
-                os.close(fd)
-            return []
-        return fds
 
     def env_of(self, python: str) -> str | None:
         """The key of the cached env whose interpreter `python` is (None: not one of ours)."""

@@ -207,10 +207,10 @@ def start_steps(
             namespaces = _namespace_pid(report[0])
         elif report:
             os.close(report[0])
-    if warm is not None and job.env_key is not None:
+    if warm is not None:
         from runner.warm.pool import Request
 
-        warm.replenish(Request(spec, env_dir, job.env_key, job.base_python))
+        warm.replenish(Request(spec, env_dir, job.base_python))
 
 
 def _from_standby(

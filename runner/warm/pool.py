@@ -24,7 +24,7 @@ from runner import launch
 from runner.cgroup import JobCgroup
 from runner.process import Process, start_ticks
 from runner.sandbox import confine
-from runner.spec import JobSpec, new_name, open_cache
+from runner.spec import JobSpec, new_name
 from runner.store import JobRecord, JobStore, ProcessRef, new_tag
 from runner.units import parse_size
 from runner.warm import program
@@ -54,7 +54,6 @@ class Request:
 
     spec: JobSpec
     env_dir: Path
-    env_key: str
     base_python: str | None
 
 
@@ -193,6 +192,7 @@ class Pool:
             standbys = sorted(self._ready.items(), key=lambda kv: kv[1].born)
         idle = self.settings.warm_idle
         gone = [(k, s) for k, s in standbys if s.age > idle or s.proc.poll() is not None]
+        gone += [(k, s) for k, s in standbys if not Path(s.python).exists()]  # env removed
         kept = [(k, s) for k, s in standbys if (k, s) not in gone]
         total = sum(s.rss() for _k, s in kept)
         while kept and total > budget:
@@ -278,7 +278,6 @@ def start(store: JobStore, settings: RunnerSettings, request: Request, key: str)
             ready_fd=ready[0],
             store=store,
             cgroup=cgroup,
-            leases=open_cache(settings).hold(request.env_key),
         )
     except BaseException:
         for cgroup in made:

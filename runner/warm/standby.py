@@ -87,7 +87,10 @@ class Relay:
 
 @dataclass
 class Standby:
-    """A started standby; `hand_over` gives it its job, `drop` ends it and what it held."""
+    """A started standby; `hand_over` gives it its job, `drop` ends it and what it held.
+
+    It holds no lease on its env: `envs gc` may remove that env, and the standby is then
+    dropped (by the pool within seconds, or at the latest when a job would take it)."""
 
     name: str
     tag: str
@@ -102,7 +105,6 @@ class Standby:
     ready_fd: int
     store: JobStore
     cgroup: JobCgroup | None = None
-    leases: list[int] = field(default_factory=list)
     born: float = field(default_factory=time.monotonic)
     warmed: bool = False
 
@@ -142,6 +144,8 @@ class Standby:
             return self.ended()
         if python != self.python:
             return "the job's interpreter is not the standby's"
+        if not Path(python).exists():
+            return "the standby's env was removed"
         if launch != self.launch:
             return "the job's sandbox or start-up variables differ from the standby's"
         return None
@@ -159,7 +163,6 @@ class Standby:
         finally:
             os.close(self.control)
             self.control = -1
-        self._let_go_of_leases()
 
     def drop(self, grace: float = 1.0) -> None:
         """End it, jobless, and give back what it holds: its cgroup, its folder, its lease."""
@@ -175,8 +178,3 @@ class Standby:
         if self.cgroup is not None:
             self.cgroup.remove()
         self.store.unreserve(self.name)
-        self._let_go_of_leases()
-
-    def _let_go_of_leases(self) -> None:
-        while self.leases:
-            os.close(self.leases.pop())

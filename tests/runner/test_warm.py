@@ -19,6 +19,7 @@ from kubeflow.trainer import CustomTrainer
 
 from runner.backend import LocalProcessBackend, LocalProcessBackendConfig
 from runner.process import tagged
+from runner.spec import open_cache
 from runner.store import RESERVED, JobRecord, JobStore
 from runner.warm.pool import Pool
 from tests.conftest import UvSpy
@@ -369,3 +370,27 @@ def test_killing_the_owner_ends_its_standbys_and_the_next_pool_sweeps_their_fold
     Pool(store, cfg)
     assert not store.dir(standby).exists()
     assert [r.name for r in store.jobs()] == [r.name for r in store.jobs() if r.done]
+
+
+def test_an_env_removed_under_its_standby_drops_the_standby_never_a_job_in_it(
+    warm_cfg: LocalProcessBackendConfig, tmp_path: Path
+) -> None:
+    """`envs rm` of a standby's env is not refused (a standby is no job), and the standby
+    is never handed a job: the next job builds the env anew and starts cold."""
+    import shutil
+
+    cfg = warm_cfg.model_copy(update={"cache_dir": tmp_path / "copy"})
+    shutil.copytree(warm_cfg.cache_dir, cfg.cache_dir, symlinks=True)  # ours to remove
+    backend = LocalProcessBackend(cfg)
+    first = _run(backend)
+    _done(backend, first)
+    _ready(backend)
+    standby, _tag = _the_standby(backend)
+    cache = open_cache(cfg)
+    env = backend.store.load(first).env_key
+    assert env is not None
+    cache.remove(env)
+    wait_for(lambda: not backend.store.dir(standby).exists(), timeout=30)  # dropped
+    assert backend.standbys() == []
+    record = _done(backend, _run(backend))
+    assert record.status == "Complete" and record.warm is None

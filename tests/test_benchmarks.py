@@ -20,19 +20,7 @@ ROOT = Path(__file__).parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 MEASURED = ("envs", "runner", "benchmarks", ":!benchmarks/results")
 """What the benchmark measures: a change there makes the report stale."""
-UNMEASURED_CHANGES: dict[str, str] = {
-    "94e552442d9e0fcc47d03a1ac9e749789f48b91b": (
-        "a review's refactor: the same conditions and folders, named once; no behaviour changes"
-    ),
-    "46d9507b1d9bccac0eafd40c1b51bc5037c8a417": (
-        "orphans.py (the first process without bubblewrap or with the sandbox off; the report "
-        "runs the default sandbox): how it waits for TERM, not what a job starts"
-    ),
-    "c7314a9cd1e9c6262191cdc44ca7412c87969ab3": (
-        "the data cache chowned once for root's job user where it is root's; a stat per job "
-        "otherwise, in no timed path's measurable share"
-    ),
-}
+UNMEASURED_CHANGES: dict[str, str] = {}
 """Commits after the report's that change what it measures, each with why it does not matter."""
 
 

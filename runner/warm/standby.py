@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from runner import cgroup
 from runner.process import OnLine, Process, end_tree, tagged
 from runner.spec import FunctionEntry, JobSpec
 
@@ -44,11 +45,14 @@ def startup(environ: Mapping[str, str]) -> dict[str, str]:
 
 def submission_key(spec: JobSpec) -> str | None:
     """What a job's standby depends on, known when it is submitted; None: it has none (several
-    processes, devices: those start cold)."""
+    processes, devices, a process limit held by an rlimit: those start cold)."""
     if spec.num_nodes != 1 or spec.nproc_per_node != 1 or spec.gpus or spec.cpus:
         return None
     if spec.framework == "torch" and spec.launcher != "direct":
         return None
+    policy = spec.sandbox
+    if policy and policy.processes and policy.mode != "off" and not cgroup.available("pids"):
+        return None  # RLIMIT_NPROC counts the user's processes as the job starts: never alike
     entry = spec.entry
     if isinstance(entry, FunctionEntry):
         what: object = "function"

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from kubeflow.trainer import CustomTrainer
 
+from runner import cgroup
 from runner.backend import LocalProcessBackend, LocalProcessBackendConfig
 from runner.process import tagged
 from runner.spec import open_cache
@@ -195,7 +196,9 @@ MODES = {
         "mounts": ["/etc/hostname:/tmp/host:ro"],
         "memory_limit": "3G",
         "open_files_limit": 512,
-        "processes_limit": 4000,
+        "cpu_time_limit": 600,
+        # held by a cgroup where one can be made; as an rlimit, see the test below
+        **({"processes_limit": 4000} if cgroup.available("pids") else {}),
     },
     "off": {"sandbox": "off"},
 }
@@ -227,6 +230,20 @@ def test_a_warm_job_starts_in_milliseconds_and_says_so_in_its_record(
     _ready(backend)
     (listed,) = backend.standbys()  # its replacement, with torch imported
     assert listed["preloaded"] == ["torch"] and listed["rss"] > 50 << 20, listed
+
+
+@pytest.mark.skipif(cgroup.available("pids"), reason="a cgroup holds the process limit here")
+def test_a_process_limit_held_by_an_rlimit_starts_every_job_cold(
+    warm_cfg: LocalProcessBackendConfig,
+) -> None:
+    """RLIMIT_NPROC is set from the user's process count as a job starts: a standby's would
+    not be its job's, so such jobs leave no standby."""
+    backend = LocalProcessBackend(warm_cfg.model_copy(update={"processes_limit": 4000}))
+    _probe(backend)
+    time.sleep(2)
+    assert backend.standbys() == []
+    name, _fp = _probe(backend)
+    assert backend.store.load(name).warm is None
 
 
 def test_warm_off_starts_every_job_cold(warm_cfg: LocalProcessBackendConfig) -> None:

@@ -20,7 +20,11 @@ ROOT = Path(__file__).parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 MEASURED = ("envs", "runner", "benchmarks", ":!benchmarks/results")
 """What the benchmark measures: a change there makes the report stale."""
-UNMEASURED_CHANGES: dict[str, str] = {}
+UNMEASURED_CHANGES: dict[str, str] = {
+    "5fb83e8faf48b648415f94b451522064cbaed7f2": (
+        "jobs with a process limit held by an rlimit leave no standby; the report sets no limit"
+    ),
+}
 """Commits after the report's that change what it measures, each with why it does not matter."""
 
 

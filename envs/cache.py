@@ -306,6 +306,7 @@ class EnvCache:
             and env.meta.base is None
             and env.meta.conda is None  # its packages need their prefix: see `conda.py`
             and env.meta.interpreter == spec.interpreter.identity()
+            and env.meta.packages  # an empty env holds nothing to share: never a base
             and set(env.meta.packages) < pins  # cheap first: from its metadata
         ]
         for env in sorted(fits, key=lambda e: len(e.meta.packages), reverse=True):

@@ -123,3 +123,15 @@ def test_a_cached_env_whose_versions_a_full_resolve_would_change_is_not_a_base(
     env = cache.ensure(make_spec(["other-pkg", "tiny-pkg==0.5"]))  # tiny 0.5 needs dep-a < 2
     assert "dep-a==2.0" in newest.lock.pins() and "dep-a==1.0" in env.lock.pins()
     assert env.meta.base_env is None  # a full env, as a resolve alone gives
+
+
+def test_an_empty_env_is_never_a_base(
+    cache: EnvCache,
+    make_spec,  # type: ignore[no-untyped-def]
+) -> None:
+    """A job with no packages makes an empty env: it holds nothing a set could share."""
+    empty = cache.ensure(make_spec([]))
+    assert empty.meta.packages == {} or not empty.meta.packages
+    env = cache.ensure(make_spec(["tiny-pkg"]))
+    assert env.meta.base_env is None
+    cache.remove(empty.key)  # the base of nothing: removed without a word

@@ -417,6 +417,22 @@ class Progress:
             )
 
 
+NETWORK_SIGNS = ("dns error", "error sending request", "connection refused", "timed out")
+"""Words of rattler's error chain when a channel could not be reached."""
+
+
+def _hint(cause: str, mirrors: Mapping[str, str]) -> str:
+    """What to do when the channel could not be reached: a mirror of it (the lock's hashes
+    still hold), named by the setting that gives one."""
+    if not any(sign in cause.lower() for sign in NETWORK_SIGNS):
+        return ""
+    have = f" (mirrors now: {', '.join(f'{k}={v}' for k, v in mirrors.items())})" if mirrors else ""
+    return (
+        "; the channel could not be reached from here: point RUNNER_CONDA_MIRRORS at a mirror "
+        f"of it, CHANNEL=MIRROR (a folder or URL){have}"
+    )
+
+
 def install(
     found: CondaSet,
     target: Path,
@@ -451,4 +467,6 @@ def install(
         lines = [ln.removeprefix("Caused by: ").strip().rstrip(".") for ln in str(exc).splitlines()]
         parts = [p for ln in lines for p in ln.split(": ") if p]
         cause = ": ".join(dict.fromkeys(parts)) or type(exc).__name__  # each cause once
-        raise BuildError(f"installing the conda packages failed: {cause}") from None
+        raise BuildError(
+            f"installing the conda packages failed: {cause}{_hint(cause, mirrors)}"
+        ) from None

@@ -481,3 +481,17 @@ def test_what_rattler_made_of_a_pixi_lock_is_kept_by_its_content_for_the_next_jo
     os.utime(kept[0], (month_ago, month_ago))
     formats.prune_memo(memo)
     assert list(memo.iterdir()) == kept[1:]  # unread for a month: gone
+
+
+def test_a_channel_that_cannot_be_reached_names_the_mirror_setting(
+    cache: EnvCache, channel: Channel, pixi_lock: Path
+) -> None:
+    """rattler's error chain for a host that does not resolve, and what to do about it."""
+    mirrors = ((channel.url, "https://conda.invalid/tiny"),)
+    with pytest.raises(BuildError) as failed:
+        cache.ensure(spec(conda_mirrors=mirrors), lock=formats.read(pixi_lock, HERE))
+    said = str(failed.value)
+    assert said.startswith("installing the conda packages failed: ")
+    assert "point RUNNER_CONDA_MIRRORS at a mirror of it" in said
+    assert f"(mirrors now: {channel.url}=https://conda.invalid/tiny)" in said
+    assert cache.ready() == []

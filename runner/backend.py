@@ -357,7 +357,7 @@ class LocalProcessBackend(RuntimeBackend):
         ]
 
     def export_trainjob(
-        self, name: str, *, runtime: str | None = None, force: bool = False
+        self, name: str, *, runtime: str | None = None, force: bool = False, resolve: bool = False
     ) -> dict[str, Any]:
         """The job as a Kubeflow TrainJob (a dict: `yaml.safe_dump` it for `kubectl apply -f`)
         that installs exactly the lock it ran in and runs the same function; notes (a package
@@ -367,7 +367,12 @@ class LocalProcessBackend(RuntimeBackend):
         record = self._record(name)
         chosen = runtime or record.spec.runtime or DEFAULT_RUNTIME
         doc, notes = trainjob(
-            self.cfg, record, runtime=chosen, runtime_torch=runtime_torch(chosen), force=force
+            self.cfg,
+            record,
+            runtime=chosen,
+            runtime_torch=runtime_torch(chosen),
+            force=force,
+            resolve=resolve,
         )
         for note in notes:
             _log.warning("export.note", job=name, note=note)

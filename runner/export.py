@@ -332,12 +332,14 @@ def trainjob(
     runtime_torch: str | None = None,
     force: bool = False,
     folder: bool = False,
+    resolve: bool = False,
     embed_secrets: bool = False,
 ) -> tuple[dict[str, Any], list[str]]:
     """The TrainJob for a job that ran (or was only defined) here, and notes for the user.
 
     The lock is the job's env's (`runner envs export` of it), else its lockfile, else the
-    cache's resolution of its packages now. `runtime_torch` is the torch the runtime's image
+    cache's resolution of its packages now: for a job that ran in an env since removed, only
+    with `resolve` (and a note says so). `runtime_torch` is the torch the runtime's image
     holds (`torch==2.13.0`), checked against the torch the job ran on.
     """
     from envs import EnvNotFoundError
@@ -347,6 +349,7 @@ def trainjob(
     spec = record.spec
     cache = open_cache(settings)
     env = None
+    resolved_again: list[str] = []
     if record.env_key:
         try:
             env = cache.get(record.env_key)
@@ -357,7 +360,18 @@ def trainjob(
     elif spec.lockfile is not None:
         lock = spec.lockfile.lock
     else:
+        if record.env_key and not resolve:  # it ran, in an env since removed
+            raise ExportError(
+                f"job {record.name!r} ran in env {record.env_key[:12]}, which was removed "
+                "since: its exact pins are gone, and resolving its packages now may pin "
+                "other versions than ran; pass --resolve to export a new resolution"
+            )
         lock = cache.resolve(env_spec(settings, spec.packages, spec.index, spec.base_python))
+        if record.env_key:
+            resolved_again.append(
+                f"the job's env {record.env_key[:12]} was removed: its packages were resolved "
+                "again now, and the pins may differ from what ran"
+            )
     packages = list(lock.packages)
     image_has: dict[str, str] = {}  # a layer's base that the runtime's image stands for
     base_env = env.meta.base_env if env is not None else None
@@ -386,7 +400,7 @@ def trainjob(
         embed_secrets=embed_secrets,
     )
     said = None if embed_secrets else secrets_note(spec, record.name)
-    return doc, notes + more + ([said] if said else [])
+    return doc, resolved_again + notes + more + ([said] if said else [])
 
 
 def _pins(pins: Iterable[str]) -> dict[str, str]:

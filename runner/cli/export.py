@@ -35,6 +35,12 @@ def export() -> None:
     help="Write the values of variables that look like credentials (TOKEN, *_KEY, hf_..., "
     "...) into the manifest; by default they are read from a Secret.",
 )
+@click.option(
+    "--resolve",
+    is_flag=True,
+    help="Where the env the job ran in was removed: resolve its packages again (the pins may "
+    "differ from what ran).",
+)
 @click.pass_context
 def trainjob(
     ctx: click.Context,
@@ -44,6 +50,7 @@ def trainjob(
     folder: bool,
     force: bool,
     embed_secrets: bool,
+    resolve: bool,
 ) -> None:
     """Write job NAME as a TrainJob (trainer.kubeflow.org/v1alpha1) that installs exactly
     the lock it ran in and runs the same entry: `kubectl apply -f` it.
@@ -75,6 +82,7 @@ def trainjob(
         force=force,
         folder=folder,
         embed_secrets=embed_secrets,
+        resolve=resolve,
     )
     for note in notes:
         click.echo(f"note: {note}", err=True)

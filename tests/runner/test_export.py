@@ -380,3 +380,22 @@ def test_credentials_are_shown_by_name_only_in_status_jobs_logs_and_the_sdk(
     for text in shown:
         for value in CREDENTIALS.values():
             assert value not in text
+
+
+def test_a_job_whose_env_was_removed_is_not_exported_from_a_new_resolution_unasked(
+    runner_cli: RunCli, tmp_path: Path
+) -> None:
+    script = tmp_path / "job" / "uses.py"
+    script.parent.mkdir()
+    script.write_text("import tiny_pkg\n")
+    runner_cli("train", "--name", "ran", "--with", "tiny-pkg==0.5", str(script))
+    key = json.loads(runner_cli("status", "ran", "--json").stdout)["env_key"]
+    runner_cli("envs", "rm", key[:12])
+    refused = runner_cli("export", "trainjob", "ran", check=False)
+    assert refused.returncode == 1 and refused.stdout == ""
+    (line,) = refused.stderr.splitlines()
+    assert line.startswith(f"error: job 'ran' ran in env {key[:12]}, which was removed")
+    assert "--resolve" in line
+    again = runner_cli("export", "trainjob", "ran", "--resolve")
+    assert installed(valid(yaml.safe_load(again.stdout))) == ["dep-a==1.0", "tiny-pkg==0.5"]
+    assert f"note: the job's env {key[:12]} was removed: its packages were resolved" in again.stderr

@@ -1,4 +1,5 @@
-"""`runner config`: where packages come from for a job, and why (which option, file or variable)."""
+"""`runner config`: every setting with its value and where it came from, and where packages
+come from for a job, and why (which option, file or variable)."""
 
 from __future__ import annotations
 
@@ -45,12 +46,41 @@ def source_lines(shown: dict[str, Any]) -> list[str]:
     return lines
 
 
+def settings_rows(settings: Any, environ: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Each setting: its value (a URL's password shown as `****`), and its origin (its
+    `RUNNER_*` variable, or the default)."""
+    from envs.pipconfig import mask
+
+    rows = {}
+    for name in type(settings).model_fields:
+        var = f"RUNNER_{name.upper()}"
+        value = getattr(settings, name)
+        if isinstance(value, str):
+            value = mask(value)
+        elif isinstance(value, list):
+            value = [mask(v) if isinstance(v, str) else v for v in value]
+        rows[name] = {
+            "value": value
+            if value is None or isinstance(value, (bool, int, float, list))
+            else str(value),
+            "origin": var if environ.get(var) else "default",
+        }
+    return rows
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list):
+        return " ".join(map(str, value)) or "-"
+    return "-" if value is None else str(value)
+
+
 @click.command("config")
 @json_option
 @click.pass_context
 def config(ctx: click.Context, as_json: bool) -> None:
-    """Show where a job's packages come from: each option and its origin, in the order they
-    are read (pip's files, PIP_* variables, RUNNER_* settings, then the job's options)."""
+    """Show every setting with its value and origin, and where a job's packages come from:
+    each option and its origin, in the order they are read (pip's files, PIP_* variables,
+    RUNNER_* settings, then the job's options)."""
     import os
 
     from envs.pipconfig import config_files
@@ -59,8 +89,15 @@ def config(ctx: click.Context, as_json: bool) -> None:
     settings = settings_of(ctx)
     shown = IndexConfig.layered(index_of(None, (), ()), settings.index(os.environ)).shown()
     files = [str(f) for f in config_files(os.environ) if f.is_file()]
-    lines = ["package sources (job options > RUNNER_* > PIP_* > pip's files):"]
+    rows = settings_rows(settings, dict(os.environ))
+    lines = ["settings (RUNNER_* variables > defaults):"]
+    lines += [
+        f"  {name:<20} {_shown(row['value'])}"
+        + ("" if row["origin"] == "default" else f"  ({row['origin']})")
+        for name, row in rows.items()
+    ]
+    lines += ["package sources (job options > RUNNER_* > PIP_* > pip's files):"]
     lines += source_lines(shown)
     lines.append("pip configuration files read: " + (", ".join(files) or "none"))
     lines += [f"not passed to uv: {u['option']} ({u['origin']})" for u in shown["unused"]]
-    emit({"sources": shown, "pip_files": files}, as_json, "\n".join(lines))
+    emit({"settings": rows, "sources": shown, "pip_files": files}, as_json, "\n".join(lines))

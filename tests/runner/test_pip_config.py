@@ -226,3 +226,19 @@ def test_the_sdk_backend_takes_its_sources_from_the_pip_file_too(
     )
     assert "tiny 1.0" in list(backend.get_job_logs(job)), list(backend.get_job_logs(job))[-15:]
     assert backend.store.load(job).index["origins"]["find_links"] == f"{conf} [global]"
+
+
+def test_config_shows_every_setting_with_its_value_and_origin(
+    cli_environ: dict[str, str], tmp_path: Path
+) -> None:
+    from runner.settings import RunnerSettings
+
+    run = cli_runner({**cli_environ, "RUNNER_WARM": "0"}, tmp_path)
+    rows = json.loads(run("config", "--json").stdout)["settings"]
+    assert set(rows) == set(RunnerSettings.model_fields)
+    assert rows["warm"] == {"value": False, "origin": "RUNNER_WARM"}
+    assert rows["cancel_grace"] == {"value": 1.0, "origin": "RUNNER_CANCEL_GRACE"}
+    assert rows["sandbox"] == {"value": "auto", "origin": "default"}
+    text = run("config").stdout.splitlines()
+    assert "  warm                 False  (RUNNER_WARM)" in text
+    assert "  sandbox              auto" in text

@@ -26,6 +26,21 @@ LogFormat = Literal["auto", "json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 
+def colour(stream: TextIO) -> bool:
+    """Whether to write escapes (colour, bold, dim) to `stream`: never with `NO_COLOR` set,
+    always with `FORCE_COLOR`, else on a terminal (no-color.org, as uv and pixi do)."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    return bool(os.environ.get("FORCE_COLOR")) or stream.isatty()
+
+
+def console_renderer(stream: TextIO) -> Any:
+    """structlog's console renderer for `stream`, with escapes only where `colour` says."""
+    import structlog
+
+    return structlog.dev.ConsoleRenderer(colors=colour(stream))
+
+
 def configure(
     fmt: LogFormat = "auto", level: LogLevel = "info", stream: TextIO | None = None
 ) -> None:
@@ -41,9 +56,7 @@ def configure(
         import structlog
 
         render: Processor = (
-            structlog.dev.ConsoleRenderer(colors=out.isatty())
-            if console
-            else structlog.processors.JSONRenderer(sort_keys=False)
+            console_renderer(out) if console else structlog.processors.JSONRenderer(sort_keys=False)
         )
         structlog.configure(
             processors=[

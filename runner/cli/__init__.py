@@ -62,5 +62,33 @@ for command in (
     cli.add_command(command)
 
 
+def _late_log_format(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    """`--log-format` after the subcommand: the same as before it."""
+    if value:
+        from runner.logs import configure
+
+        root = ctx.find_root()
+        root.obj = root.obj.model_copy(update={"log_format": value})
+        configure(root.obj.log_format, root.obj.log_level)
+
+
+def _leaves(group: click.Group) -> list[click.Command]:
+    found: list[click.Command] = []
+    for command in group.commands.values():
+        found += _leaves(command) if isinstance(command, click.Group) else [command]
+    return found
+
+
+for leaf in _leaves(cli):  # a global option, accepted before or after the subcommand
+    if not any(p.name == "log_format" for p in leaf.params) and not leaf.hidden:
+        click.option(
+            "--log-format",
+            type=click.Choice(["auto", "json", "console"]),
+            expose_value=False,
+            callback=_late_log_format,
+            help="How the runner's events are written (as before the subcommand).",
+        )(leaf)
+
+
 def main() -> None:
     cli(prog_name="runner")

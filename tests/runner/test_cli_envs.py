@@ -58,3 +58,18 @@ def test_user_errors_have_no_traceback(run) -> None:
     assert failed.returncode == 1 and "no-such-pkg" in failed.stderr
     assert "Traceback" not in failed.stderr
     assert json.loads(run("envs", "list", "--json").stdout) == []
+
+
+def test_log_format_is_global_before_or_after_the_subcommand(
+    cli_environ: dict[str, str], tmp_path: Path
+) -> None:
+    """As uv's global options: `runner --log-format X envs create` and `runner envs create
+    --log-format X` alike."""
+    plain = cli_runner(cli_environ, tmp_path)
+    after = plain("envs", "create", "--with", "tiny-pkg", "--log-format", "json")
+    assert '"event": "env.build"' in after.stderr
+    again = plain("envs", "create", "--with", "tiny-pkg", "--log-format", "console")
+    assert "env.hit" in again.stderr and '"event"' not in again.stderr
+    before = plain("--log-format", "json", "envs", "create", "--with", "tiny-pkg")
+    assert '"event": "env.hit"' in before.stderr
+    assert plain("jobs", "--log-format", "json").returncode == 0

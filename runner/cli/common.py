@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,26 @@ if TYPE_CHECKING:
 
 
 class Group(click.Group):
-    """User mistakes print one line without a traceback; bugs keep theirs."""
+    """User mistakes print one line without a traceback; bugs keep theirs. Every error reads
+    `error: ...`, as uv's and cargo's do, click's own (a usage error) included."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False  # errors are shown here, with one prefix
+        try:
+            code = super().main(*args, **kwargs)
+        except click.UsageError as exc:
+            if exc.ctx is not None:
+                click.echo(exc.ctx.get_usage(), err=True)
+                click.echo(f"Try '{exc.ctx.command_path} --help' for help.\n", err=True)
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)  # an int: ctx.exit(code)
 
     def invoke(self, ctx: click.Context) -> Any:
         from envs import EnvError

@@ -54,16 +54,14 @@ def _exit_code(record: JobRecord) -> int:
 def _echo(fmt: str, ranks: bool) -> Echo:
     """Print records as they come: JSON lines, or the job's own lines plus readable events."""
     from runner.cli.progress import EnvProgress, terminal_progress
-    from runner.logs import as_text
+    from runner.logs import as_text, console_renderer
 
     lock = threading.Lock()
     console = fmt == "console" or (fmt == "auto" and sys.stdout.isatty())
     renderer: Any = None
     progress = EnvProgress(None)
     if console:
-        import structlog
-
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        renderer = console_renderer(sys.stderr)
         progress = terminal_progress()
 
     def echo(record: dict[str, Any]) -> None:
@@ -472,9 +470,27 @@ def status(ctx: click.Context, name: str, as_json: bool) -> None:
             f"base:      {record.base_python or '-'}",
             f"created:   {record.created.isoformat()}",
             f"seconds:   {record.duration:.2f}" if record.duration is not None else "seconds:   -",
+            f"start:     {'warm (a standby)' if record.warm else 'cold'}",
+            *_steps(record),
         ]
     )
     emit(record.shown(), as_json, text)
+
+
+def _steps(record: JobRecord) -> list[str]:
+    """One line per step: its name, and its pid while it runs or its exit code once ended."""
+    if not record.steps:
+        return ["steps:     -"]
+    lines = []
+    for i, step in enumerate(record.steps):
+        if step.exit_code is not None:
+            state = f"exited with code {step.exit_code}"
+        elif step.process is not None and not record.done:
+            state = f"running (pid {step.process.pid})"
+        else:
+            state = "-"
+        lines.append(f"{'steps:' if i == 0 else '':<11}{step.name}: {state}")
+    return lines
 
 
 @click.command()
@@ -489,6 +505,12 @@ def logs(ctx: click.Context, name: str, follow: bool, step: str | None, as_json:
 
     store = _store(ctx)
     spec = store.load(name).spec
+    if step is not None:
+        known = [f"node-{i}" for i in range(spec.num_nodes)]
+        if step not in known:
+            raise click.ClickException(
+                f"job {name} has no step {step!r}; its steps: {', '.join(known)}"
+            )
     ranks = spec.nproc_per_node * spec.num_nodes > 1
     open_line = None  # the (step, stream) whose line was printed in part so far
     for record in store.records(name, follow=follow):

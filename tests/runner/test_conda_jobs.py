@@ -115,7 +115,7 @@ def test_a_bad_environment_or_platform_is_one_line_and_no_job(
     )
     assert missing.returncode != 0
     assert missing.stderr.strip() == (
-        f"Error: pixi.lock {str(pixi_lock)!r} has no environment 'cuda' (it has: default); "
+        f"error: pixi.lock {str(pixi_lock)!r} has no environment 'cuda' (it has: default); "
         "choose one with --environment"
     )
     mac = write_pixi_lock(

@@ -559,7 +559,7 @@ def test_a_job_removed_while_its_env_builds_stays_removed(
         owner.kill()
         owner.communicate()
     assert owner.returncode == 1
-    assert err.strip().splitlines() == ["Error: no job named 'gone'; `runner jobs` lists the jobs"]
+    assert err.strip().splitlines() == ["error: no job named 'gone'; `runner jobs` lists the jobs"]
     assert not store.dir("gone").exists()  # not brought back by its owner's last writes
 
 
@@ -604,7 +604,7 @@ def test_a_job_that_cannot_be_recorded_is_refused_and_one_whose_end_cannot_still
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     (line,) = refused.stderr.splitlines()
     job_json = store.dir("new") / "job.json"
-    assert line == f"Error: cannot record the job 'new': cannot write {job_json}: File too large"
+    assert line == f"error: cannot record the job 'new': cannot write {job_json}: File too large"
     assert not store.dir("new").exists()  # nothing half made: the name is free
     runner_cli("train", "--name", "new", REPORT, "X")
 

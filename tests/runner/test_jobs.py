@@ -76,6 +76,22 @@ def test_failing_job_is_failed_with_its_exit_code(runner_cli: RunCli) -> None:
     status = json.loads(runner_cli("status", "bad", "--json").stdout)
     assert status["status"] == "Failed" and status["exit_code"] == 3
     assert status["reason"] == "node-0 exited with code 3"
+    text = runner_cli("status", "bad").stdout.splitlines()
+    assert "steps:     node-0: exited with code 3" in text and "start:     cold" in text
+    for step in ("node-1", "nope"):  # a step the job does not have: one line, its steps named
+        proc = runner_cli("logs", "bad", "--step", step, check=False)
+        assert proc.returncode == 1 and proc.stdout == ""
+        assert proc.stderr.splitlines() == [
+            f"error: job bad has no step {step!r}; its steps: node-0"
+        ]
+    assert "to stderr" in runner_cli("logs", "bad", "--step", "node-0").stdout
+
+
+def test_a_usage_error_says_error_as_every_other_error_does(runner_cli: RunCli) -> None:
+    proc = runner_cli("jobs", "--no-such-option", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[-1] == "error: No such option '--no-such-option'."
+    assert "Error" not in proc.stderr and "Usage: runner jobs" in proc.stderr
 
 
 def test_second_job_with_same_set_hits_the_cache_and_runs_no_uv(

@@ -61,7 +61,7 @@ def test_bad_settings_are_one_line_naming_each_variable(cli_environ: dict[str, s
     proc = cli_runner(environ, Path.cwd())("jobs", check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     (line,) = proc.stderr.splitlines()
-    assert line.startswith("Error: invalid setting ")
+    assert line.startswith("error: invalid setting ")
     for said in (
         "RUNNER_NETWORK='perhaps': Input should be a valid boolean",
         "RUNNER_CANCEL_GRACE='-1': Input should be greater than 0",

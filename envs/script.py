@@ -86,7 +86,7 @@ class ScriptMetadata:
         raise ScriptMetadataError(
             f"{self.path} requires Python {self.requires_python} (its `requires-python`), "
             f"and the env's interpreter {interpreter} is {version}: set RUNNER_PYTHON to a "
-            "Python that is"
+            f"Python it allows ({self.requires_python})"
         )
 
     def check_locked(self, locked: Iterable[tuple[str, str]], lockfile: str) -> None:

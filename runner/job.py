@@ -106,12 +106,17 @@ def _check_gpus(spec: JobSpec, pool: list[Gpu]) -> None:
     names = ", ".join(f"{g.index} ({g.name})" for g in pool) or "none"
     if wanted > len(pool):
         raise InvalidJobError(
-            f"the job asks for {wanted} GPUs ({spec.gpus} per node, {spec.num_nodes} nodes) and "
+            f"the job asks for {_count(wanted, 'GPU')} ({spec.gpus} per node, "
+            f"{_count(spec.num_nodes, 'node')}) and "
             f"the pool has {len(pool)}: {names} (RUNNER_GPUS, CUDA_VISIBLE_DEVICES decide it)"
         )
     for name in spec.gpu_ids:
         if not any(g.is_named(name) for g in pool):
             raise InvalidJobError(f"GPU {name!r} is not in the pool: {names}")
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
 
 
 def this_process() -> ProcessRef:

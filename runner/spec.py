@@ -244,7 +244,7 @@ class JobSpec(BaseModel):
                 )
             raise ValueError(
                 "torch jobs run under torchrun, which comes with torch: add a torch "
-                "requirement (on these machines `torch==2.13.0`, the local CPU build)"
+                "requirement (`--with torch`, or a pinned one such as `torch==2.13.0`)"
             )
         return self
 

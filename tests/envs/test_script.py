@@ -105,7 +105,11 @@ def test_requires_python_is_checked_against_the_interpreter() -> None:
     meta = ScriptMetadata("t.py", requires_python=SpecifierSet(">=3.12"))
     meta.check_python("3.12.1", "/usr/bin/python3.12")
     meta.check_python("3.13.0rc1", "/usr/bin/python3.13")  # a pre-release is a release here
-    with pytest.raises(ScriptMetadataError, match=r"requires Python >=3\.12 .* is 3\.11\.7"):
+    with pytest.raises(
+        ScriptMetadataError,
+        match=r"requires Python >=3\.12 .* is 3\.11\.7: set RUNNER_PYTHON to a "
+        r"Python it allows \(>=3\.12\)$",
+    ):
         meta.check_python("3.11.7", "/usr/bin/python3")
 
 

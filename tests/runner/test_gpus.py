@@ -124,7 +124,7 @@ def test_a_job_sees_the_nodes_of_its_own_gpus_and_no_other(run: RunCli) -> None:
 
 def test_a_request_the_pool_cannot_meet_is_refused_before_anything(run: RunCli) -> None:
     for args, said in (
-        (["--gpus", "3"], "asks for 3 GPUs (3 per node, 1 nodes) and the pool has 2"),
+        (["--gpus", "3"], "asks for 3 GPUs (3 per node, 1 node) and the pool has 2"),
         (["--gpus", "2", "--nnodes", "2", "--with", "torch==2.13.0"], "asks for 4 GPUs"),
         (["--gpus", "5,0"], "GPU '5' is not in the pool"),
         (["--gpus", "0,1,1", "--nnodes", "2", "--with", "torch"], "3 GPUs named for 2 nodes"),

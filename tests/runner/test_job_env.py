@@ -85,6 +85,6 @@ def test_a_variable_to_pass_that_is_not_set_or_a_missing_file_is_one_line(
     ):
         proc = run("train", *args, SHOW, "X", check=False)
         assert proc.returncode in (1, 2) and said in proc.stderr, proc.stderr
-        assert len([x for x in proc.stderr.splitlines() if x.startswith("Error:")]) == 1
+        assert len([x for x in proc.stderr.splitlines() if x.startswith("error:")]) == 1
         assert "Traceback" not in proc.stderr
     assert run("jobs", "--json").stdout.strip() == "[]"  # nothing was created

@@ -26,6 +26,17 @@ class Group(click.Group):
     """User mistakes print one line without a traceback; bugs keep theirs. Every error reads
     `error: ...`, as uv's and cargo's do, click's own (a usage error) included."""
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Each command with the first sentence of its help, whole (click cuts it at 45)."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=300)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False  # errors are shown here, with one prefix
         try:
@@ -52,6 +63,29 @@ class Group(click.Group):
             return super().invoke(ctx)
         except (RunnerError, EnvError) as exc:
             raise click.ClickException(str(exc)) from None
+
+
+def grouped(sections: dict[str, tuple[str, ...]]) -> type[click.Command]:
+    """A command class whose --help lists its options under titles, as uv's does: `sections`
+    maps a title to its options' parameter names; the rest come last, as "Other options"."""
+
+    class Grouped(click.Command):
+        def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+            params = self.get_params(ctx)
+            placed = {name for names in sections.values() for name in names}
+            for title, names in [*sections.items(), ("Other options", ())]:
+                chosen = [
+                    p
+                    for p in params
+                    if isinstance(p, click.Option)  # the arguments are in the usage line
+                    and (p.name in names or (not names and p.name not in placed))
+                ]
+                rows = [row for p in chosen if (row := p.get_help_record(ctx)) is not None]
+                if rows:
+                    with formatter.section(title):
+                        formatter.write_dl(rows)
+
+    return Grouped
 
 
 def settings_of(ctx: click.Context) -> RunnerSettings:

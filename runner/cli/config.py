@@ -78,9 +78,10 @@ def _shown(value: Any) -> str:
 @json_option
 @click.pass_context
 def config(ctx: click.Context, as_json: bool) -> None:
-    """Show every setting with its value and origin, and where a job's packages come from:
-    each option and its origin, in the order they are read (pip's files, PIP_* variables,
-    RUNNER_* settings, then the job's options)."""
+    """Show every setting and where a job's packages come from, each with its origin.
+
+    Package options are read in this order, the later winning: pip's files, PIP_*
+    variables, RUNNER_* settings, then the job's options."""
     import os
 
     from envs.pipconfig import config_files

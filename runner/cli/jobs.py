@@ -19,6 +19,7 @@ from runner.cli.common import (
     check_script,
     duration_option,
     emit,
+    grouped,
     index_of,
     json_option,
     lockfile_of,
@@ -97,7 +98,23 @@ def _interrupt_on_sigterm() -> None:
     signal.signal(signal.SIGHUP, handler)
 
 
-@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+TRAIN_SECTIONS = {
+    "Packages": ("with_", "req_files", "index_url", "extra_index_url", "find_links"),
+    "Lockfiles and bases": ("lockfile", "environment", "base", "base_python"),
+    "Ranks and devices": ("nproc_per_node", "nnodes", "torchrun", "gpus", "cpus"),
+    "Sandbox and limits": (
+        *("sandbox", "network", "sandbox_fs", "mounts", "data_cache"),
+        *("memory", "cpu_time", "open_files", "processes"),
+    ),
+    "Job": ("module", "env_vars", "env_files", "name", "timeout", "detach"),
+}
+"""`runner train --help`'s groups of options."""
+
+
+@click.command(
+    cls=grouped(TRAIN_SECTIONS),
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
 @click.argument("script", required=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("-m", "module", help="Run a module (like python -m) instead of a script.")

@@ -505,3 +505,15 @@ def test_exit_codes_derive_from_the_cause_also_of_records_written_before_causes(
     ]
     for fields, code in cases:
         assert exit_code(record.model_copy(update=fields)) == code, fields
+
+
+def test_help_groups_trains_options_and_names_each_command_whole(runner_cli: RunCli) -> None:
+    shown = runner_cli("train", "--help").stdout
+    titles = [line[:-1] for line in shown.splitlines() if line.endswith(":") and line[0] != " "]
+    wanted = ["Packages", "Lockfiles and bases", "Ranks and devices", "Sandbox and limits"]
+    assert titles == [*wanted, "Job", "Other options"]
+    section = shown.split("Sandbox and limits:")[1].split("\n\n")[0]
+    assert "--memory" in section and "--no-network" in section and "--with" not in section
+    top = runner_cli("--help").stdout
+    assert "..." not in top.split("Commands:")[1]  # no sentence cut short
+    assert "Delete jobs: their record, log, work folder and HOME, cancelling any" in top

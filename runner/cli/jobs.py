@@ -291,8 +291,22 @@ def train(
     except KeyboardInterrupt:
         click.echo(f"job {spec.name} Failed: cancelled; `runner logs {spec.name}`", err=True)
         sys.exit(130)
+    for line in _env_failure(store, record):
+        click.echo(line, err=True)
     click.echo(_summary(record), err=True)
     sys.exit(_exit_code(record))
+
+
+def _env_failure(store: JobStore, record: JobRecord) -> list[str]:
+    """Where the job's env could not be built: what uv (or rattler) said beyond the reason's
+    first line, whole (the versions there are, its hints), indented as one block."""
+    from runner.outcome import Cause, cause_of
+
+    if cause_of(record) != Cause.ENVIRONMENT:
+        return []
+    said = [r.get("error", "") for r in store.records(record.name) if r["event"] == "env.failed"]
+    rest = str(said[-1]).splitlines()[1:] if said else []
+    return [f"  {line}" if line else "" for line in rest]
 
 
 def _summary(record: JobRecord) -> str:

@@ -133,6 +133,12 @@ def test_env_that_cannot_be_built_fails_the_job_with_the_cause(
     failed = [r for r in records(runner_cli, "nopkg") if r["event"] == "env.failed"]
     assert failed and "no-such-pkg" in failed[0]["error"]
     assert list((settings.cache_dir / "envs").iterdir()) == []
+    # what uv said, whole, in one block before the last line (not only in `logs --json`)
+    told = proc.stderr.splitlines()
+    block = [line.strip() for line in failed[0]["error"].splitlines()[1:] if line.strip()]
+    shown = [t.strip() for t in told if t.startswith("  ")]  # indented: one block
+    assert block and all(line in shown for line in block), proc.stderr
+    assert told[-1].startswith("job nopkg Failed: environment not built: ")
 
 
 def test_bad_input_is_refused_before_anything_is_built(

@@ -56,6 +56,8 @@ def index_args(index: IndexConfig) -> list[str]:
         args += ["--extra-index-url", url]
     for location in index.find_links:
         args += ["--find-links", location]
+    if index.strategy:
+        args += ["--index-strategy", index.strategy]
     for host in index.connection.trusted_hosts:
         args += ["--allow-insecure-host", host]
     return args

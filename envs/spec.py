@@ -81,6 +81,8 @@ class IndexConfig:
     no_index: bool = False
     constraints: tuple[str, ...] = ()
     """Constraint files (pip's `constraint`): their content is part of the key."""
+    index_strategy: str | None = None
+    """uv's `--index-strategy` as asked; None: as pip resolves (see `strategy`)."""
     connection: Connection = Connection()
     origins: tuple[tuple[str, str], ...] = field(default=(), compare=False)
     unused: tuple[tuple[str, str], ...] = field(default=(), compare=False)
@@ -97,6 +99,17 @@ class IndexConfig:
                     "file:///PATH (a folder of wheels goes to find-links)"
                 )
 
+    @property
+    def strategy(self) -> str | None:
+        """How a package found on several indexes is chosen, where there are several: as
+        asked, else as pip does, the best match across all of them (uv's
+        `unsafe-best-match`); uv's own default takes each package from the first index
+        that has it (`first-index`), which keeps a package on a private index from being
+        shadowed by a public one of the same name (dependency confusion)."""
+        if self.no_index or not self.extra_index_urls:
+            return None  # one index (and find-links): nothing to choose between
+        return self.index_strategy or "unsafe-best-match"
+
     def identity(self) -> dict[str, Any]:
         """What the key holds: the sources (credentials left out, so a new token is the same
         index) and what the constraint files say. Naming PyPI, the default, is naming none."""
@@ -110,6 +123,8 @@ class IndexConfig:
             data["index_url"] = None
         if self.constraints:  # absent otherwise: keys without constraints stay as they were
             data["constraints"] = [self._constraint_text(f) for f in self.constraints]
+        if self.strategy:  # only where there is a choice: one index's keys stay as they were
+            data["index_strategy"] = self.strategy
         return data
 
     def _constraint_text(self, path: str) -> str:
@@ -204,6 +219,7 @@ class IndexConfig:
             find_links=chosen["find_links"].find_links,
             no_index=main.no_index,
             constraints=chosen["constraints"].constraints,
+            index_strategy=chosen["index_strategy"].index_strategy,
             connection=Connection(**connection),
             unused=tuple(sorted({u for layer in layers for u in layer.unused})),
             origins=tuple(
@@ -222,6 +238,7 @@ _SET_BY: dict[str, Callable[[IndexConfig], object]] = {
     "extra_index_urls": lambda c: c.extra_index_urls,
     "find_links": lambda c: c.find_links,
     "constraints": lambda c: c.constraints,
+    "index_strategy": lambda c: c.index_strategy,
     **{f.name: attrgetter(f"connection.{f.name}") for f in fields(Connection)},
 }
 """Each option of an IndexConfig, and whether a layer sets it."""

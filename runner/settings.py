@@ -52,6 +52,14 @@ class RunnerSettings(BaseSettings):
     extra_index_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
     find_links: Annotated[list[str], NoDecode] = Field(default_factory=list)
     no_index: bool = False
+    index_strategy: Literal["unsafe-best-match", "first-index", "unsafe-first-match"] | None = (
+        Field(
+            default=None,
+            description="With several indexes: how a package on more than one is chosen "
+            "(default: unsafe-best-match, as pip does; first-index: uv's own default, which "
+            "guards against dependency confusion).",
+        )
+    )
     conda_mirrors: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Where conda packages are fetched instead of a channel, CHANNEL=MIRROR "
@@ -205,6 +213,7 @@ class RunnerSettings(BaseSettings):
             extra_index_urls=tuple(self.extra_index_urls),
             find_links=tuple(self.find_links),
             no_index=self.no_index,
+            index_strategy=self.index_strategy,
             connection=Connection(
                 conda_mirrors=tuple(
                     (c, m) for c, _, m in (e.partition("=") for e in self.conda_mirrors)
@@ -234,6 +243,7 @@ _SETTING_NAMES = {
     "extra_index_urls": "RUNNER_EXTRA_INDEX_URLS",
     "find_links": "RUNNER_FIND_LINKS",
     "no_index": "RUNNER_NO_INDEX",
+    "index_strategy": "RUNNER_INDEX_STRATEGY",
     "conda_mirrors": "RUNNER_CONDA_MIRRORS",
 }
 """Where each index option of the settings comes from, for `runner config`."""

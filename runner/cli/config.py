@@ -14,6 +14,7 @@ _ROWS = (  # (pip's name, where IndexConfig.shown() keeps it)
     ("extra-index-url", ("extra_index_urls",)),
     ("find-links", ("find_links",)),
     ("no-index", ("no_index",)),
+    ("index-strategy", ("index_strategy",)),
     ("constraint", ("constraints",)),
     ("trusted-host", ("connection", "trusted_hosts")),
     ("cert", ("connection", "cert")),

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -242,3 +244,33 @@ def test_config_shows_every_setting_with_its_value_and_origin(
     text = run("config").stdout.splitlines()
     assert "  warm                 False  (RUNNER_WARM)" in text
     assert "  sandbox              auto" in text
+
+
+def test_several_indexes_resolve_as_pip_does_the_best_match_across_all_of_them(
+    pip_user: dict[str, str], wheelhouse: Path, tmp_path: Path
+) -> None:
+    """The index has tiny-pkg 1.0, the extra index 0.5: pip takes 1.0 for `>=1`; so does
+    the runner (uv's `unsafe-best-match`). RUNNER_INDEX_STRATEGY=first-index, uv's own
+    default, looks in the extra index first, takes its tiny-pkg only, and fails."""
+    first = simple_index(
+        tmp_path / "first", wheelhouse, wheel("tiny_pkg", "1.0"), wheel("dep_a", "2.0")
+    )
+    extra = simple_index(
+        tmp_path / "extra", wheelhouse, wheel("tiny_pkg", "0.5"), wheel("dep_a", "1.0")
+    )
+    user_file(pip_user, f"[global]\nindex-url = {first}\nextra-index-url = {extra}\n")
+    reference = subprocess.run(  # pip itself, with the same files
+        [sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(tmp_path / "dl"),
+         "tiny-pkg>=1"],
+        env=pip_user, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert reference.returncode == 0, reference.stderr
+    assert [p.name for p in (tmp_path / "dl").iterdir()] == [wheel("tiny_pkg", "1.0")]
+    run = cli_runner(pip_user, tmp_path)
+    locked = Lock(run("lock", "--with", "tiny-pkg>=1").stdout).pins()
+    assert locked == ["dep-a==2.0", "tiny-pkg==1.0"]
+    strict = cli_runner({**pip_user, "RUNNER_INDEX_STRATEGY": "first-index"}, tmp_path)
+    failed = strict("lock", "--with", "tiny-pkg>=1", check=False)
+    assert failed.returncode != 0 and "tiny-pkg" in failed.stderr
+    said = run("config").stdout
+    assert "index-strategy" in said

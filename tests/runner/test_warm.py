@@ -413,3 +413,18 @@ def test_an_env_removed_under_its_standby_drops_the_standby_never_a_job_in_it(
     assert backend.standbys() == []
     record = _done(backend, _run(backend))
     assert record.status == "Complete" and record.warm is None
+
+
+def test_a_preload_that_cannot_be_imported_ends_its_standby_and_the_next_job_says_so(
+    warm_cfg: LocalProcessBackendConfig,
+) -> None:
+    backend = LocalProcessBackend(warm_cfg.model_copy(update={"preload": ["no_such_module"]}))
+    assert _done(backend, _run(backend)).status == "Complete"
+    (standby,) = backend._warm._ready.values()
+    wait_for(lambda: standby.proc.poll() is not None, timeout=60)
+    name = _run(backend)
+    record = _done(backend, name)
+    assert record.status == "Complete" and record.warm is None
+    (cold,) = [r for r in backend.store.records(name) if r["event"] == "job.cold"]
+    assert cold["why"].startswith("the standby ended (code 3): sandbox-runner: the standby's")
+    assert "No module named 'no_such_module'" in cold["why"]

@@ -165,11 +165,8 @@ def start_steps(
                 after.callback(os.close, report[1])
             if hold and index == 0:
                 after.callback(os.close, hold[0])
-            cgroup = None
-            if policy.mode != "off" and (policy.memory or policy.processes):
-                cgroup = JobCgroup.make(
-                    f"{job.tag}-{index}", memory=policy.memory, processes=policy.processes
-                )
+            cgroup = node_cgroup(policy, job.tag, index)
+            if cgroup is not None:
                 undo.callback(cgroup.remove)  # the node failed to start: nothing holds it
             place = replace(
                 where,
@@ -270,6 +267,13 @@ def _warm_start(
         standby_age=round(standby.age, 3),
     )
     return Node(step, standby.proc, standby.cgroup, signs, standby.preloaded)
+
+
+def node_cgroup(policy: SandboxPolicy, tag: str, index: int) -> JobCgroup | None:
+    """Node `index`'s cgroup, where the job has a memory or process limit to hold."""
+    if policy.mode == "off" or not (policy.memory or policy.processes):
+        return None
+    return JobCgroup.make(f"{tag}-{index}", memory=policy.memory, processes=policy.processes)
 
 
 def step_environ(

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 from envs.log import get_logger
 from runner import launch
-from runner.cgroup import JobCgroup
 from runner.process import Process, start_ticks
 from runner.sandbox import confine
 from runner.spec import JobSpec, new_name
@@ -172,7 +171,7 @@ class Pool:
         key = submission_key(request.spec)
         assert key is not None
         try:
-            standby = start(self.store, self.settings, request, key)
+            standby = start(self.store, self.settings, request)
         except Exception as exc:  # never a job's failure: the next job starts cold
             _log.warning("standby.failed", error=f"{type(exc).__name__}: {exc}")
             standby = None
@@ -194,10 +193,11 @@ class Pool:
         gone = [(k, s) for k, s in standbys if s.age > idle or s.proc.poll() is not None]
         gone += [(k, s) for k, s in standbys if not Path(s.python).exists()]  # env removed
         kept = [(k, s) for k, s in standbys if (k, s) not in gone]
-        total = sum(s.rss() for _k, s in kept)
+        rss = {k: s.rss() for k, s in kept}  # each read once: a scan of /proc
+        total = sum(rss.values())
         while kept and total > budget:
             oldest = kept.pop(0)
-            total -= oldest[1].rss()
+            total -= rss[oldest[0]]
             gone.append(oldest)
         for key, standby in gone:
             with self._lock:
@@ -212,9 +212,9 @@ def preloads(spec: JobSpec, settings: RunnerSettings) -> tuple[bool, tuple[str, 
     return spec.framework == "torch", tuple(settings.preload)
 
 
-def start(store: JobStore, settings: RunnerSettings, request: Request, key: str) -> Standby:
+def start(store: JobStore, settings: RunnerSettings, request: Request) -> Standby:
     """Start a standby in the sandbox a job like `request.spec`, of a new name, would get."""
-    from runner.steps import _place, step_environ  # steps is the cold start, which we mirror
+    from runner.steps import _place, node_cgroup, step_environ  # the cold start, mirrored
 
     spec = request.spec.model_copy(update={"name": new_name()})
     name = spec.name
@@ -226,9 +226,8 @@ def start(store: JobStore, settings: RunnerSettings, request: Request, key: str)
         job = JobRecord(name=name, tag=tag, spec=spec, base_python=request.base_python)
         policy = spec.sandbox or settings.policy()
         where = _place(store, job, request.env_dir, settings, policy)
-        cgroup = None
-        if policy.mode != "off" and (policy.memory or policy.processes):
-            cgroup = JobCgroup.make(f"{tag}-0", memory=policy.memory, processes=policy.processes)
+        cgroup = node_cgroup(policy, tag, 0)
+        if cgroup is not None:
             made.append(cgroup)
         confinement = confine(policy, settings.bwrap, replace(where, cgroups=cgroup))
         (step,) = launch.steps(spec, request.env_dir / "bin", where.jobdir)
@@ -268,7 +267,6 @@ def start(store: JobStore, settings: RunnerSettings, request: Request, key: str)
         standby = Standby(
             name=name,
             tag=tag,
-            key=key,
             launch=launch_key(confinement.prefix, confinement.fds, environ, step.argv[0]),
             python=step.argv[0],
             preloaded=(*(("torch",) if torch_too else ()), *modules),

@@ -98,7 +98,6 @@ class Standby:
 
     name: str
     tag: str
-    key: str
     launch: str
     python: str
     preloaded: tuple[str, ...]

@@ -8,7 +8,7 @@ are dropped so that nothing outside the spec can change what gets built.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +22,8 @@ from envs.files import site_packages
 from envs.lockfile import Lock
 from envs.log import get_logger
 from envs.pipconfig import mask
-from envs.proc import run as proc_run
+from envs.proc import stream
+from envs.progress import UvProgress
 from envs.spec import EnvSpec, IndexConfig, Interpreter
 
 if TYPE_CHECKING:
@@ -104,27 +105,40 @@ class Uv:
         cwd: Path,
         log: Logger | None = None,
         index: IndexConfig | None = None,
+        on_line: Callable[[str], None] | None = None,
     ) -> None:
-        """Run uv (reaching the sources as `index` says); on failure raise BuildError with
-        uv's own words."""
+        """Run uv (reaching the sources as `index` says), each line it writes to stderr given
+        to `on_line` as it comes; on failure raise BuildError with uv's own words."""
         argv = [self.binary, *args]
         (log or _log).debug("uv.run", argv=[mask(a) for a in argv])
         env = {**self.environ(), **(connection_environ(index) if index else {})}
         try:
-            proc = proc_run(argv, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+            proc = stream(argv, on_line or (lambda _line: None), cwd=cwd, env=env)
         except OSError as exc:
             raise BuildError(f"cannot run uv at {self.binary!r}: {exc}") from None
         if proc.returncode != 0:
-            detail = (proc.stderr or proc.stdout).strip()
-            lines = detail.splitlines() or ["no output"]
-            # "error: Failed to download X" + "  cause: Hash mismatch for X": one line
-            causes = [
-                ln.strip().partition(":")[2].strip()
-                for ln in lines
-                if ln.startswith("error:") or ln.strip().startswith(("cause:", "Caused by:"))
-            ]
-            cause = ": ".join(causes) or lines[0]
-            raise BuildError(f"{what} failed: {cause}\n(uv exit {proc.returncode})\n{detail}")
+            said = (proc.stderr or proc.stdout).strip().splitlines()
+            # its progress lines (`Downloading ...`, `Prepared ...`) are not what went wrong
+            errors = [i for i, ln in enumerate(said) if ln.startswith("error:")]
+            lines = said[errors[0] :] if errors else said or ["no output"]
+            detail = "\n".join(lines)
+            cause = _cause(lines)
+            raise BuildError(f"{what} failed: {cause}\n{detail}")
+
+
+def _cause(lines: list[str]) -> str:
+    """uv's error as one line: "error: Failed to download X" and "  cause: Hash mismatch for
+    X" joined, each with the lines uv wrapped it onto (deeper, up to a blank or a hint)."""
+    pieces: list[str] = []
+    for raw in lines:
+        text = raw.strip()
+        if raw.startswith("error:") or text.startswith(("cause:", "Caused by:")):
+            pieces.append(text.partition(":")[2].strip())
+        elif pieces and text and not text.startswith(("hint:", "help:")) and raw[:1] == " ":
+            pieces[-1] += f" {text}"
+        elif pieces:
+            break
+    return ": ".join(pieces) or lines[0]
 
 
 def _wanted(spec: EnvSpec) -> list[str]:
@@ -237,7 +251,6 @@ def materialize(
                 "pip",
                 *verb,
                 "--require-hashes",
-                "--quiet",
                 "--python",
                 str(python),
                 *index_args(spec.index),
@@ -248,6 +261,7 @@ def materialize(
             cwd=target,
             log=log,
             index=spec.index,
+            on_line=UvProgress(log or _log, len(lock.packages)),
         )
     install.unlink()
     if lock.kind == "conda":

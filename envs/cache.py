@@ -448,6 +448,7 @@ class EnvCache:
             "env.build",
             env=env_key,
             spec=spec.key,
+            packages=len(lock.packages),
             seconds=meta.build_seconds,
             size_bytes=meta.size_bytes,
         )

@@ -13,6 +13,7 @@ import ctypes.util
 import os
 import signal
 import subprocess
+from collections.abc import Callable
 from typing import Any
 
 _PR_SET_PDEATHSIG = 1
@@ -29,3 +30,33 @@ def run(argv: list[str], *, check: bool = False, **kwargs: Any) -> subprocess.Co
     """`subprocess.run` whose child is killed when this process (thread) ends."""
     parent = os.getpid()
     return subprocess.run(argv, check=check, preexec_fn=lambda: _die_with(parent), **kwargs)
+
+
+def stream(
+    argv: list[str], on_line: Callable[[str], None], **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
+    """`run`, with each line of the child's stderr given to `on_line` as it comes (uv says
+    what it downloads there); stdout and stderr are kept whole all the same."""
+    import threading
+
+    parent = os.getpid()
+    with subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: _die_with(parent),  # noqa: PLW1509 (prctl and getppid only, as in run)
+        **kwargs,
+    ) as proc:
+        stdout, stderr = proc.stdout, proc.stderr
+        assert stdout is not None and stderr is not None
+        out: list[str] = []
+        reader = threading.Thread(target=lambda: out.append(stdout.read()), daemon=True)
+        reader.start()
+        err = []
+        for text in stderr:
+            err.append(text)
+            on_line(text.rstrip("\n"))
+        reader.join()
+        code = proc.wait()
+    return subprocess.CompletedProcess(argv, code, "".join(out), "".join(err))

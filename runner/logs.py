@@ -1,4 +1,4 @@
-"""structlog, configured once: JSON lines for machines, a readable console on a TTY.
+"""structlog, configured once: lines for people by default, JSON lines when asked.
 
 Every record carries `timestamp`, `level` and `event`, plus whatever context
 was bound (`job`, `step`, `rank`, ...) with structlog's contextvars.
@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
@@ -22,8 +22,11 @@ from envs.files import atomic_write_text
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger, Processor
 
-LogFormat = Literal["auto", "json", "console"]
+LogFormat = Literal["text", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+
+Listener = Callable[[dict[str, Any]], None]
+_listeners: list[Listener] = []
 
 
 def colour(stream: TextIO) -> bool:
@@ -35,39 +38,95 @@ def colour(stream: TextIO) -> bool:
 
 
 def console_renderer(stream: TextIO) -> Any:
-    """structlog's console renderer for `stream`, with escapes only where `colour` says."""
+    """structlog's console renderer for `stream` (`-v`: every field, timestamps), with
+    escapes only where `colour` says."""
     import structlog
 
     return structlog.dev.ConsoleRenderer(colors=colour(stream))
 
 
+def say(record: MutableMapping[str, Any], stream: TextIO, verbose: bool = False) -> str | None:
+    """A record as the text mode prints it on `stream`: its line for people
+    (`runner.human`; None: it has none), or, `verbose`, every field as structlog's console
+    renderer writes them."""
+    if verbose:
+        return str(console_renderer(stream)(None, str(record["level"]), dict(record)))
+    from runner.human import line, paint
+
+    text = line(record)
+    if text is None or not colour(stream):
+        return text
+    return paint(text, str(record.get("level", "info")))
+
+
+def human_renderer(stream: TextIO) -> Callable[[object, str, MutableMapping[str, Any]], str]:
+    """A structlog processor writing each record as `say` does, dropping those it says nothing
+    of."""
+
+    def render(_logger: object, _name: str, event: MutableMapping[str, Any]) -> str:
+        text = say(event, stream)
+        if text is None:
+            import structlog
+
+            raise structlog.DropEvent
+        return text
+
+    return render
+
+
+@contextlib.contextmanager
+def listen(listener: Listener) -> Iterator[None]:
+    """Give `listener` every record the runner logs outside a job while the block runs
+    (a progress line feeds on them)."""
+    _listeners.append(listener)
+    try:
+        yield
+    finally:
+        _listeners.remove(listener)
+
+
+def _heard(_logger: object, _name: str, event: MutableMapping[str, Any]) -> Any:
+    for listener in list(_listeners):
+        with contextlib.suppress(Exception):
+            listener(dict(event))
+    return event
+
+
 def configure(
-    fmt: LogFormat = "auto", level: LogLevel = "info", stream: TextIO | None = None
+    fmt: LogFormat = "text",
+    level: LogLevel = "info",
+    stream: TextIO | None = None,
+    verbose: bool = False,
 ) -> None:
-    """Send the runner's own events to `stream` (stderr), as JSON unless it is a terminal.
+    """Send the runner's own events to `stream` (stderr): lines for people, or JSON lines
+    when asked; `verbose`: every field, with timestamps.
 
     structlog is set up when the first event is logged (see `envs.log`): a
     command that logs nothing does not import it.
     """
     out = stream or sys.stderr
-    console = fmt == "console" or (fmt == "auto" and out.isatty())
 
     def setup() -> None:
         import structlog
 
-        render: Processor = (
-            console_renderer(out) if console else structlog.processors.JSONRenderer(sort_keys=False)
-        )
+        render: Processor
+        if fmt == "json":
+            render = structlog.processors.JSONRenderer(sort_keys=False)
+        elif verbose:
+            render = console_renderer(out)
+        else:
+            render = human_renderer(out)
         structlog.configure(
             processors=[
                 structlog.contextvars.merge_contextvars,
                 structlog.processors.add_log_level,
+                _heard,
                 structlog.processors.TimeStamper(fmt="iso", utc=True),
-                *([] if console else [structlog.processors.dict_tracebacks]),
+                *([structlog.processors.dict_tracebacks] if fmt == "json" else []),
                 render,
             ],
             wrapper_class=structlog.make_filtering_bound_logger(
-                logging.getLevelName(level.upper())
+                logging.getLevelName("DEBUG" if verbose else level.upper())
             ),
             logger_factory=structlog.PrintLoggerFactory(out),
             cache_logger_on_first_use=False,

@@ -23,7 +23,7 @@ from runner.gpus import Gpu
 from runner.sandbox import Mount, SandboxPolicy
 from runner.units import parse_size
 
-LogFormat = Literal["auto", "json", "console"]
+LogFormat = Literal["text", "json"]
 
 APP = "sandbox-runner"
 
@@ -145,8 +145,14 @@ class RunnerSettings(BaseSettings):
     cancel_grace: float = Field(
         default=5.0, gt=0, description="Seconds between TERM and KILL when a job is ended."
     )
-    log_format: LogFormat = "auto"
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: LogFormat = Field(
+        default="text",
+        description="What the runner prints: `text`, lines for people (on a terminal or "
+        "piped alike), or `json`, one JSON record per line.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="The least level of the runner's events it prints."
+    )
 
     _split_lists = field_validator(
         "extra_index_urls", "find_links", "mounts", "conda_mirrors", "preload", mode="before"

@@ -17,31 +17,50 @@ from runner.cli.gpus import gpus
 from runner.cli.jobs import cancel, jobs, logs, rm, status, supervise, train
 from runner.cli.locks import lock
 
+FORMATS = click.Choice(["text", "json"])
+
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--log-format",
-    type=click.Choice(["auto", "json", "console"]),
+    type=FORMATS,
     default=None,
-    help="How the runner's events are written (default: console on a TTY, else JSON lines).",
+    help="What the runner prints: text, lines for people (default), or json, one record per "
+    "line (RUNNER_LOG_FORMAT).",
+)
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    default=None,
+    help="Every event of the runner, each field and its time (debug level).",
 )
 @click.version_option(package_name="sandbox-runner")
 @click.pass_context
-def cli(ctx: click.Context, log_format: str | None) -> None:
+def cli(ctx: click.Context, log_format: str | None, verbose: bool | None) -> None:
     """Run Python training jobs in cached, sandboxed environments."""
     from pydantic import ValidationError
 
-    from runner.logs import configure
     from runner.settings import RunnerSettings, problems
 
     try:
-        settings = RunnerSettings()
+        ctx.obj = RunnerSettings()
     except ValidationError as exc:
         raise click.ClickException(problems(exc)) from None
+    _output(ctx, log_format, verbose)
+
+
+def _output(ctx: click.Context, log_format: str | None, verbose: bool | None) -> None:
+    """Apply `--log-format` and `-v`, given before or after the subcommand."""
+    from runner.logs import configure
+
+    root = ctx.find_root()
     if log_format:
-        settings = settings.model_copy(update={"log_format": log_format})
-    configure(settings.log_format, settings.log_level)
-    ctx.obj = settings
+        root.obj = root.obj.model_copy(update={"log_format": log_format})
+    if verbose:
+        root.obj = root.obj.model_copy(update={"log_level": "debug"})
+        root.meta["verbose"] = True
+    configure(root.obj.log_format, root.obj.log_level, verbose=bool(root.meta.get("verbose")))
 
 
 for command in (
@@ -63,13 +82,13 @@ for command in (
 
 
 def _late_log_format(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
-    """`--log-format` after the subcommand: the same as before it."""
     if value:
-        from runner.logs import configure
+        _output(ctx, value, None)
 
-        root = ctx.find_root()
-        root.obj = root.obj.model_copy(update={"log_format": value})
-        configure(root.obj.log_format, root.obj.log_level)
+
+def _late_verbose(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        _output(ctx, None, True)
 
 
 def _leaves(group: click.Group) -> list[click.Command]:
@@ -79,15 +98,24 @@ def _leaves(group: click.Group) -> list[click.Command]:
     return found
 
 
-for leaf in _leaves(cli):  # a global option, accepted before or after the subcommand
-    if not any(p.name == "log_format" for p in leaf.params) and not leaf.hidden:
-        click.option(
-            "--log-format",
-            type=click.Choice(["auto", "json", "console"]),
-            expose_value=False,
-            callback=_late_log_format,
-            help="How the runner's events are written (as before the subcommand).",
-        )(leaf)
+for leaf in _leaves(cli):  # global options, accepted before or after the subcommand
+    if leaf.hidden:
+        continue
+    click.option(
+        "--log-format",
+        type=FORMATS,
+        expose_value=False,
+        callback=_late_log_format,
+        help="text (default) or json (as before the subcommand).",
+    )(leaf)
+    click.option(
+        "-v",
+        "--verbose",
+        is_flag=True,
+        expose_value=False,
+        callback=_late_verbose,
+        help="Every event, each field and its time.",
+    )(leaf)
 
 
 def main() -> None:

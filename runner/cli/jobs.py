@@ -34,7 +34,6 @@ from runner.cli.common import (
 if TYPE_CHECKING:
     from datetime import timedelta
 
-    from runner.logs import Echo
     from runner.sandbox import Mount
     from runner.settings import RunnerSettings
     from runner.store import JobRecord, JobStore
@@ -52,34 +51,48 @@ def _exit_code(record: JobRecord) -> int:
     return exit_code(record)
 
 
-def _echo(fmt: str, ranks: bool) -> Echo:
-    """Print records as they come: JSON lines, or the job's own lines plus readable events."""
-    from runner.cli.progress import EnvProgress, terminal_progress
-    from runner.logs import as_text, console_renderer
+def _verbose(ctx: click.Context) -> bool:
+    return bool(ctx.find_root().meta.get("verbose"))
 
-    lock = threading.Lock()
-    console = fmt == "console" or (fmt == "auto" and sys.stdout.isatty())
-    renderer: Any = None
-    progress = EnvProgress(None)
-    if console:
-        renderer = console_renderer(sys.stderr)
-        progress = terminal_progress()
 
-    def echo(record: dict[str, Any]) -> None:
-        progress(record)
-        if not console:
+class _Echo:
+    """Prints a job's records as they come: JSON lines (`--log-format json`), or the job's own
+    lines on stdout and the runner's as a person reads them on stderr, with progress on long
+    work (`runner.human`, `progress.py`)."""
+
+    def __init__(self, fmt: str, ranks: bool, verbose: bool) -> None:
+        from runner.cli.progress import progress
+
+        self._json = fmt == "json"
+        self._ranks = ranks
+        self._verbose = verbose
+        self._lock = threading.Lock()
+        self._progress = None if self._json else progress()
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        from runner.logs import as_text, say
+
+        if self._progress is not None:
+            self._progress(record)
+        if self._json:
             text, out = json.dumps(record, default=str, ensure_ascii=False), sys.stdout
         elif record["event"] == "output":
             out = sys.stderr if record.get("stream") == "stderr" else sys.stdout
-            text = as_text(record, ranks)
+            text = as_text(record, self._ranks)
         else:
-            text, out = renderer(None, record["level"], dict(record)), sys.stderr
-        end = "" if console and record.get("partial") else "\n"  # a progress bar moves
-        with lock:  # a reader that went away (`| head`) ends the printing: see JobLog
+            out = sys.stderr
+            said = say(record, out, self._verbose)
+            if said is None:
+                return
+            text = said
+        end = "" if not self._json and record.get("partial") else "\n"  # a progress bar moves
+        with self._lock:  # a reader that went away (`| head`) ends the printing: see JobLog
             out.write(text + end)
             out.flush()
 
-    return echo
+    def stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
 
 
 def _misplaced_options(args: tuple[str, ...]) -> list[str]:
@@ -184,7 +197,6 @@ TRAIN_SECTIONS = {
     type=click.IntRange(min=1),
     help="Processes per node (a cgroup; else per user, not for root).",
 )
-@click.option("--log-format", type=click.Choice(["auto", "json", "console"]), help="Output format.")
 @click.pass_context
 def train(
     ctx: click.Context,
@@ -219,7 +231,6 @@ def train(
     cpu_time: int | None,
     open_files: int | None,
     processes: int | None,
-    log_format: str | None,
 ) -> None:
     """Run SCRIPT (or -m MODULE) with ARGS in a cached environment.
 
@@ -282,15 +293,14 @@ def train(
         click.echo(spec.name)
         return
     _interrupt_on_sigterm()
-    fmt = log_format or settings.log_format
-    echo = _echo(fmt, ranks=nproc_per_node * nnodes > 1)
-    if sys.stderr.isatty():
-        click.echo(f"job {spec.name}", err=True)
+    echo = _Echo(settings.log_format, ranks=nproc_per_node * nnodes > 1, verbose=_verbose(ctx))
     try:
         record = execute(store, spec.name, settings, echo=echo)
     except KeyboardInterrupt:
+        echo.stop()
         click.echo(f"job {spec.name} Failed: cancelled; `runner logs {spec.name}`", err=True)
         sys.exit(130)
+    echo.stop()
     for line in _env_failure(store, record):
         click.echo(line, err=True)
     click.echo(_summary(record), err=True)
@@ -311,9 +321,15 @@ def _env_failure(store: JobStore, record: JobRecord) -> list[str]:
 
 def _summary(record: JobRecord) -> str:
     """The last line: the job's name, how it ended, and the command that shows its log."""
-    seconds = f" in {record.duration:.1f} s" if record.duration is not None else ""
+    from runner.logs import colour
+    from runner.units import format_duration
+
+    seconds = f" in {format_duration(record.duration)}" if record.duration is not None else ""
     how = f": {record.reason}" if record.reason else seconds
-    return f"job {record.name} {record.status}{how}; `runner logs {record.name}`"
+    status = str(record.status)
+    if colour(sys.stderr):  # as uv marks what went well and what did not
+        status = f"\x1b[1;{32 if record.status == 'Complete' else 31}m{status}\x1b[0m"
+    return f"job {record.name} {status}{how}; `runner logs {record.name}`"
 
 
 def _entry(script: str | None, module: str | None, args: tuple[str, ...]) -> dict[str, Any]:

@@ -68,8 +68,12 @@ def test_log_format_is_global_before_or_after_the_subcommand(
     plain = cli_runner(cli_environ, tmp_path)
     after = plain("envs", "create", "--with", "tiny-pkg", "--log-format", "json")
     assert '"event": "env.build"' in after.stderr
-    again = plain("envs", "create", "--with", "tiny-pkg", "--log-format", "console")
-    assert "env.hit" in again.stderr and '"event"' not in again.stderr
+    again = plain("envs", "create", "--with", "tiny-pkg", "--log-format", "text")
+    assert "Using env " in again.stderr and '"event"' not in again.stderr
+    by_default = plain("envs", "create", "--with", "tiny-pkg")  # piped: text all the same
+    assert by_default.stderr == again.stderr
     before = plain("--log-format", "json", "envs", "create", "--with", "tiny-pkg")
     assert '"event": "env.hit"' in before.stderr
     assert plain("jobs", "--log-format", "json").returncode == 0
+    told = cli_runner({**cli_environ, "RUNNER_LOG_FORMAT": "json"}, tmp_path)
+    assert '"event": "env.hit"' in told("envs", "create", "--with", "tiny-pkg").stderr

@@ -386,12 +386,17 @@ def test_the_name_is_printed_and_the_level_applies(
     proc = runner_cli("train", "--name", "named", REPORT, "X")
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("job named Complete in ") and "`runner logs named`" in last
-    levels = {json.loads(line)["level"] for line in proc.stdout.splitlines()}
+    assert "Started job named" in proc.stderr
+    records = runner_cli("--log-format", "json", "train", "--name", "as-json", REPORT, "X")
+    levels = {json.loads(line)["level"] for line in records.stdout.splitlines()}
     assert "debug" not in levels
     cli_environ["RUNNER_LOG_LEVEL"] = "warning"
-    quiet = runner_cli("train", "--name", "quiet", REPORT, "X")
+    quiet = runner_cli("--log-format", "json", "train", "--name", "quiet", REPORT, "X")
     shown = [json.loads(line) for line in quiet.stdout.splitlines()]
     assert {r["event"] for r in shown} == {"output"}  # the job's lines, and no info events
+    said = runner_cli("train", "--name", "quiet-text", REPORT, "X").stderr.splitlines()
+    assert said == ["to stderr", said[-1]]  # the job's own line, and no event but the end
+    assert said[-1].startswith("job quiet-text Complete")
 
 
 def test_train_options_after_the_script_are_warned_about(runner_cli: RunCli) -> None:
@@ -509,15 +514,18 @@ def test_a_read_only_state_or_cache_dir_is_one_line_and_no_job(
     assert not (Path(cli_environ["RUNNER_STATE_DIR"]) / "jobs" / "ro").exists()
 
 
-def test_on_a_terminal_the_first_line_is_the_jobs_name(
+def test_on_a_terminal_the_job_is_named_when_it_starts_and_when_it_ends(
     cli_environ: dict[str, str], tmp_path: Path
 ) -> None:
     command = f"{sys.executable} -m runner.cli train --name on-tty {REPORT} X"
     # util-linux `script` gives the runner a terminal
-    proc = _shell(cli_environ, tmp_path, f"script -qec {shlex.quote(command)} /dev/null")
+    proc = _shell(
+        {**cli_environ, "NO_COLOR": "1"}, tmp_path, f"script -qec {shlex.quote(command)} /dev/null"
+    )
     assert proc.returncode == 0, proc.stdout[-2000:]
-    assert proc.stdout.splitlines()[0].strip() == "job on-tty"
-    assert "job on-tty Complete in " in proc.stdout
+    lines = [line.strip() for line in proc.stdout.splitlines()]
+    assert lines.index("Started job on-tty") < lines.index("to stderr")
+    assert "job on-tty Complete in " in lines[-1]
 
 
 def test_an_output_the_terminal_cannot_print_stops_neither_job_nor_log(
@@ -559,7 +567,9 @@ def test_a_job_removed_while_its_env_builds_stays_removed(
         owner.kill()
         owner.communicate()
     assert owner.returncode == 1
-    assert err.strip().splitlines() == ["error: no job named 'gone'; `runner jobs` lists the jobs"]
+    *before, last = err.strip().splitlines()
+    assert last == "error: no job named 'gone'; `runner jobs` lists the jobs"
+    assert [line.split()[0] for line in before] == ["Resolved", "Installed"]  # its build's
     assert not store.dir("gone").exists()  # not brought back by its owner's last writes
 
 
@@ -588,7 +598,8 @@ def test_a_log_that_cannot_be_written_stops_the_job_and_says_so_in_one_line(
     spam.write_text("import time\nfor i in range(200000):\n    print('line', i)\nprint('end')\n")
     proc = _on_a_full_disk(cli_environ, tmp_path, 64 * 1024, "train", "--name", "spam", str(spam))
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    (line,) = proc.stderr.splitlines()
+    using, started, line = proc.stderr.splitlines()
+    assert using.startswith("Using env ") and started == "Started job spam"
     assert line.startswith("job spam Failed: stopped: its log ") and "File too large" in line
     assert "end" not in proc.stdout.split("\n")[-5:]  # stopped, not run to its end
     record = store.load("spam")  # a small record still fits: the end is recorded

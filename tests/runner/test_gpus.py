@@ -202,6 +202,7 @@ def test_first_come_first_served_and_cancel_or_timeout_while_waiting(
         timed = run("train", "--gpus", "1", "--timeout", "1", VIEW, check=False)
         assert timed.returncode == 124  # as for any timeout, the exit code of timeout(1)
         assert "timed out after 1 s, waiting for GPUs" in timed.stderr
+        assert "Waiting for 1 GPU: held by " in timed.stderr, timed.stderr
         # one GPU is free all along, and the small job does not jump the queue to take it
         assert status(run, small)["status"] == "Created"
 
@@ -211,7 +212,7 @@ def test_first_come_first_served_and_cancel_or_timeout_while_waiting(
         _release(store, big)
         wait_for(lambda: store.load(small).done, timeout=60)
         assert store.load(small).status == "Complete"
-        for name in (doomed, timed.stderr.split()[1]):
+        for name in (doomed, timed.stderr.strip().splitlines()[-1].split()[1]):
             assert not [r for r in records(run, name) if r["event"] == "job.start"]
     finally:
         for name in (holder, big):

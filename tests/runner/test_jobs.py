@@ -41,6 +41,8 @@ def test_python_job_runs_in_its_own_dir_with_structured_records(
     runner_cli: RunCli, store: JobStore
 ) -> None:
     proc = runner_cli(
+        "--log-format",
+        "json",
         "train",
         "--name",
         "first",

@@ -78,8 +78,8 @@ def test_no_color_means_no_escape_of_any_style_and_force_color_gives_them(
     shown = _on_a_terminal({**plain, "NO_COLOR": "1"}, tmp_path, "train", "--name", "b", str(hello))
     assert "hello" in shown and not SGR.search(shown), repr(shown)
     runner = str(Path(sys.executable).parent / "runner")
-    piped = subprocess.run(  # piped, console output asked for: plain, unless forced
-        [runner, "--log-format", "console", "train", "--name", "c", str(hello)],
+    piped = subprocess.run(  # piped: plain, unless forced
+        [runner, "train", "--name", "c", str(hello)],
         env={**plain, "FORCE_COLOR": "1"},
         cwd=tmp_path,
         capture_output=True,

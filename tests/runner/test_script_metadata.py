@@ -36,7 +36,7 @@ def test_a_script_runs_with_what_it_declares_and_shares_the_env_of_that_set(
     runner_cli: RunCli, tmp_path: Path, settings: RunnerSettings
 ) -> None:
     script = write(tmp_path / "train.py")
-    out = runner_cli("train", "--name", "declared", "--log-format", "console", str(script))
+    out = runner_cli("train", "--name", "declared", str(script))
     assert "tiny-pkg 1.0 dep-a 2.0" in out.stdout
     # the same set given on the command line is the same env: the key is the set's
     plain = tmp_path / "plain.py"
@@ -45,7 +45,7 @@ def test_a_script_runs_with_what_it_declares_and_shares_the_env_of_that_set(
     store = JobStore(settings.state_dir)
     assert store.load("declared").env_key == store.load("given").env_key
     # a package named on the command line replaces the script's
-    out = runner_cli("train", "--log-format", "console", "--with", "tiny-pkg==0.5", str(script))
+    out = runner_cli("train", "--with", "tiny-pkg==0.5", str(script))
     assert "tiny-pkg 0.5 dep-a 1.0" in out.stdout
 
 
@@ -70,7 +70,7 @@ def test_a_scripts_lock_runs_it_without_resolving_and_must_hold_what_it_declares
     lockfile = tmp_path / "pylock.toml"
     runner_cli("lock", "--script", str(script), "-o", str(lockfile))
     resolutions = len(uv_spy.calls("pip compile"))
-    out = runner_cli("train", "--log-format", "console", "--lockfile", str(lockfile), str(script))
+    out = runner_cli("train", "--lockfile", str(lockfile), str(script))
     assert "tiny-pkg 0.5 dep-a 1.0" in out.stdout
     assert len(uv_spy.calls("pip compile")) == resolutions
     write(script, deps='"tiny-pkg<1", "other-pkg"')  # the script changed; its lock did not

@@ -15,7 +15,7 @@ def test_defaults_come_from_platformdirs(monkeypatch: pytest.MonkeyPatch) -> Non
     settings = RunnerSettings()
     assert settings.cache_dir.name == "sandbox-runner"
     assert settings.state_dir.name == "sandbox-runner"
-    assert settings.log_format == "auto"
+    assert settings.log_format == "text"
 
 
 def test_runner_prefix_and_list_splitting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -102,6 +102,10 @@ _LINES: dict[str, Callable[[Record], str | None] | None] = {
     "env.damaged": lambda r: f"env {short(r['env'])} is damaged ({r['error']}); {r['action']}",
     "env.failed": None,  # the summary says why, and the CLI prints uv's whole message
     "env.build.failed": None,
+    "env.gc.in_use": None,  # gc's summary counts them
+    "env.gc.conda_busy": lambda r: f"kept for now: {r['cause']}",
+    "env.gc.bytecode_busy": lambda r: f"kept for now: {r['cause']}",
+    "env.gc.downloads_busy": lambda r: f"kept for now: {r['cause']}",
     "pip.option_not_used": lambda r: (
         f"pip's option {r['option']} (from {r['origin']}) is not used: {r['cause']}"
     ),

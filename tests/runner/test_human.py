@@ -33,7 +33,9 @@ def test_each_event_of_a_job_reads_as_uv_would_say_it() -> None:
     assert said("job.cancel", "warning", job="j", by="interrupt") == (
         "warning: Cancelling job j (interrupted)"
     )
-    for quiet in ("env.resolve", "job.end", "job.exit", "sandbox.limits", "job.cold"):
+    busy = said("env.gc.downloads_busy", cause="uv is using its cache; cleaned later")
+    assert busy == "kept for now: uv is using its cache; cleaned later"
+    for quiet in ("env.resolve", "job.end", "job.exit", "sandbox.limits", "env.gc.in_use"):
         assert said(quiet, job="j", code=0) is None  # the summary, or -v, says these
 
 

@@ -142,6 +142,14 @@ class RunnerSettings(BaseSettings):
     warm_idle: float = Field(
         default=600.0, gt=0, description="Seconds after which an unused standby exits."
     )
+    server: bool = Field(
+        default=True,
+        description="Send commands to a resident runner that holds the runner imported "
+        "(started by the first command); off: every command runs in its own process.",
+    )
+    server_idle: float = Field(
+        default=900.0, gt=0, description="Seconds after which an unused resident runner exits."
+    )
     cancel_grace: float = Field(
         default=5.0, gt=0, description="Seconds between TERM and KILL when a job is ended."
     )

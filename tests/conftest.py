@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Iterator, Sequence
@@ -38,6 +39,7 @@ def _private_runner_dirs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
     monkeypatch.setenv("RUNNER_CACHE_DIR", str(tmp_path / "default-cache"))
     monkeypatch.setenv("RUNNER_STATE_DIR", str(tmp_path / "default-state"))
     monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)  # nor the machine's pip files
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)  # a resident runner of the test's own
     if os.geteuid() == 0:
         # root's jobs run as an unprivileged user (runner/sandbox/identity.py), which reads the
         # scripts the tests write here as it reads any user's: pytest makes the folder 0700
@@ -51,6 +53,23 @@ def _standbys_dropped() -> Iterator[None]:
     from runner.warm.pool import close_all
 
     close_all()
+
+
+@pytest.fixture(autouse=True)
+def _servers_stopped(tmp_path: Path) -> Iterator[None]:
+    """A resident runner that a test's `runner` commands started ends with the test (it
+    would wait out its idle time, holding the test's folders)."""
+    yield
+    import signal
+
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"runner.server" in argv and any(str(tmp_path).encode() in a for a in argv):
+            with contextlib.suppress(OSError):
+                os.kill(int(proc.name), signal.SIGTERM)
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from runner.cli.export import export
 from runner.cli.gpus import gpus
 from runner.cli.jobs import cancel, jobs, logs, rm, status, supervise, train
 from runner.cli.locks import lock
+from runner.cli.server import server
 
 FORMATS = click.Choice(["text", "json"])
 
@@ -77,6 +78,7 @@ for command in (
     lock,
     config,
     export,
+    server,
 ):
     cli.add_command(command)
 

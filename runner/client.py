@@ -1,0 +1,255 @@
+"""The `runner` command: a thin client of a per-user resident runner (standard library only).
+
+Importing pydantic-settings, structlog and click takes ~200 ms before any work, more
+than most commands need in all. So `runner` sends each command to a resident runner
+(`runner.server`) that holds them imported: its argv, cwd, umask, whole environment
+and its own stdin, stdout and stderr (passed over the socket, SCM_RIGHTS). The server
+forks a child that becomes the command, as if it had been started here: it writes
+straight to this terminal or pipe, reads the client's settings from the client's
+variables, and sends back its exit code. Signals (Ctrl-C, SIGTERM, SIGHUP) are
+forwarded to it, so a foreground `runner train` is cancelled as it is in-process.
+
+The first command starts the server; it exits after `RUNNER_SERVER_IDLE` seconds
+without a request, and a client of other code retires it. Where no server can be
+had (`RUNNER_SERVER=0`, no folder of the user's own for its socket, a path too
+long), the command runs in this process, with the same output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+
+APP = "sandbox-runner"
+HEADER = struct.Struct("!I")
+MAX_MESSAGE = 8 * 2**20
+SOCKET_NAME = "server.sock"
+_OFF = {"0", "false", "no", "off"}
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def folder() -> str:
+    """The server's folder, the user's alone (0700): in the runtime folder the login gave
+    (`XDG_RUNTIME_DIR`), else in the runner's state folder."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime):
+        return os.path.join(runtime, APP)
+    state = os.environ.get("RUNNER_STATE_DIR")
+    if not state:  # platformdirs.user_state_dir(APP), whose import costs more than this
+        home = os.environ.get("XDG_STATE_HOME", "").strip() or os.path.expanduser("~/.local/state")
+        state = os.path.join(home, APP)
+    return os.path.join(state, "server")
+
+
+def code_key() -> str:
+    """What the running code is: this interpreter and every module file of the runner's
+    (size and time), so a server of other code is retired by the first client that sees it."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    parts = [sys.executable, sys.version]
+    for package in (here, os.path.join(os.path.dirname(here), "envs")):
+        for root, _dirs, files in os.walk(package):
+            for name in files:
+                if name.endswith(".py"):
+                    info = os.stat(os.path.join(root, name))
+                    parts.append(f"{root}/{name}:{info.st_size}:{info.st_mtime_ns}")
+    import hashlib
+
+    return hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()[:16]
+
+
+def send(sock: socket.socket, message: dict[str, object], fds: list[int] | None = None) -> None:
+    data = json.dumps(message).encode()
+    if fds:
+        socket.send_fds(sock, [HEADER.pack(len(data)) + data], fds)
+    else:
+        sock.sendall(HEADER.pack(len(data)) + data)
+
+
+def receive(sock: socket.socket, fds: int = 0) -> tuple[dict[str, object] | None, list[int]]:
+    """One message (None at the end of the stream), and the fds that came with it."""
+    got: list[int] = []
+    if fds:
+        head, got, _flags, _addr = socket.recv_fds(sock, HEADER.size, fds)
+    else:
+        head = sock.recv(HEADER.size, socket.MSG_WAITALL)
+    if len(head) < HEADER.size:
+        return None, got
+    (size,) = HEADER.unpack(head)
+    if size > MAX_MESSAGE:
+        raise ValueError(f"a message of {size} bytes")
+    data = b""
+    while len(data) < size:
+        piece = sock.recv(size - len(data))
+        if not piece:
+            return None, got
+        data += piece
+    message = json.loads(data)
+    if not isinstance(message, dict):
+        raise ValueError("a message that is not an object")
+    return message, got
+
+
+def _connect(path: str) -> socket.socket | None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def ours(where: str) -> bool:
+    """Whether `where` is a folder of this user's that no one else can enter (made so if it
+    is missing): a socket anywhere else may be anyone's, and gets neither the variables nor
+    the terminal."""
+    import stat
+
+    try:
+        os.makedirs(where, mode=0o700, exist_ok=True)
+        info = os.lstat(where)
+        if info.st_uid != os.getuid() or not stat.S_ISDIR(info.st_mode):
+            return False  # another's, a symlink, a file
+        if info.st_mode & 0o077:
+            os.chmod(where, 0o700)
+    except OSError:
+        return False
+    return True
+
+
+def _start(where: str) -> bool:
+    """Start a server for `where` (its own session, its output in its log); True once its
+    socket answers."""
+    try:
+        log = os.open(
+            os.path.join(where, "server.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+        )
+    except OSError:
+        return False
+    import subprocess
+
+    with contextlib.closing(os.fdopen(log, "ab")) as out:
+        subprocess.Popen(
+            [sys.executable, "-m", "runner.server", where],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        sock = _connect(os.path.join(where, SOCKET_NAME))
+        if sock is not None:
+            sock.close()
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def request(where: str, message: dict[str, object], fds: list[int]) -> socket.socket | None:
+    """A connection to the server of `where` that took `message` (started, or restarted when
+    it runs other code); None where no server can be had."""
+    for attempt in range(3):
+        sock = _connect(os.path.join(where, SOCKET_NAME))
+        if sock is None:
+            if attempt == 2 or not _start(where):
+                return None
+            continue
+        try:
+            send(sock, message, fds)
+            answer, _ = receive(sock)
+        except (OSError, ValueError):
+            sock.close()
+            continue
+        if answer is not None and answer.get("started"):
+            return sock
+        sock.close()
+        if answer is not None and answer.get("error"):
+            print(f"error: {answer['error']}", file=sys.stderr)
+            sys.exit(2)
+        time.sleep(0.05)  # retired (other code) or gone: the next try starts one
+    return None
+
+
+def _served(argv: list[str]) -> int | None:
+    """The command's exit code, run by the server; None: run it here instead."""
+    where = folder()
+    if len(os.path.join(where, SOCKET_NAME)) >= 100 or not ours(where):  # sun_path: 108 bytes
+        return None
+    try:
+        for fd in (0, 1, 2):  # each goes to the server: a closed one is not sent
+            os.fstat(fd)
+        cwd = os.getcwd()
+    except OSError:  # a closed fd, a removed cwd: in-process, which says what it says
+        return None
+    message: dict[str, object] = {
+        "argv": argv,
+        "cwd": cwd,
+        "env": dict(os.environ),
+        "umask": _umask(),
+        "code": code_key(),
+    }
+    sock = request(where, message, [0, 1, 2])
+    if sock is None:
+        return None
+    with sock:
+        answer, _ = receive(sock)
+        pid = answer.get("pid") if answer else None
+        if not isinstance(pid, int):
+            return None
+        _forward_signals(pid)
+        while True:
+            try:
+                answer, _ = receive(sock)
+            except OSError:
+                answer = None
+            if answer is None:
+                print(
+                    "error: the runner serving this command went away before it ended "
+                    "(killed?); `runner jobs` shows what its jobs became",
+                    file=sys.stderr,
+                )
+                return 1
+            if "exit" in answer:
+                code = answer["exit"]
+                return code if isinstance(code, int) else 1
+
+
+def _umask() -> int:
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask
+
+
+def _forward_signals(pid: int) -> None:
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+    for signum in _FORWARDED:
+        signal.signal(signum, forward)
+
+
+def in_process() -> None:
+    from runner.cli import main as cli_main
+
+    cli_main()
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    if os.environ.get("RUNNER_SERVER", "1").strip().lower() in _OFF:
+        in_process()
+        return
+    code = _served(argv)
+    if code is None:
+        in_process()
+        return
+    sys.exit(code)

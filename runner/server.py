@@ -1,0 +1,269 @@
+"""The resident runner: one per user (per socket folder), holding the runner imported.
+
+It accepts `runner` clients (`runner.client`) on a socket in a 0700 folder of the
+user's, serves only its own uid (SO_PEERCRED), and forks a child per command. The
+child takes the client's stdin, stdout and stderr, cwd, umask and environment and
+runs the command as `runner` would in-process, then sends its exit code to the
+client itself: the server holds nothing of a command once it forked it, so a server
+killed mid-command (kill -9) ends no command, and a command killed ends no server.
+
+It exits after `RUNNER_SERVER_IDLE` seconds with no request and no child, on
+`runner server stop`, and when a client of other code asks (it retires, and that
+client starts its own).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, TextIO
+
+from runner.client import SOCKET_NAME, code_key, receive, send
+
+_PEER = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+def _preload() -> None:
+    """Import what commands import, once, so that no command pays for it."""
+    import importlib
+    import pkgutil
+
+    import envs
+    import runner
+
+    skip = {"runner.client", "runner.server", "runner.warm.program", "runner.cli.__main__"}
+    for package in (runner, envs):
+        for module in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+            if module.name not in skip:
+                with contextlib.suppress(Exception):
+                    importlib.import_module(module.name)
+    for name in ("structlog", "structlog.dev", "rich.console", "rich.status", "dotenv"):
+        with contextlib.suppress(Exception):
+            importlib.import_module(name)
+
+
+class Server:
+    def __init__(self, where: Path, idle: float) -> None:
+        self.where = where
+        self.idle = idle
+        self.key = code_key()
+        self.children: set[int] = set()
+        self.served = 0
+        self.started = time.time()
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        path = where / SOCKET_NAME
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # a killed server's: the lock says none is running
+        self.listener.bind(str(path))
+        path.chmod(0o600)
+        self.inode = path.stat().st_ino
+        self.listener.listen(64)
+        self.listener.settimeout(1.0)
+
+    def run(self) -> None:
+        last = time.monotonic()
+        try:
+            while True:
+                self._reap()
+                if not self.children and time.monotonic() - last > self.idle:
+                    return
+                try:
+                    conn, _ = self.listener.accept()
+                except TimeoutError:
+                    continue
+                last = time.monotonic()
+                with conn:
+                    if self._handle(conn) == "exit":
+                        return
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        path = self.where / SOCKET_NAME
+        with contextlib.suppress(OSError):
+            if path.stat().st_ino == self.inode:  # not a newer server's
+                path.unlink()
+        self.listener.close()
+
+    def _reap(self) -> None:
+        for pid in list(self.children):
+            with contextlib.suppress(ChildProcessError):
+                done, _ = os.waitpid(pid, os.WNOHANG)
+                if not done:
+                    continue
+            self.children.discard(pid)
+
+    def _handle(self, conn: socket.socket) -> str | None:
+        _pid, uid, _gid = _PEER.unpack(
+            conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEER.size)
+        )
+        if uid != os.getuid():
+            with contextlib.suppress(OSError):
+                send(conn, {"error": f"this runner serves uid {os.getuid()} only, not {uid}"})
+            return None
+        conn.settimeout(5)  # a client that says nothing does not hold the others up
+        fds: list[int] = []
+        try:
+            message, fds = receive(conn, fds=3)
+            if message is None:
+                return None
+            what = self._check(message, fds)
+            if what in ("stop", "retire"):
+                send(conn, {"stopped" if what == "stop" else "retired": True})
+                return "exit"
+            if what == "ping":
+                send(conn, self.status())
+                return None
+            send(conn, {"started": True})
+            self.served += 1
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover (the child ends in os._exit)
+                self.listener.close()
+                _child(conn, message, fds)
+            self.children.add(pid)
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            with contextlib.suppress(OSError):
+                send(conn, {"error": f"a request the runner cannot read: {exc}"})
+        finally:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        return None
+
+    def _check(self, message: dict[str, Any], fds: list[int]) -> str:
+        """What the request asks: a command (checked whole), or ping, stop, retire."""
+        for word in ("ping", "stop"):
+            if message.get(word) is True:
+                return word
+        if not isinstance(message.get("code"), str):
+            raise ValueError("no code key")
+        if message["code"] != self.key:
+            return "retire"
+        argv, env = message.get("argv"), message.get("env")
+        if not (isinstance(argv, list) and all(isinstance(a, str) for a in argv)):
+            raise ValueError("argv is not a list of strings")
+        if not (isinstance(env, dict) and all(isinstance(v, str) for v in env.values())):
+            raise ValueError("env is not a map of strings")
+        if not isinstance(message.get("cwd"), str) or not isinstance(message.get("umask"), int):
+            raise ValueError("no cwd or umask")
+        if len(fds) != 3:
+            raise ValueError(f"{len(fds)} file descriptors, not stdin, stdout and stderr")
+        return "command"
+
+    def status(self) -> dict[str, Any]:
+        rss = 0
+        with contextlib.suppress(OSError):
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1]) * 1024
+        return {
+            "pid": os.getpid(),
+            "code": self.key,
+            "served": self.served,
+            "commands_running": len(self.children),
+            "since": self.started,
+            "idle_exit": self.idle,
+            "rss_bytes": rss,
+            "fds": sum(1 for _ in Path("/proc/self/fd").iterdir()),
+            "socket": str(self.where / SOCKET_NAME),
+        }
+
+
+def _stream(fd: int, env: dict[str, str]) -> TextIO:
+    """A text stream over the client's `fd`, as Python would have made it in the client."""
+    encoding, _, errors = env.get("PYTHONIOENCODING", "").partition(":")
+    raw = io.FileIO(fd, "r" if fd == 0 else "w", closefd=False)
+    if fd == 0:
+        return io.TextIOWrapper(io.BufferedReader(raw), encoding=encoding or "utf-8")
+    return io.TextIOWrapper(
+        io.BufferedWriter(raw),
+        encoding=encoding or "utf-8",
+        errors=errors or ("backslashreplace" if fd == 2 else "strict"),
+        line_buffering=fd == 2 or os.isatty(fd),
+        write_through=bool(env.get("PYTHONUNBUFFERED")),
+    )
+
+
+def _child(conn: socket.socket, message: dict[str, Any], fds: list[int]) -> None:
+    """Become the client's command: its fds, cwd, umask and variables; then its exit code."""
+    code: int = 1
+    try:
+        os.setsid()  # a signal to the server's group is not one to the command
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE):
+            signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        env: dict[str, str] = message["env"]
+        os.environ.clear()
+        os.environ.update(env)
+        os.umask(message["umask"])
+        sys.stdin, sys.stdout, sys.stderr = _stream(0, env), _stream(1, env), _stream(2, env)
+        send(conn, {"pid": os.getpid()})
+        try:
+            os.chdir(message["cwd"])
+        except OSError as exc:
+            print(f"error: cannot enter {message['cwd']}: {exc.strerror}", file=sys.stderr)
+            raise SystemExit(1) from None
+        sys.argv = ["runner", *message["argv"]]
+        from runner.cli import main
+
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        with contextlib.suppress(OSError):
+            send(conn, {"exit": code})
+        os._exit(code)
+
+
+def serve(where: Path) -> None:
+    """Serve `where` until idle, stopped or retired; a second server of it exits at once."""
+    where.mkdir(mode=0o700, parents=True, exist_ok=True)
+    lock = os.open(where / "server.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + 3  # a retired server may still be on its way out
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return  # another serves it
+            time.sleep(0.02)
+    _preload()
+    idle = 900.0
+    with contextlib.suppress(Exception):
+        from runner.settings import RunnerSettings
+
+        idle = RunnerSettings().server_idle
+    Server(where, idle).run()
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    serve(Path(sys.argv[1]))
+
+
+if __name__ == "__main__":
+    main()

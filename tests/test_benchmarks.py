@@ -20,52 +20,7 @@ ROOT = Path(__file__).parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 MEASURED = ("envs", "runner", "benchmarks", ":!benchmarks/results")
 """What the benchmark measures: a change there makes the report stale."""
-UNMEASURED_CHANGES: dict[str, str] = {
-    "49e892bc37fd3ce6d1a1eefdf0e5e8bf9a575892": (
-        "NOT measured: uv's install now runs without --quiet, its stderr read line by line for "
-        "the progress line; a cold build may move by that (expected: within noise); the CLI's "
-        "cache-hit rows import runner.human, no rich unless a build shows progress"
-    ),
-    "d0051cef4a623a332c6287beafc01f6a722f0ef2": (
-        "a review's refactor: the same cgroups and standbys, made by one function"
-    ),
-    "0228f78a1a1b53df750c38ea7d351e6c634841c6": (
-        "NOT measured: this machine's pip configuration names an extra index, so the report's "
-        "sets now resolve with unsafe-best-match (both local indexes read) under new keys; the "
-        "cold rows may move by that; the next report says by how much"
-    ),
-    "864f805f80250a9908d576cb0889b62de822c960": (
-        "lines printed after a job whose env could not be built; none in the report"
-    ),
-    "6b9c67938f303143d7594d8d501a509c25915a78": (
-        "help's layout: --help formats the same rows click did (each command's short help), grouped"
-    ),
-    "d251040845904b583df2b17172e44011d4e855ab": (
-        "one more condition when the cache looks for a base; no measured set is empty"
-    ),
-    "b6589fee98ee917af71689da2e9531a67c74e759": (
-        "words added to a conda install's error; only a failed install reads them"
-    ),
-    "e3a7d4eaaae7bf060918031335838a58b7323091": (
-        "export of a job whose env was removed; the report times no export"
-    ),
-    "9f8c4ded4c63deb3d4ca9e6bddde68225662cfc9": (
-        "runner config's text; the report times no runner config"
-    ),
-    "f547d2b0f5771e9db72542115f3bd1127acbe004": (
-        "which console renderer a terminal gets; the report's commands are piped"
-    ),
-    "bf4783a1ee8938247a6f40ac82aaf8a50f23f7ea": (
-        "one click option object added per command at import, microseconds of the CLI's start"
-    ),
-    "1e62469fddbb784f25906edafe9905bfe44c120d": (
-        "how errors are printed, and status's step lines: a loop over one or two steps"
-    ),
-    "a39bd9921485f38ad122444f332c811ab9117ea6": ("words of three refusals"),
-    "5fb83e8faf48b648415f94b451522064cbaed7f2": (
-        "jobs with a process limit held by an rlimit leave no standby; the report sets no limit"
-    ),
-}
+UNMEASURED_CHANGES: dict[str, str] = {}
 """Commits after the report's that change what it measures, each with why it does not matter."""
 
 

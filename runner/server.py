@@ -193,6 +193,20 @@ def _stream(fd: int, env: dict[str, str]) -> TextIO:
     )
 
 
+def _hang_up_with(conn: socket.socket) -> None:
+    """When the client goes (killed, its terminal closed), the command gets SIGHUP, as it
+    would from a terminal that closed: `runner train` cancels its job, others end."""
+    import threading
+
+    def watch() -> None:
+        with contextlib.suppress(OSError):
+            while conn.recv(4096):  # the client sends nothing more: only its end comes
+                pass
+        os.kill(os.getpid(), signal.SIGHUP)
+
+    threading.Thread(target=watch, name="client-watch", daemon=True).start()
+
+
 def _child(conn: socket.socket, message: dict[str, Any], fds: list[int]) -> None:
     """Become the client's command: its fds, cwd, umask and variables; then its exit code."""
     code: int = 1
@@ -210,6 +224,7 @@ def _child(conn: socket.socket, message: dict[str, Any], fds: list[int]) -> None
         os.umask(message["umask"])
         sys.stdin, sys.stdout, sys.stderr = _stream(0, env), _stream(1, env), _stream(2, env)
         send(conn, {"pid": os.getpid()})
+        _hang_up_with(conn)
         try:
             os.chdir(message["cwd"])
         except OSError as exc:

@@ -401,3 +401,22 @@ def test_the_clients_folder_is_the_one_settings_name(
         monkeypatch.setenv("XDG_STATE_HOME", state_home)
     assert folder() == str(RunnerSettings().state_dir / "server")
     assert folder() == str(Path(platformdirs.user_state_dir("sandbox-runner")) / "server")
+
+
+def test_a_client_killed_mid_job_cancels_it_as_a_closed_terminal_does(
+    environ: dict[str, str], tmp_path: Path
+) -> None:
+    run = runner(environ, tmp_path)
+    owner = subprocess.Popen(
+        [RUNNER, "train", "--name", "orphan", str(JOBS / "sleeper.py")],
+        env=environ,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for(lambda: "ready" in run("logs", "orphan", served=False).stdout, timeout=60)
+    owner.kill()  # kill -9 of `runner train` itself: no signal is forwarded
+    owner.wait()
+    wait_for(lambda: run("status", "orphan", "--json").stdout.count('"Failed"') > 0, timeout=60)
+    record = json.loads(run("status", "orphan", "--json").stdout)
+    assert (record["status"], record["reason"]) == ("Failed", "cancelled")

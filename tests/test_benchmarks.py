@@ -20,7 +20,11 @@ ROOT = Path(__file__).parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 MEASURED = ("envs", "runner", "benchmarks", ":!benchmarks/results")
 """What the benchmark measures: a change there makes the report stale."""
-UNMEASURED_CHANGES: dict[str, str] = {}
+UNMEASURED_CHANGES: dict[str, str] = {
+    "f006af31892d06053d3f13cb075b542024cc91fa": (
+        "one thread per served command that waits for its client's end; no benchmark kills a client"
+    ),
+}
 """Commits after the report's that change what it measures, each with why it does not matter."""
 
 

@@ -135,7 +135,7 @@ def _start(where: str) -> bool:
     import subprocess
 
     with contextlib.closing(os.fdopen(log, "ab")) as out:
-        subprocess.Popen(
+        server = subprocess.Popen(
             [sys.executable, "-m", "runner.server", where],
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -149,6 +149,8 @@ def _start(where: str) -> bool:
         if sock is not None:
             sock.close()
             return True
+        if server.poll() is not None:  # it ended (another held its lock): try that one
+            return _connect(os.path.join(where, SOCKET_NAME)) is not None
         time.sleep(0.01)
     return False
 

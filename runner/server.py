@@ -22,6 +22,7 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -79,6 +80,8 @@ class Server:
                 try:
                     conn, _ = self.listener.accept()
                 except TimeoutError:
+                    if not self._reachable():
+                        return  # its socket was removed: no client can reach it any more
                     continue
                 last = time.monotonic()
                 with conn:
@@ -86,6 +89,12 @@ class Server:
                         return
         finally:
             self.close()
+
+    def _reachable(self) -> bool:
+        try:
+            return (self.where / SOCKET_NAME).stat().st_ino == self.inode
+        except OSError:
+            return False
 
     def close(self) -> None:
         path = self.where / SOCKET_NAME
@@ -126,9 +135,12 @@ class Server:
             send(conn, {"started": True})
             self.served += 1
             pid = os.fork()
-            if pid == 0:  # pragma: no cover (the child ends in os._exit)
-                self.listener.close()
-                _child(conn, message, fds)
+            if pid == 0:  # pragma: no cover (the child ends in os._exit, whatever happens)
+                try:
+                    self.listener.close()
+                    _child(conn, message, fds)
+                finally:
+                    os._exit(1)
             self.children.add(pid)
         except (OSError, ValueError, TypeError, KeyError) as exc:
             with contextlib.suppress(OSError):
@@ -193,16 +205,20 @@ def _stream(fd: int, env: dict[str, str]) -> TextIO:
     )
 
 
+_ending = threading.Event()
+"""Set in a command's child once the command ended: signals no longer reach it."""
+
+
 def _hang_up_with(conn: socket.socket) -> None:
     """When the client goes (killed, its terminal closed), the command gets SIGHUP, as it
     would from a terminal that closed: `runner train` cancels its job, others end."""
-    import threading
 
     def watch() -> None:
         with contextlib.suppress(OSError):
             while conn.recv(4096):  # the client sends nothing more: only its end comes
                 pass
-        os.kill(os.getpid(), signal.SIGHUP)
+        if not _ending.is_set():  # not the client leaving after the command's end
+            os.kill(os.getpid(), signal.SIGHUP)
 
     threading.Thread(target=watch, name="client-watch", daemon=True).start()
 
@@ -211,6 +227,7 @@ def _child(conn: socket.socket, message: dict[str, Any], fds: list[int]) -> None
     """Become the client's command: its fds, cwd, umask and variables; then its exit code."""
     code: int = 1
     try:
+        conn.settimeout(None)  # the server's 5 s were for reading the request
         os.setsid()  # a signal to the server's group is not one to the command
         for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE):
             signal.signal(signum, signal.SIG_DFL)
@@ -245,11 +262,16 @@ def _child(conn: socket.socket, message: dict[str, Any], fds: list[int]) -> None
         traceback.print_exc()
         code = 1
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        with contextlib.suppress(OSError):
+        try:  # nothing may stop the child here: a late signal, a closed stream
+            _ending.set()
+            for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, signal.SIG_IGN)
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
             send(conn, {"exit": code})
+        except BaseException:  # the client then says that its command went away
+            pass
         os._exit(code)
 
 

@@ -47,6 +47,11 @@ def folder() -> str:
     return os.path.join(state, "server")
 
 
+def socket_path(where: str | None = None) -> str:
+    """The server's socket, in `where` (default: `folder()`)."""
+    return os.path.join(where or folder(), SOCKET_NAME)
+
+
 def code_key() -> str:
     """What the running code is: this interpreter and every module file of the runner's
     (size and time), so a server of other code is retired by the first client that sees it."""
@@ -145,12 +150,12 @@ def _start(where: str) -> bool:
         )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        sock = _connect(os.path.join(where, SOCKET_NAME))
+        sock = _connect(socket_path(where))
         if sock is not None:
             sock.close()
             return True
         if server.poll() is not None:  # it ended (another held its lock): try that one
-            return _connect(os.path.join(where, SOCKET_NAME)) is not None
+            return _connect(socket_path(where)) is not None
         time.sleep(0.01)
     return False
 
@@ -159,7 +164,7 @@ def request(where: str, message: dict[str, object], fds: list[int]) -> socket.so
     """A connection to the server of `where` that took `message` (started, or restarted when
     it runs other code); None where no server can be had."""
     for attempt in range(3):
-        sock = _connect(os.path.join(where, SOCKET_NAME))
+        sock = _connect(socket_path(where))
         if sock is None:
             if attempt == 2 or not _start(where):
                 return None
@@ -183,7 +188,7 @@ def request(where: str, message: dict[str, object], fds: list[int]) -> socket.so
 def _served(argv: list[str]) -> int | None:
     """The command's exit code, run by the server; None: run it here instead."""
     where = folder()
-    if len(os.path.join(where, SOCKET_NAME)) >= 100 or not ours(where):  # sun_path: 108 bytes
+    if len(socket_path(where)) >= 100 or not ours(where):  # sun_path: 108 bytes
         return None
     try:
         for fd in (0, 1, 2):  # each goes to the server: a closed one is not sent
@@ -202,7 +207,13 @@ def _served(argv: list[str]) -> int | None:
     if sock is None:
         return None
     with sock:
-        answer, _ = receive(sock)
+        try:
+            answer, _ = receive(sock)
+        except (OSError, ValueError):  # not a server's answer: run it here
+            return None
+        ended = answer.get("exit") if answer else None
+        if isinstance(ended, int):
+            return ended  # it ended before it began, and said why
         pid = answer.get("pid") if answer else None
         if not isinstance(pid, int):
             return None
@@ -210,7 +221,7 @@ def _served(argv: list[str]) -> int | None:
         while True:
             try:
                 answer, _ = receive(sock)
-            except OSError:
+            except (OSError, ValueError):
                 answer = None
             if answer is None:
                 print(

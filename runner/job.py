@@ -43,7 +43,7 @@ from runner.supervise import CANCELLED, run_steps
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger as Logger
 
-    from runner.warm.pool import Pool
+    from runner.warm.pool import Warm
 
 
 def preflight(store: JobStore, settings: RunnerSettings, spec: JobSpec) -> None:
@@ -130,7 +130,7 @@ def execute(
     *,
     echo: Echo | None = None,
     cleanup: bool = False,
-    warm: Pool | None = None,
+    warm: Warm | None = None,
 ) -> JobRecord:
     """Run a Created job to its end in this process, which becomes its owner.
 
@@ -200,7 +200,7 @@ def _life(
     settings: RunnerSettings,
     log: Logger,
     joblog: JobLog,
-    warm: Pool | None = None,
+    warm: Warm | None = None,
 ) -> Outcome | None:
     """Created -> (env, GPUs) -> Running -> the steps' outcome; None if ended meanwhile."""
     began = time.monotonic()

@@ -7,9 +7,13 @@ runs the command as `runner` would in-process, then sends its exit code to the
 client itself: the server holds nothing of a command once it forked it, so a server
 killed mid-command (kill -9) ends no command, and a command killed ends no server.
 
+It also keeps the standbys of `runner train`, each in a spare: a fork made after a
+command's job started, which the next request like that command is handed to
+(`runner.warm.served` says how and why).
+
 It exits after `RUNNER_SERVER_IDLE` seconds with no request and no child, on
 `runner server stop`, and when a client of other code asks (it retires, and that
-client starts its own).
+client starts its own); its spares then end.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import contextlib
 import fcntl
 import io
 import os
+import select
 import signal
 import socket
 import struct
@@ -25,12 +30,42 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from runner.client import SOCKET_NAME, code_key, receive, send
+from runner.warm import served
 
 _PEER = struct.Struct("3i")  # struct ucred: pid, uid, gid
+MAX_SPARES = 4
+"""Spares kept at most (each holds one standby); the oldest goes first."""
+TAKE_WAIT = 2.0
+"""Seconds a spare has to say it took a command handed to it (else a fresh fork runs it)."""
+
+
+@dataclass
+class Spare:
+    """A fork holding a standby for the next request of `key` (`served.request_key`)."""
+
+    pid: int
+    sock: socket.socket
+    key: str
+    env: str
+    born: float = field(default_factory=time.monotonic)
+    standby: dict[str, Any] | None = None
+    """What it said once its standby was ready (env, preloads, memory)."""
+
+    def heard(self) -> None:
+        """Read what it said since (without waiting)."""
+        with contextlib.suppress(OSError, ValueError):
+            while select.select([self.sock], [], [], 0)[0]:
+                said, _ = receive(self.sock)
+                if said is None:
+                    return
+                ready = said.get("ready")
+                if isinstance(ready, dict):
+                    self.standby = ready
 
 
 def _preload() -> None:
@@ -53,11 +88,15 @@ def _preload() -> None:
 
 
 class Server:
-    def __init__(self, where: Path, idle: float) -> None:
+    def __init__(self, where: Path, idle: float, lock: int = -1) -> None:
         self.where = where
+        self.lock = lock
+        """The fd holding the folder's lock: the server's alone, never a fork's (a command
+        or a spare that outlives a killed server would keep the next one from starting)."""
         self.idle = idle
         self.key = code_key()
         self.children: set[int] = set()
+        self.spares: dict[str, Spare] = {}
         self.served = 0
         self.started = time.time()
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -102,6 +141,16 @@ class Server:
             if path.stat().st_ino == self.inode:  # not a newer server's
                 path.unlink()
         self.listener.close()
+        for spare in list(self.spares.values()):
+            self._drop(spare, wait=0)  # each reads the end and ends its standby
+
+    def _forget(self) -> None:
+        """In a fork: the server's own sockets and lock are not the child's."""
+        self.listener.close()
+        if self.lock >= 0:
+            os.close(self.lock)
+        for spare in self.spares.values():
+            spare.sock.close()
 
     def _reap(self) -> None:
         for pid in list(self.children):
@@ -110,6 +159,76 @@ class Server:
                 if not done:
                     continue
             self.children.discard(pid)
+        for spare in list(self.spares.values()):
+            with contextlib.suppress(ChildProcessError):
+                done, _ = os.waitpid(spare.pid, os.WNOHANG)
+                if not done:
+                    continue
+            self.spares.pop(spare.key, None)
+            spare.sock.close()
+
+    def _drop(self, spare: Spare, wait: float) -> None:
+        """End a spare (it reads the end of its socket) and wait up to `wait` s for it."""
+        self.spares.pop(spare.key, None)
+        spare.sock.close()
+        deadline = time.monotonic() + wait
+        while True:
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(spare.pid, os.WNOHANG)[0]:
+                    return
+            if time.monotonic() > deadline:
+                if wait:
+                    self.children.add(spare.pid)  # reaped later
+                return
+            time.sleep(0.02)
+
+    def _drop_envs(self, envs: Any) -> None:
+        """End the spares of these envs (None: all), and wait for them: before the env goes."""
+        for spare in list(self.spares.values()):
+            if envs is None or spare.env in envs:
+                self._drop(spare, wait=10)
+
+    def _spare(self, message: dict[str, Any]) -> None:
+        """Fork a spare for the next request like `message`'s command (one per key)."""
+        key = served.request_key(message)
+        old = self.spares.get(key)
+        if old is not None:
+            self._drop(old, wait=0)
+        while len(self.spares) >= MAX_SPARES:
+            self._drop(min(self.spares.values(), key=lambda s: s.born), wait=0)
+        ours, theirs = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover (the spare ends in os._exit, whatever happens)
+            try:
+                self._forget()
+                ours.close()
+                _spare(theirs, message, str(self.where / SOCKET_NAME))
+            finally:
+                os._exit(1)
+        theirs.close()
+        env = Path(str(message["job"].get("env_dir", ""))).name
+        self.spares[key] = Spare(pid, ours, key, env)
+
+    def _hand(self, message: dict[str, Any], conn: socket.socket, fds: list[int]) -> bool:
+        """Hand the request to the spare made for it, if there is one and it takes it."""
+        spare = self.spares.pop(served.request_key(message), None)
+        if spare is None:
+            return False
+        try:
+            send(spare.sock, {"take": message}, [conn.fileno(), *fds])
+            spare.sock.settimeout(TAKE_WAIT)
+            while True:
+                said, _ = receive(spare.sock)
+                if said is None:
+                    raise OSError("the spare ended")
+                if said.get("taken") is True:
+                    break
+        except (OSError, ValueError):
+            self._drop(spare, wait=0)
+            return False
+        spare.sock.close()
+        self.children.add(spare.pid)  # it is the command now
+        return True
 
     def _handle(self, conn: socket.socket) -> str | None:
         _pid, uid, _gid = _PEER.unpack(
@@ -132,13 +251,22 @@ class Server:
             if what == "ping":
                 send(conn, self.status())
                 return None
+            if what == "spare":
+                self._spare(message)
+                return None
+            if what == "drop":
+                self._drop_envs(message.get("envs"))
+                send(conn, {"dropped": True})
+                return None
             send(conn, {"started": True})
             self.served += 1
+            if self._hand(message, conn, fds):
+                return None
             pid = os.fork()
             if pid == 0:  # pragma: no cover (the child ends in os._exit, whatever happens)
                 try:
-                    self.listener.close()
-                    _child(conn, message, fds)
+                    self._forget()
+                    _child(conn, message, fds, str(self.where / SOCKET_NAME))
                 finally:
                     os._exit(1)
             self.children.add(pid)
@@ -156,6 +284,13 @@ class Server:
         for word in ("ping", "stop"):
             if message.get(word) is True:
                 return word
+        if message.get("drop") is True:
+            envs = message.get("envs")
+            if envs is not None and not (
+                isinstance(envs, list) and all(isinstance(e, str) for e in envs)
+            ):
+                raise ValueError("envs is not a list of names")
+            return "drop"
         if not isinstance(message.get("code"), str):
             raise ValueError("no code key")
         if message["code"] != self.key:
@@ -167,6 +302,11 @@ class Server:
             raise ValueError("env is not a map of strings")
         if not isinstance(message.get("cwd"), str) or not isinstance(message.get("umask"), int):
             raise ValueError("no cwd or umask")
+        if message.get("spare") is True:
+            job = message.get("job")
+            if not (isinstance(job, dict) and isinstance(job.get("spec"), dict)):
+                raise ValueError("a spare's job is not a job")
+            return "spare"
         if len(fds) != 3:
             raise ValueError(f"{len(fds)} file descriptors, not stdin, stdout and stderr")
         return "command"
@@ -187,6 +327,18 @@ class Server:
             "rss_bytes": rss,
             "fds": sum(1 for _ in Path("/proc/self/fd").iterdir()),
             "socket": str(self.where / SOCKET_NAME),
+            "standbys": [self._listed(spare) for spare in self.spares.values()],
+        }
+
+    def _listed(self, spare: Spare) -> dict[str, Any]:
+        spare.heard()
+        return {
+            "pid": spare.pid,
+            "env": spare.env,
+            "age": round(time.monotonic() - spare.born, 1),
+            "ready": spare.standby is not None,
+            "preloaded": (spare.standby or {}).get("preloaded", []),
+            "rss": (spare.standby or {}).get("rss", 0),
         }
 
 
@@ -223,12 +375,21 @@ def _hang_up_with(conn: socket.socket) -> None:
     threading.Thread(target=watch, name="client-watch", daemon=True).start()
 
 
-def _child(conn: socket.socket, message: dict[str, Any], fds: list[int]) -> None:
-    """Become the client's command: its fds, cwd, umask and variables; then its exit code."""
+def _child(
+    conn: socket.socket,
+    message: dict[str, Any],
+    fds: list[int],
+    where: str,
+    pool: Any = None,
+) -> None:
+    """Become the client's command: its fds, cwd, umask and variables; then its exit code.
+    In a spare, `pool` holds the standby its job may take."""
     code: int = 1
+    served.here = served.Context(where, message, pool)
     try:
         conn.settimeout(None)  # the server's 5 s were for reading the request
-        os.setsid()  # a signal to the server's group is not one to the command
+        with contextlib.suppress(PermissionError):  # a spare leads its own session already
+            os.setsid()  # a signal to the server's group is not one to the command
         for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE):
             signal.signal(signum, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -266,6 +427,8 @@ def _child(conn: socket.socket, message: dict[str, Any], fds: list[int]) -> None
             _ending.set()
             for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
                 signal.signal(signum, signal.SIG_IGN)
+            if pool is not None:
+                pool.close()  # a standby its job did not take
             for stream in (sys.stdout, sys.stderr):
                 with contextlib.suppress(Exception):
                     stream.flush()
@@ -273,6 +436,56 @@ def _child(conn: socket.socket, message: dict[str, Any], fds: list[int]) -> None
         except BaseException:  # the client then says that its command went away
             pass
         os._exit(code)
+
+
+def _spare(sock: socket.socket, message: dict[str, Any], where: str) -> None:
+    """Be a spare: start one standby for the next command like `message`'s, say when it is
+    ready, and become that command when the server hands it over. Exit (the standby
+    with it) when the server closes its end, or when the standby is gone."""
+    from runner.settings import RunnerSettings
+    from runner.spec import JobSpec
+    from runner.store import JobStore
+    from runner.warm.pool import Pool, Request
+
+    os.setsid()  # the server's group's signals are not its own
+    for signum in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    env: dict[str, str] = message["env"]
+    os.environ.clear()
+    os.environ.update(env)
+    os.umask(message["umask"])
+    pool: Pool | None = None
+    try:
+        os.chdir(message["cwd"])
+        settings = RunnerSettings()
+        pool = Pool(JobStore(settings.state_dir), settings)
+        job = message["job"]
+        pool.replenish(
+            Request(JobSpec.model_validate(job["spec"]), Path(job["env_dir"]), job["base_python"])
+        )
+        said = False
+        while not pool.empty():
+            if select.select([sock], [], [], 1.0)[0]:
+                asked, fds = receive(sock, fds=4)
+                take = asked.get("take") if asked is not None else None
+                if not isinstance(take, dict) or len(fds) != 4:
+                    return
+                send(sock, {"taken": True})
+                sock.close()
+                for signum in (signal.SIGINT, signal.SIGHUP):
+                    signal.signal(signum, signal.SIG_DFL)
+                conn = socket.socket(fileno=fds[0])
+                _child(conn, take, fds[1:], where, pool)  # never returns
+            if not said and (listed := pool.listing()) and listed[0]["ready"]:
+                send(sock, {"ready": listed[0]})
+                said = True
+    except Exception:  # a spare that cannot be is only a cold start later
+        pass
+    finally:
+        if pool is not None:
+            pool.close()
+        os._exit(0)
 
 
 def serve(where: Path) -> None:
@@ -294,7 +507,7 @@ def serve(where: Path) -> None:
         from runner.settings import RunnerSettings
 
         idle = RunnerSettings().server_idle
-    Server(where, idle).run()
+    Server(where, idle, lock).run()
 
 
 def main() -> None:

@@ -40,7 +40,7 @@ from runner.store import JobRecord, JobStore
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger as Logger
 
-    from runner.warm.pool import Pool
+    from runner.warm.pool import Warm
     from runner.warm.standby import Standby
 
 
@@ -135,7 +135,7 @@ def start_steps(
     log: Logger,
     settings: RunnerSettings,
     nodes: Nodes,
-    warm: Pool | None = None,
+    warm: Warm | None = None,
 ) -> None:
     """Spawn every step inside its sandbox; all nodes of a job share one network namespace.
 
@@ -211,7 +211,7 @@ def start_steps(
 
 
 def _from_standby(
-    warm: Pool,
+    warm: Warm,
     job: JobRecord,
     steps: list[launch.Step],
     env_dir: Path,

@@ -26,7 +26,7 @@ from runner.store import (
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger as Logger
 
-    from runner.warm.pool import Pool
+    from runner.warm.pool import Warm
 
 CANCELLED = Cause.CANCELLED.value
 
@@ -38,7 +38,7 @@ def run_steps(
     log: Logger,
     settings: RunnerSettings,
     joblog: JobLog,
-    warm: Pool | None = None,
+    warm: Warm | None = None,
 ) -> Outcome:
     """Start every step, supervise them, and end them all, whatever happens meanwhile."""
     spec = job.spec

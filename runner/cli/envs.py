@@ -155,6 +155,7 @@ def envs_rm(ctx: click.Context, keys: tuple[str, ...]) -> None:
     from envs import EnvError
     from envs.cache import EnvInUseError
     from runner.spec import open_cache
+    from runner.warm import served
 
     cache = open_cache(settings_of(ctx))
     found, unknown = [], []
@@ -165,6 +166,7 @@ def envs_rm(ctx: click.Context, keys: tuple[str, ...]) -> None:
             unknown.append(str(exc))
     if unknown:
         raise click.ClickException("; ".join(unknown) + "; nothing was removed")
+    served.drop(found)  # their standbys end first, never after the env is gone
     busy = 0
     layers = {e.key for e in cache.ready() if e.meta.base_env}
     found.sort(key=lambda k: k not in layers)  # layers before the bases they stand on
@@ -193,9 +195,11 @@ def envs_gc(
     """Evict environments by size and age (damaged ones always); those in use are kept."""
     from envs.gc import collect
     from runner.spec import open_cache
+    from runner.warm import served
 
     if max_size is None and older_than is None:
         raise click.UsageError("give --max-size SIZE and/or --older-than DURATION")
+    served.drop(None)  # standbys end before any env may go (the next runs start cold)
     result = collect(open_cache(settings_of(ctx)), max_size=max_size, older_than=older_than)
     text = (
         f"removed {len(result.removed)} environment(s) and the downloads of "

@@ -36,7 +36,9 @@ if TYPE_CHECKING:
 
     from runner.sandbox import Mount
     from runner.settings import RunnerSettings
+    from runner.spec import JobSpec
     from runner.store import JobRecord, JobStore
+    from runner.warm.served import Served
 
 
 def _store(ctx: click.Context) -> JobStore:
@@ -119,7 +121,7 @@ TRAIN_SECTIONS = {
         *("sandbox", "network", "sandbox_fs", "mounts", "data_cache"),
         *("memory", "cpu_time", "open_files", "processes"),
     ),
-    "Job": ("module", "env_vars", "env_files", "name", "timeout", "detach"),
+    "Job": ("module", "env_vars", "env_files", "name", "timeout", "detach", "cold"),
 }
 """`runner train --help`'s groups of options."""
 
@@ -168,6 +170,11 @@ TRAIN_SECTIONS = {
 @click.option("--name", help="Job name (default: a fresh one).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds.")
 @click.option("--detach", is_flag=True, help="Start the job and return; see `runner logs -f`.")
+@click.option(
+    "--cold",
+    is_flag=True,
+    help="Start a fresh interpreter, not a standby; leave none for the next run (RUNNER_WARM=0).",
+)
 @click.option(
     "--sandbox", type=click.Choice(["auto", "strict", "off"]), help="Sandbox mode (settings)."
 )
@@ -222,6 +229,7 @@ def train(
     name: str | None,
     timeout: float | None,
     detach: bool,
+    cold: bool,
     sandbox: str | None,
     network: bool | None,
     sandbox_fs: bool | None,
@@ -240,6 +248,7 @@ def train(
     from envs.requirements import name_of
     from runner.job import execute, preflight
     from runner.spec import JobSpec
+    from runner.warm import served
 
     settings = settings_of(ctx)
     entry = _entry(script, module, args)
@@ -287,7 +296,8 @@ def train(
     assert spec.sandbox is not None
     store = _store(ctx)
     preflight(store, settings, spec)  # strict mode, unusable folders: named before anything
-    store.create(spec)
+    warm = None if cold or detach or name else served.warm(settings)
+    spec = _record(store, spec, warm)
     if detach:
         _detach(store, spec.name)
         click.echo(spec.name)
@@ -295,7 +305,7 @@ def train(
     _interrupt_on_sigterm()
     echo = _Echo(settings.log_format, ranks=nproc_per_node * nnodes > 1, verbose=_verbose(ctx))
     try:
-        record = execute(store, spec.name, settings, echo=echo)
+        record = execute(store, spec.name, settings, echo=echo, warm=warm)
     except KeyboardInterrupt:
         echo.stop()
         click.echo(f"job {spec.name} Failed: cancelled; `runner logs {spec.name}`", err=True)
@@ -305,6 +315,20 @@ def train(
         click.echo(line, err=True)
     click.echo(_summary(record), err=True)
     sys.exit(_exit_code(record))
+
+
+def _record(store: JobStore, spec: JobSpec, warm: Served | None) -> JobSpec:
+    """Record the job, with the standby it takes if one is ready (then under its name)."""
+    standby = warm.take(spec) if warm is not None else None
+    if standby is not None:  # the job takes its name: its folders are the standby's
+        spec = spec.model_copy(update={"name": standby.name})
+    try:
+        store.create(spec, reserved=standby.tag if standby else None)
+    except BaseException:
+        if warm is not None and standby is not None:
+            warm.release(standby)
+        raise
+    return spec
 
 
 def _env_failure(store: JobStore, record: JobRecord) -> list[str]:

@@ -10,13 +10,12 @@ from runner.cli.common import emit, json_option
 def _ask(message: dict[str, object]) -> dict[str, object] | None:
     """The server's answer to `message`, or None when none is running."""
     import socket
-    from pathlib import Path
 
-    from runner.client import SOCKET_NAME, folder, receive, send
+    from runner.client import receive, send, socket_path
 
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         try:
-            sock.connect(str(Path(folder()) / SOCKET_NAME))
+            sock.connect(socket_path())
             send(sock, message)
             return receive(sock)[0]
         except OSError:
@@ -33,12 +32,11 @@ def server() -> None:
 def status(as_json: bool) -> None:
     """Whether a resident runner is running, and what it has done."""
     from datetime import datetime
-    from pathlib import Path
 
-    from runner.client import SOCKET_NAME, folder
+    from runner.client import socket_path
     from runner.units import format_duration, format_size
 
-    where = Path(folder()) / SOCKET_NAME
+    where = socket_path()
     said = _ask({"ping": True})
     if said is None:
         emit(
@@ -57,9 +55,27 @@ def status(as_json: bool) -> None:
             f"memory:    {format_size(int(str(said['rss_bytes'])))}, {said['fds']} open files",
             f"idle exit: after {format_duration(float(str(said['idle_exit'])))} without a command",
             f"socket:    {said['socket']}",
+            *_standbys(said.get("standbys")),
         ]
     )
     emit({"running": True, **said}, as_json, text)
+
+
+def _standbys(listed: object) -> list[str]:
+    """A line per standby it keeps for `runner train`: its env, preloads, memory, age."""
+    from runner.units import format_duration, format_size
+
+    if not isinstance(listed, list) or not listed:
+        return ["standbys:  none (`runner train` leaves one for the next run like it)"]
+    lines = [f"standbys:  {len(listed)}"]
+    for s in listed:
+        state = "ready" if s.get("ready") else "warming"
+        preloaded = ", ".join(s.get("preloaded") or []) or "nothing"
+        rss, age = format_size(int(s.get("rss") or 0)), format_duration(float(s.get("age") or 0))
+        lines.append(
+            f"  env {str(s.get('env'))[:12]}  {state}  preloaded {preloaded}  {rss}  {age} old"
+        )
+    return lines
 
 
 @server.command()

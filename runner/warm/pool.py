@@ -17,9 +17,10 @@ import threading
 import weakref
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from envs.log import get_logger
+from envs.requirements import name_of
 from runner import launch
 from runner.process import Process, start_ticks
 from runner.sandbox import confine
@@ -54,6 +55,15 @@ class Request:
     spec: JobSpec
     env_dir: Path
     base_python: str | None
+
+
+class Warm(Protocol):
+    """What a job's start asks of the place its standbys live (a `Pool`, or the resident
+    runner's spares, `served.Served`)."""
+
+    def claim(self, name: str) -> Standby | str | None: ...
+
+    def replenish(self, request: Request) -> None: ...
 
 
 class Pool:
@@ -125,6 +135,11 @@ class Pool:
                 self._thread = threading.Thread(target=self._work, name="standbys", daemon=True)
                 self._thread.start()
         self._wanted.put(request)
+
+    def empty(self) -> bool:
+        """No standby is ready, taken or on its way."""
+        with self._lock:
+            return not (self._ready or self._taken or self._making)
 
     # -- for people ----------------------------------------------------------------
 
@@ -208,8 +223,10 @@ class Pool:
 
 
 def preloads(spec: JobSpec, settings: RunnerSettings) -> tuple[bool, tuple[str, ...]]:
-    """Whether to warm torch (its jobs: the runtime's package), and the modules to import."""
-    return spec.framework == "torch", tuple(settings.preload)
+    """Whether to warm torch (a torch job's, or a job whose packages name torch), and the
+    modules to import."""
+    torch = spec.framework == "torch" or any(name_of(r) == "torch" for r in spec.requirements)
+    return torch, tuple(settings.preload)
 
 
 def start(store: JobStore, settings: RunnerSettings, request: Request) -> Standby:

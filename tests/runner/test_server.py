@@ -289,7 +289,7 @@ def test_killing_the_server_mid_job_ends_neither_the_job_nor_the_command(
     run = runner(environ, tmp_path)
     counter = tmp_path / "count.py"
     counter.write_text(
-        "import time\nfor i in range(6):\n    print('tick', i, flush=True)\n    time.sleep(0.5)\n"
+        "import time\nfor i in range(20):\n    print('tick', i, flush=True)\n    time.sleep(0.5)\n"
     )
     owner = subprocess.Popen(
         [RUNNER, "train", "--name", "through", str(counter)],
@@ -304,9 +304,12 @@ def test_killing_the_server_mid_job_ends_neither_the_job_nor_the_command(
     assert pid is not None
     wait_for(lambda: "tick 1" in run("logs", "through", served=False).stdout, timeout=60)
     os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not alive(pid), timeout=10)
+    assert run("jobs").returncode == 0  # while the command runs: it holds no server's lock
+    assert server_pid(environ) not in (None, pid)
     out, err = owner.communicate(timeout=60)
     assert owner.returncode == 0, err
-    assert "tick 5" in out and "job through Complete" in err
+    assert "tick 19" in out and "job through Complete" in err
     assert json.loads(run("status", "through", "--json").stdout)["status"] == "Complete"
     assert server_pid(environ) not in (None, pid)  # that command started a fresh one
 

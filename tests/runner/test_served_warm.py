@@ -1,0 +1,233 @@
+"""Standbys for `runner train`, held by the resident runner in spares (`runner.warm.served`):
+the same command run twice takes a standby the second time, sees what a cold run sees, and
+every fault (a spare, the server, the command killed; its env removed) leaves nothing."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.runner.conftest import JOBS, TORCH
+from tests.runner.test_process import wait_for
+from tests.runner.test_server import RUNNER, Run, alive, runner, server_pid
+from tests.runner.test_warm import _differences, _normal, fingerprint
+
+
+@pytest.fixture
+def environ(cli_environ: dict[str, str]) -> Iterator[dict[str, str]]:
+    env = {k: v for k, v in cli_environ.items() if k not in ("RUNNER_SERVER", "XDG_RUNTIME_DIR")}
+    yield env
+    subprocess.run([RUNNER, "server", "stop"], env=env, capture_output=True, check=False)
+
+
+def standbys(environ: dict[str, str]) -> list[dict[str, Any]]:
+    said = subprocess.run(
+        [RUNNER, "server", "status", "--json"],
+        env={**environ, "RUNNER_SERVER": "0"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found: list[dict[str, Any]] = json.loads(said.stdout).get("standbys", [])
+    return found
+
+
+def ready(environ: dict[str, str], timeout: float = 120) -> dict[str, Any]:
+    wait_for(lambda: any(s["ready"] for s in standbys(environ)), timeout=timeout)
+    return standbys(environ)[0]
+
+
+def record(run: Run, name: str) -> dict[str, Any]:
+    found: dict[str, Any] = json.loads(run("status", name, "--json").stdout)
+    return found
+
+
+def last_job(run: Run) -> dict[str, Any]:
+    listed = json.loads(run("jobs", "--json").stdout)
+    return record(run, max(listed, key=lambda j: j["created"])["name"])
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process under `pid`."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return [p for p in found if alive(p)]
+
+
+def tagged_with(tag: str) -> list[int]:
+    from runner.process import tagged
+
+    return tagged(tag)
+
+
+@pytest.fixture
+def hello(tmp_path: Path) -> Path:
+    script = tmp_path / "hello.py"
+    script.write_text("import sys, tiny_pkg\nprint('hello', sys.argv[1:], flush=True)\n")
+    return script
+
+
+def test_runner_train_twice_takes_a_standby_the_second_time(
+    environ: dict[str, str], tmp_path: Path, hello: Path
+) -> None:
+    run = runner(environ, tmp_path)
+    first = run("train", "--with", "tiny-pkg", str(hello), "x")
+    assert first.returncode == 0, first.stderr
+    assert "(warm)" not in first.stderr and last_job(run).get("warm") is None
+    spare = ready(environ)
+    assert spare["preloaded"] == [] and spare["rss"] > 0
+    listed = run("server", "status")
+    assert "standbys:  1" in listed.stdout and "ready" in listed.stdout, listed.stdout
+    second = run("train", "--with", "tiny-pkg", str(hello), "x")
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == first.stdout == "hello ['x']\n"
+    assert "(warm)" in second.stderr
+    assert last_job(run)["warm"] == {"preloaded": []}
+    ready(environ)  # the second left one for the third
+    other = run("train", "--with", "tiny-pkg", str(hello), "y")  # another command: cold
+    assert other.returncode == 0 and "(warm)" not in other.stderr
+    assert last_job(run).get("warm") is None
+
+
+def test_cold_and_warm_off_leave_no_standby(
+    environ: dict[str, str], tmp_path: Path, hello: Path
+) -> None:
+    run = runner(environ, tmp_path)
+    assert run("train", "--cold", "--with", "tiny-pkg", str(hello)).returncode == 0
+    assert run("train", "--with", "tiny-pkg", str(hello), RUNNER_WARM="0").returncode == 0
+    assert run("train", "--detach", "--with", "tiny-pkg", str(hello)).returncode == 0
+    assert standbys(environ) == []
+    assert "--cold" in run("train", "--help").stdout
+
+
+def test_a_warm_cli_job_sees_what_a_cold_one_sees(
+    environ: dict[str, str], tmp_path: Path, torch_cache: Path
+) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text(inspect.getsource(fingerprint) + "\n\nfingerprint()\n")
+    environ = {
+        **environ,
+        "RUNNER_CACHE_DIR": str(torch_cache),
+        "RUNNER_NO_INDEX": "0",
+        "RUNNER_FIND_LINKS": "",
+    }
+    run = runner(environ, tmp_path)
+    argv = ("train", *(a for p in TORCH for a in ("--with", p)), str(probe))
+    cold = run(*argv)
+    assert cold.returncode == 0, cold.stderr
+    cold_record = last_job(run)
+    assert ready(environ, timeout=300)["preloaded"] == ["torch"]
+    warm = run(*argv)
+    assert warm.returncode == 0, warm.stderr
+    warm_record = last_job(run)
+    assert warm_record["warm"] == {"preloaded": ["torch"]}
+    seen = json.loads(warm.stdout)
+    want = json.loads(cold.stdout)
+    normal_seen = _normal(seen, warm_record["name"], warm_record["tag"])
+    normal_want = _normal(want, cold_record["name"], cold_record["tag"])
+    assert normal_seen == normal_want, _differences(normal_seen, normal_want)
+    assert set(want["modules"]) <= set(seen["modules"])
+    assert not any(m == "runner" or m.startswith("runner.") for m in seen["modules"])
+    assert seen["draws"] != want["draws"] and all(seen["fresh"])
+
+
+def test_killing_the_server_ends_its_spares_and_their_standbys(
+    environ: dict[str, str], tmp_path: Path, hello: Path
+) -> None:
+    run = runner(environ, tmp_path)
+    assert run("train", "--with", "tiny-pkg", str(hello)).returncode == 0
+    spare = ready(environ)
+    pid = server_pid(environ)
+    assert pid is not None
+    held = descendants(spare["pid"])
+    assert held, "the spare holds its standby's processes"
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not alive(spare["pid"]) and not any(alive(p) for p in held), timeout=30)
+    again = run("train", "--with", "tiny-pkg", str(hello))  # a fresh server: cold
+    assert again.returncode == 0 and "(warm)" not in again.stderr, again.stderr
+    reserved = list((Path(environ["RUNNER_STATE_DIR"]) / "jobs").glob("*/.reserved"))
+    assert len(reserved) <= 1  # the killed spare's folder was swept; the new spare's may be
+
+
+def test_a_killed_spare_or_standby_means_a_cold_start_never_a_hang(
+    environ: dict[str, str], tmp_path: Path, hello: Path
+) -> None:
+    run = runner(environ, tmp_path)
+    assert run("train", "--with", "tiny-pkg", str(hello)).returncode == 0
+    spare = ready(environ)
+    os.kill(spare["pid"], signal.SIGKILL)
+    wait_for(lambda: standbys(environ) == [], timeout=30)
+    second = run("train", "--with", "tiny-pkg", str(hello))
+    assert second.returncode == 0 and "(warm)" not in second.stderr, second.stderr
+    assert second.stdout == "hello []\n"
+    spare = ready(environ)
+    for pid in descendants(spare["pid"]):  # the standby itself (its sandbox and python)
+        os.kill(pid, signal.SIGKILL)
+    third = run("train", "--with", "tiny-pkg", str(hello))
+    assert third.returncode == 0, third.stderr
+    assert third.stdout == "hello []\n" and "(warm)" not in third.stderr
+
+
+def test_a_warm_job_whose_command_is_killed_ends_failed_and_leaves_nothing(
+    environ: dict[str, str], tmp_path: Path
+) -> None:
+    run = runner(environ, tmp_path)
+    sleeper = str(JOBS / "sleeper.py")
+    done = run("train", "--timeout", "2", sleeper)  # cold; leaves a spare
+    assert done.returncode != 0
+    ready(environ)
+    owner = subprocess.Popen(
+        [RUNNER, "train", "--timeout", "2", sleeper],
+        env=environ,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: "ready" in last_job(run).get("last_line", "") or _said_ready(run), 60)
+    job = last_job(run)
+    assert job["warm"] is not None
+    os.kill(job["owner"]["pid"], signal.SIGKILL)  # the spare that became the command
+    _, err = owner.communicate(timeout=60)
+    assert owner.returncode == 1 and "went away" in err
+    reaped = json.loads(run("jobs", "--reap", "--json").stdout)
+    assert [j["status"] for j in reaped if j["name"] == job["name"]] == ["Failed"]
+    wait_for(lambda: tagged_with(job["tag"]) == [], timeout=30)
+
+
+def _said_ready(run: Run) -> bool:
+    listed = json.loads(run("jobs", "--json").stdout)
+    name = max(listed, key=lambda j: j["created"])["name"]
+    return "ready" in run("logs", name, served=False).stdout
+
+
+def test_removing_an_env_ends_its_standbys_first(
+    environ: dict[str, str], tmp_path: Path, hello: Path
+) -> None:
+    run = runner(environ, tmp_path)
+    assert run("train", "--with", "tiny-pkg", str(hello)).returncode == 0
+    spare = ready(environ)
+    held = descendants(spare["pid"])
+    removed = run("envs", "rm", spare["env"])
+    assert removed.returncode == 0, removed.stderr
+    assert standbys(environ) == []
+    assert not alive(spare["pid"]) and not any(alive(p) for p in held)

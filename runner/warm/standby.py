@@ -74,6 +74,14 @@ def launch_key(
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
+def _folder_id(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
 class Relay:
     """A standby's output: its last lines kept (what it said before it ended) until its job
     takes it over."""
@@ -110,6 +118,12 @@ class Standby:
     cgroup: JobCgroup | None = None
     born: float = field(default_factory=time.monotonic)
     warmed: bool = False
+    env_id: tuple[int, int] | None = None
+    """The env folder it started in (device, inode): one removed and made again is another."""
+
+    def __post_init__(self) -> None:
+        if self.env_id is None:
+            self.env_id = _folder_id(Path(self.python).parents[1])
 
     def ready(self) -> bool:
         """Its warm-up is done (it said so) and it still runs."""
@@ -147,7 +161,7 @@ class Standby:
             return self.ended()
         if python != self.python:
             return "the job's interpreter is not the standby's"
-        if not Path(python).exists():
+        if not Path(python).exists() or _folder_id(Path(python).parents[1]) != self.env_id:
             return "the standby's env was removed"
         if launch != self.launch:
             return "the job's sandbox or start-up variables differ from the standby's"

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from runner.settings import RunnerSettings
+from runner.spec import open_cache
 from tests.runner.conftest import JOBS, TORCH
 from tests.runner.test_process import wait_for
 from tests.runner.test_server import RUNNER, Run, alive, runner, server_pid
@@ -231,3 +233,16 @@ def test_removing_an_env_ends_its_standbys_first(
     assert removed.returncode == 0, removed.stderr
     assert standbys(environ) == []
     assert not alive(spare["pid"]) and not any(alive(p) for p in held)
+
+
+def test_an_env_removed_and_made_again_under_a_standby_is_not_the_standbys(
+    environ: dict[str, str], tmp_path: Path, hello: Path, settings: RunnerSettings
+) -> None:
+    run = runner(environ, tmp_path)
+    assert run("train", "--with", "tiny-pkg", str(hello)).returncode == 0
+    spare = ready(environ)
+    open_cache(settings).remove(spare["env"])  # behind the runner's back: no standby dropped
+    again = run("train", "--with", "tiny-pkg", str(hello))
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == "hello []\n" and "(warm)" not in again.stderr
+    assert last_job(run).get("warm") is None

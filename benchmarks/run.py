@@ -41,6 +41,8 @@ CONCURRENT_SETS = {1: "six", 4: "idna", 16: "attrs"}
 RUNNER = str(Path(sys.executable).parent / "runner")
 JOBS_LISTED = 100
 """`runner jobs` is timed over this many job records."""
+MANY_JOBS = 10_000
+"""And over this many: its newest page only is read."""
 
 
 def log(message: str) -> None:
@@ -581,10 +583,10 @@ class Bench:
         idle and after 1,000 commands."""
         jobs_dir = self.settings.state_dir / "jobs"
         jobs_dir.mkdir(parents=True, exist_ok=True)  # `--only cli`: no job ran before
-        missing = JOBS_LISTED - len(list(jobs_dir.iterdir()))
+        missing = JOBS_LISTED - len(list(jobs_dir.glob("*/job.json")))  # not standbys' folders
         with ThreadPoolExecutor(2 * (os.cpu_count() or 1)) as pool:  # untimed: records to list
             list(pool.map(lambda _: self.runner_train([]), range(missing)))
-        jobs = sorted(p.name for p in jobs_dir.iterdir())
+        jobs = sorted(p.parent.name for p in jobs_dir.glob("*/job.json"))
         envs = len(list(self.cache.envs_dir.iterdir()))
         reps = max(10, self.reps)
         log(f"CLI: runner --help, status, jobs ({len(jobs)} jobs), envs list ({envs} envs)")
@@ -620,6 +622,7 @@ class Bench:
             hit["uv_run"].append(timed(lambda: run(uv_run, env=self.uv_environ())))
         found |= {key: stats(values) for key, values in hit.items()}
         found["train_hit_to_uv_run"] = found["train_hit"]["median"] / found["uv_run"]["median"]
+        found |= self._many_jobs(reps, off)
         log("CLI: 1,000 `runner status` through the resident runner")
         for _ in range(1000):
             run([RUNNER, "status", jobs[-1]])
@@ -632,6 +635,34 @@ class Bench:
             "same_server": server["pid"] == after["pid"],
         }
         run([RUNNER, "server", "stop"])
+        return found
+
+    def _many_jobs(self, reps: int, off: dict[str, str]) -> dict[str, Any]:
+        """`runner jobs` (its newest page) and `runner status` over MANY_JOBS records, served
+        and in-process; the records are written by the store itself (untimed)."""
+        from runner.spec import JobSpec, ScriptEntry
+        from runner.store import JobStore
+
+        state = self.root / "many-jobs"
+        store = JobStore(state)
+        spec = JobSpec(entry=ScriptEntry(kind="script", target=str(self.script)))
+        log(f"CLI: writing {MANY_JOBS:,} job records (untimed)")
+        for i in range(MANY_JOBS):
+            store.create(spec.model_copy(update={"name": f"job{i:06}"}))
+        served_env = {**os.environ, "RUNNER_STATE_DIR": str(state)}
+        alone_env = {**off, "RUNNER_STATE_DIR": str(state)}
+        found: dict[str, Any] = {"many_job_count": MANY_JOBS}
+        run([RUNNER, "jobs"], env=served_env)  # its server started, untimed
+        for key, args in {"jobs": ["jobs"], "status": ["status", "job000000"]}.items():
+            served: list[float] = []
+            alone: list[float] = []
+            for _ in range(reps):
+                served.append(timed(lambda a=args: run([RUNNER, *a], env=served_env)))
+                alone.append(timed(lambda a=args: run([RUNNER, *a], env=alone_env)))
+            found[f"many_{key}"] = stats(served)
+            found[f"many_{key}_in_process"] = stats(alone)
+        run([RUNNER, "server", "stop"], env=served_env)
+        shutil.rmtree(state, ignore_errors=True)
         return found
 
     def _server(self) -> dict[str, Any]:
@@ -675,6 +706,12 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         ("runner --help (s)", cli["help"]["median"], "<= 0.04 s", 0.04),
         ("runner status (s)", cli["status"]["median"], "<= 0.06 s", 0.06),
         (f"runner jobs, {cli['job_count']} jobs (s)", cli["jobs"]["median"], "<= 0.06 s", 0.06),
+        *(
+            [(f"runner jobs, newest page of {cli['many_job_count']:,} jobs (s)",
+              cli["many_jobs"]["median"], "<= 0.15 s", 0.15)]
+            if "many_jobs" in cli
+            else []
+        ),
         (
             f"runner envs list, {cli['env_count']} envs (s)",
             cli["envs_list"]["median"],
@@ -847,6 +884,14 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{ms(cli[key + '_in_process'])} | served: {ms(cli[key])} | "
                 f"{cli[key + '_ratio']:.2f}x |"
             )
+        if "many_jobs" in cli:
+            for key, name in (("jobs", "`jobs`, its newest page"), ("status", "`status NAME`")):
+                alone, served = cli[f"many_{key}_in_process"], cli[f"many_{key}"]
+                rows.append(
+                    f"| {name}, {cli['many_job_count']:,} jobs (process) | in-process: "
+                    f"{ms(alone)} | served: {ms(served)} | "
+                    f"{served['median'] / alone['median']:.2f}x |"
+                )
         rows.append(
             f"| a job, its env cached (process) | `uv run --with numpy`: {ms(cli['uv_run'])} | "
             f"`runner train --with numpy`: {ms(cli['train_hit'])} (in-process: "

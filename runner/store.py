@@ -33,6 +33,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from envs.files import atomic_write_text, dir_problem
+from runner import listing
 from runner.errors import (
     CorruptRecordError,
     InvalidJobError,
@@ -281,6 +282,7 @@ class JobStore:
             os.close(os.open(self.log_path(spec.name), os.O_CREAT | os.O_WRONLY, PRIVATE_FILE))
             self._write(record)
             (self.dir(spec.name) / RESERVED).unlink(missing_ok=True)
+            listing.record(self.root, record.created, spec.name)
         except BaseException as exc:  # a full disk, Ctrl-C: no half-made job is left
             shutil.rmtree(self.dir(spec.name), ignore_errors=True)
             if not isinstance(exc, (OSError, StateDirError)):
@@ -424,6 +426,37 @@ class JobStore:
             except CorruptRecordError as exc:
                 broken.append(exc)
         return sorted(records, key=lambda r: r.created), broken
+
+    def page(self, limit: int | None) -> tuple[list[JobRecord], list[CorruptRecordError], int]:
+        """The newest `limit` jobs (None: all), newest first, reading no other record; the
+        unreadable ones; and how many jobs there are."""
+        broken: list[CorruptRecordError] = []
+
+        def created_of(name: str) -> datetime | None:
+            if not _holds_record(self.dir(name)):
+                return None  # a folder made ahead for a standby, or a job being made
+            try:
+                return self.load(name).created
+            except JobNotFoundError:
+                return None
+            except CorruptRecordError as exc:
+                broken.append(exc)
+                return None
+
+        try:
+            names = [e.name for e in os.scandir(self.root) if not e.name.startswith(".")]
+        except FileNotFoundError:
+            return [], [], 0
+        order = listing.newest(self.root, names, created_of)
+        records = []
+        for name in order[:limit]:
+            try:
+                records.append(self.load(name))
+            except JobNotFoundError:  # deleted meanwhile
+                continue
+            except CorruptRecordError as exc:
+                broken.append(exc)
+        return records, broken, len(order)
 
     def ended_before(self, cutoff: datetime) -> tuple[list[JobRecord], list[CorruptRecordError]]:
         """The jobs whose final status was recorded before `cutoff`, and the unreadable ones.

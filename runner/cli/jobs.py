@@ -503,14 +503,28 @@ def supervise(ctx: click.Context, name: str) -> None:
 @click.option(
     "--reap", is_flag=True, help="Record jobs whose runner died as Failed; end what they left."
 )
+@click.option(
+    "-n",
+    "--limit",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Show the newest N jobs.",
+)
+@click.option("--all", "show_all", is_flag=True, help="Show every job.")
 @click.pass_context
-def jobs(ctx: click.Context, as_json: bool, reap: bool) -> None:
-    """List jobs, oldest first."""
+def jobs(ctx: click.Context, as_json: bool, reap: bool, limit: int, show_all: bool) -> None:
+    """List jobs, newest first: the newest 20 (-n N, or --all)."""
     store = _store(ctx)
-    records, broken = store.scan()
-    if reap:
+    if reap:  # every record is read: a job left Running may be an old one
+        records, broken = store.scan()
         grace = settings_of(ctx).cancel_grace
         records = [store.reap(r.name, grace) if r.finished is None else r for r in records]
+        records.reverse()
+        total = len(records)
+        records = records if show_all else records[:limit]
+    else:
+        records, broken, total = store.page(None if show_all else limit)
     for problem in broken:  # the others are listed all the same
         click.echo(f"warning: {problem}", err=True)
     lines = [f"{'NAME':<20} {'STATUS':<9} {'CREATED':<19} {'SECONDS':>8}  WHAT"]
@@ -521,6 +535,11 @@ def jobs(ctx: click.Context, as_json: bool, reap: bool) -> None:
         created = r.created.isoformat()[:19]
         lines.append(f"{r.name:<20} {r.status:<9} {created:<19} {seconds:>8}  {what}")
     emit([r.shown() for r in records], as_json, "\n".join(lines))
+    if not (show_all or as_json) and total > limit:
+        click.echo(
+            f"the newest {limit} of {total:,} jobs; `runner jobs -n N` or `--all` for more",
+            err=True,
+        )
 
 
 @click.command()

@@ -533,3 +533,31 @@ def test_help_groups_trains_options_and_names_each_command_whole(runner_cli: Run
     top = runner_cli("--help").stdout
     assert "..." not in top.split("Commands:")[1]  # no sentence cut short
     assert "Delete jobs: their record, log, work folder and HOME, cancelling any" in top
+
+
+def test_jobs_lists_the_newest_page_first_reading_only_its_records(
+    runner_cli: RunCli, settings: RunnerSettings
+) -> None:
+    store = JobStore(settings.state_dir)
+    spec = JobSpec(entry=ScriptEntry(kind="script", target=str(JOBS / "report.py")))
+    names = [store.create(spec.model_copy(update={"name": f"job{i:03}"})).name for i in range(45)]
+    index = settings.state_dir / "jobs.created"
+    lines = index.read_text().splitlines()
+    index.write_text("\n".join(lines[5:]) + "\nnot a line\n")  # 5 made by older code; damage
+    store.delete("job044")  # removed since: its line stays, its job is gone
+    (settings.state_dir / "jobs" / "job010" / "job.json").write_text("{")  # old and corrupt
+    listed = runner_cli("jobs")
+    rows = [line.split()[0] for line in listed.stdout.splitlines()[1:]]
+    assert rows == names[43:23:-1]  # newest first; the removed one is not there
+    assert "warning" not in listed.stderr  # the corrupt old record was not read
+    assert "the newest 20 of 44 jobs" in listed.stderr
+    assert [r["name"] for r in json.loads(runner_cli("jobs", "-n", "3", "--json").stdout)] == [
+        "job043",
+        "job042",
+        "job041",
+    ]
+    every = runner_cli("jobs", "--all")
+    assert len(every.stdout.splitlines()) == 1 + 43 and "job010" in every.stderr  # warned
+    assert "the newest" not in every.stderr
+    again = index.read_text()
+    assert all(f" job00{i}\n" in again for i in (0, 2, 3, 4))  # those older ones: noted once

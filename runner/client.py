@@ -201,6 +201,7 @@ def _served(argv: list[str]) -> int | None:
         "cwd": cwd,
         "env": dict(os.environ),
         "umask": _umask(),
+        "rlimits": _rlimits(),
         "code": code_key(),
     }
     sock = request(where, message, [0, 1, 2])
@@ -233,6 +234,17 @@ def _served(argv: list[str]) -> int | None:
             if "exit" in answer:
                 code = answer["exit"]
                 return code if isinstance(code, int) else 1
+
+
+def _rlimits() -> dict[str, list[int]]:
+    """This process's limits (`ulimit`), which the command gets as it would here."""
+    import resource
+
+    return {
+        name: list(resource.getrlimit(getattr(resource, name)))
+        for name in dir(resource)
+        if name.startswith("RLIMIT_")
+    }
 
 
 def _umask() -> int:

@@ -375,6 +375,39 @@ def _hang_up_with(conn: socket.socket) -> None:
     threading.Thread(target=watch, name="client-watch", daemon=True).start()
 
 
+def _limit(rlimits: object) -> None:
+    """Take the client's limits (`ulimit`); one above what this process may raise to stays
+    as it is here (its hard limit)."""
+    import resource
+
+    if not isinstance(rlimits, dict):
+        return
+    for name, value in rlimits.items():
+        which = getattr(resource, str(name), None)
+        if not (str(name).startswith("RLIMIT_") and isinstance(which, int)):
+            continue
+        with contextlib.suppress(ValueError, OSError, TypeError):
+            soft, hard = (int(v) for v in value)
+            _, here = resource.getrlimit(which)
+            if here != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or hard > here):
+                hard = here
+                soft = here if soft == resource.RLIM_INFINITY else min(soft, here)
+            resource.setrlimit(which, (soft, hard))
+
+
+def _take_on(message: dict[str, Any], fds: list[int]) -> None:
+    """Take the client's stdin, stdout and stderr, variables, umask and limits."""
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    env: dict[str, str] = message["env"]
+    os.environ.clear()
+    os.environ.update(env)
+    os.umask(message["umask"])
+    _limit(message.get("rlimits"))
+    sys.stdin, sys.stdout, sys.stderr = _stream(0, env), _stream(1, env), _stream(2, env)
+
+
 def _child(
     conn: socket.socket,
     message: dict[str, Any],
@@ -393,14 +426,7 @@ def _child(
         for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE):
             signal.signal(signum, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        for target, fd in enumerate(fds):
-            os.dup2(fd, target)
-            os.close(fd)
-        env: dict[str, str] = message["env"]
-        os.environ.clear()
-        os.environ.update(env)
-        os.umask(message["umask"])
-        sys.stdin, sys.stdout, sys.stderr = _stream(0, env), _stream(1, env), _stream(2, env)
+        _take_on(message, fds)
         send(conn, {"pid": os.getpid()})
         _hang_up_with(conn)
         try:
@@ -455,6 +481,7 @@ def _spare(sock: socket.socket, message: dict[str, Any], where: str) -> None:
     os.environ.clear()
     os.environ.update(env)
     os.umask(message["umask"])
+    _limit(message.get("rlimits"))  # its standby starts with what the command's job would
     pool: Pool | None = None
     try:
         os.chdir(message["cwd"])

@@ -3,7 +3,7 @@
 
 A spare is a fork of the resident runner, made once a `runner train` command's job is
 up: it holds a pool (`pool.Pool`) with one standby for the next job like that one, and
-waits. The next `runner train` request with the same argv, cwd, umask and variables
+waits. The next `runner train` request with the same argv, cwd, umask, limits and variables
 (`request_key`) is handed to that spare instead of a fresh fork: it becomes the
 command, and the command's job takes the standby, as a job of the SDK backend takes
 its pool's. A request that differs gets a fresh fork, and its job starts cold.
@@ -36,10 +36,14 @@ if TYPE_CHECKING:
 _log = get_logger("runner.warm")
 
 
+REQUEST = ("code", "argv", "cwd", "umask", "env", "rlimits")
+"""What a spare is made from, and the request it may serve."""
+
+
 def request_key(message: dict[str, Any]) -> str:
     """Which spare may serve a client's request: the same command, in the same folder, with
     the same umask and variables as the one the spare was made after."""
-    what = [message.get(k) for k in ("argv", "cwd", "umask", "env")]
+    what = [message.get(k) for k in REQUEST if k != "code"]
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
@@ -82,7 +86,7 @@ class Served:
 
         message = {
             "spare": True,
-            **{k: self.context.request.get(k) for k in ("code", "argv", "cwd", "umask", "env")},
+            **{k: self.context.request.get(k) for k in REQUEST},
             "job": {
                 "spec": request.spec.model_dump(mode="json"),
                 "env_dir": str(request.env_dir),

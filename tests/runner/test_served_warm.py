@@ -246,3 +246,53 @@ def test_an_env_removed_and_made_again_under_a_standby_is_not_the_standbys(
     assert again.returncode == 0, again.stderr
     assert again.stdout == "hello []\n" and "(warm)" not in again.stderr
     assert last_job(run).get("warm") is None
+
+
+def test_the_clients_limits_reach_the_job_served_warm_or_not(
+    environ: dict[str, str], tmp_path: Path
+) -> None:
+    probe = tmp_path / "limits.py"
+    probe.write_text(
+        "import resource\n"
+        "print(*resource.getrlimit(resource.RLIMIT_NOFILE), *resource.getrlimit("
+        "resource.RLIMIT_STACK))\n"
+    )
+
+    def limited(served: bool) -> subprocess.CompletedProcess[str]:
+        env = {**environ, **({} if served else {"RUNNER_SERVER": "0"})}
+        shell = f'ulimit -S -n 321 && ulimit -S -s 4096 && exec {RUNNER} "$@"'
+        return subprocess.run(
+            ["bash", "-c", shell, "-", "train", str(probe)],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    assert runner(environ, tmp_path)("jobs").returncode == 0  # its server: the usual limits
+    alone = limited(served=False)
+    assert alone.returncode == 0, alone.stderr
+    assert alone.stdout.split()[0] == "321" and alone.stdout.split()[2] == str(4096 * 1024)
+    cold = limited(served=True)
+    ready(environ)
+    warm = limited(served=True)
+    assert "(warm)" in warm.stderr, warm.stderr
+    assert alone.stdout == cold.stdout == warm.stdout
+
+
+def test_where_no_server_can_start_every_command_runs_in_process_the_same(
+    environ: dict[str, str], tmp_path: Path
+) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")  # the server's folder cannot be made under a file
+    env = {**environ, "RUNNER_STATE_DIR": str(blocked / "state")}
+    run = runner(env, tmp_path)
+    for args in (("--help",), ("status", "nosuch"), ("jobs", "--no-such-option")):
+        served, alone = run(*args), run(*args, served=False)
+        assert (served.returncode, served.stdout, served.stderr) == (
+            alone.returncode,
+            alone.stdout,
+            alone.stderr,
+        ), args
+    assert not (blocked.parent / "state").exists()

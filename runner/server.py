@@ -489,7 +489,12 @@ def _spare(sock: socket.socket, message: dict[str, Any], where: str) -> None:
         pool = Pool(JobStore(settings.state_dir), settings)
         job = message["job"]
         pool.replenish(
-            Request(JobSpec.model_validate(job["spec"]), Path(job["env_dir"]), job["base_python"])
+            Request(
+                JobSpec.model_validate(job["spec"]),
+                Path(job["env_dir"]),
+                job["base_python"],
+                tuple(str(m) for m in job.get("preload") or ()),
+            )
         )
         said = False
         while not pool.empty():

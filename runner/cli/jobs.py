@@ -121,7 +121,7 @@ TRAIN_SECTIONS = {
         *("sandbox", "network", "sandbox_fs", "mounts", "data_cache"),
         *("memory", "cpu_time", "open_files", "processes"),
     ),
-    "Job": ("module", "env_vars", "env_files", "name", "timeout", "detach", "cold"),
+    "Job": ("module", "env_vars", "env_files", "name", "timeout", "detach", "cold", "preload"),
 }
 """`runner train --help`'s groups of options."""
 
@@ -174,6 +174,12 @@ TRAIN_SECTIONS = {
     "--cold",
     is_flag=True,
     help="Start a fresh interpreter, not a standby; leave none for the next run (RUNNER_WARM=0).",
+)
+@click.option(
+    "--preload",
+    multiple=True,
+    metavar="MODULE",
+    help="Import MODULE in the standby left for the next run like this one (RUNNER_PRELOAD).",
 )
 @click.option(
     "--sandbox", type=click.Choice(["auto", "strict", "off"]), help="Sandbox mode (settings)."
@@ -230,6 +236,7 @@ def train(
     timeout: float | None,
     detach: bool,
     cold: bool,
+    preload: tuple[str, ...],
     sandbox: str | None,
     network: bool | None,
     sandbox_fs: bool | None,
@@ -296,7 +303,7 @@ def train(
     assert spec.sandbox is not None
     store = _store(ctx)
     preflight(store, settings, spec)  # strict mode, unusable folders: named before anything
-    warm = None if cold or detach or name else served.warm(settings)
+    warm = None if cold or detach or name else served.warm(settings, preload)
     spec = _record(store, spec, warm)
     if detach:
         _detach(store, spec.name)

@@ -55,6 +55,8 @@ class Request:
     spec: JobSpec
     env_dir: Path
     base_python: str | None
+    preload: tuple[str, ...] = ()
+    """Modules to import besides the settings' (`runner train --preload`)."""
 
 
 class Warm(Protocol):
@@ -222,11 +224,13 @@ class Pool:
             standby.drop()
 
 
-def preloads(spec: JobSpec, settings: RunnerSettings) -> tuple[bool, tuple[str, ...]]:
+def preloads(request: Request, settings: RunnerSettings) -> tuple[bool, tuple[str, ...]]:
     """Whether to warm torch (a torch job's, or a job whose packages name torch), and the
     modules to import."""
+    spec = request.spec
     torch = spec.framework == "torch" or any(name_of(r) == "torch" for r in spec.requirements)
-    return torch, tuple(settings.preload)
+    modules = dict.fromkeys((*settings.preload, *request.preload))
+    return torch, tuple(m for m in modules if not (torch and m == "torch"))
 
 
 def start(store: JobStore, settings: RunnerSettings, request: Request) -> Standby:
@@ -252,7 +256,7 @@ def start(store: JobStore, settings: RunnerSettings, request: Request) -> Standb
         own = {*dict(step.env), *spec.env}  # the job's own values come with the job
         kept = startup(environ)
         standby_env = {k: v for k, v in environ.items() if k not in own or k in kept}
-        torch_too, modules = preloads(spec, settings)
+        torch_too, modules = preloads(request, settings)
         control, ready = os.pipe(), os.pipe()
         fds = (control[0], ready[1], *confinement.fds)
         relay = Relay()

@@ -65,8 +65,9 @@ class Served:
     """The warm side of a served `runner train`: the standby of the spare it runs in, and
     the next spare, asked of the server once its job is up."""
 
-    def __init__(self, context: Context) -> None:
+    def __init__(self, context: Context, preload: tuple[str, ...] = ()) -> None:
         self.context = context
+        self.preload = preload
 
     def take(self, spec: JobSpec) -> Standby | None:
         pool = self.context.pool
@@ -91,6 +92,7 @@ class Served:
                 "spec": request.spec.model_dump(mode="json"),
                 "env_dir": str(request.env_dir),
                 "base_python": request.base_python,
+                "preload": [*request.preload, *self.preload],
             },
         }
         try:
@@ -102,9 +104,10 @@ class Served:
             _log.debug("standby.unasked", error=str(exc))
 
 
-def warm(settings: RunnerSettings) -> Served | None:
-    """This command's warm side, if the resident runner serves it and warm starts are on."""
-    return Served(here) if here is not None and settings.warm else None
+def warm(settings: RunnerSettings, preload: tuple[str, ...] = ()) -> Served | None:
+    """This command's warm side, if the resident runner serves it and warm starts are on;
+    the standby it leaves imports `preload` too."""
+    return Served(here, preload) if here is not None and settings.warm else None
 
 
 def drop(env_names: list[str] | None) -> None:

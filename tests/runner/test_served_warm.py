@@ -296,3 +296,21 @@ def test_where_no_server_can_start_every_command_runs_in_process_the_same(
             alone.stderr,
         ), args
     assert not (blocked.parent / "state").exists()
+
+
+def test_preload_names_what_the_next_runs_standby_imports(
+    environ: dict[str, str], tmp_path: Path, hello: Path
+) -> None:
+    run = runner(environ, tmp_path)
+    argv = ("train", "--preload", "tiny_pkg", "--with", "tiny-pkg", str(hello))
+    assert run(*argv).returncode == 0
+    assert ready(environ)["preloaded"] == ["tiny_pkg"]
+    assert "preloaded tiny_pkg" in run("server", "status").stdout
+    second = run(*argv)
+    assert second.returncode == 0 and second.stdout == "hello []\n", second.stderr
+    assert last_job(run)["warm"] == {"preloaded": ["tiny_pkg"]}
+    missing = ("train", "--preload", "no_such_module", "--with", "tiny-pkg", str(hello))
+    assert run(*missing).returncode == 0  # its standby's warm-up fails: it is gone
+    wait_for(lambda: [s["preloaded"] for s in standbys(environ)] == [["tiny_pkg"]], timeout=60)
+    again = run(*missing)
+    assert again.returncode == 0 and "(warm)" not in again.stderr and again.stdout == "hello []\n"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.run import markdown, targets
+from benchmarks.run import headline, markdown, targets
 
 ROOT = Path(__file__).parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -53,13 +53,18 @@ def test_quick_benchmark_writes_a_report(tmp_path: Path) -> None:
     assert len(report["code"]["commit"]) == 40
 
 
-def test_readme_shows_the_report_whole() -> None:
+def test_readme_and_the_docs_show_the_report() -> None:
     report = json.loads((RESULTS / "report.json").read_text())
     report["targets"] = targets(report)
+    whole = (RESULTS / "report.md").read_text()
+    assert markdown(report) == whole, "report.md is not the report's: rerun python -m benchmarks"
     summary = (RESULTS / "summary.md").read_text()
-    assert markdown(report) == summary, "summary.md is not the report's: rerun python -m benchmarks"
+    assert headline(report) == summary, "summary.md is not the report's"
+    assert len(summary.splitlines()) >= 5 and all(row in whole for row in summary.splitlines())
     readme = (ROOT / "README.md").read_text()
-    assert summary in readme, "README's Performance tables differ from benchmarks/results"
+    assert summary in readme, "README's Performance table differs from benchmarks/results"
+    page = (ROOT / "docs" / "performance.md").read_text()
+    assert '--8<-- "benchmarks/results/report.md"' in page  # the whole report, included
 
 
 def test_the_report_measured_the_code_that_is_here() -> None:

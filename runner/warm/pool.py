@@ -19,6 +19,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from packaging.utils import canonicalize_name
+
 from envs.log import get_logger
 from envs.requirements import name_of
 from runner import launch
@@ -151,12 +153,12 @@ class Pool:
             standbys = list(self._ready.values())
         return [
             {
+                "ready": s.ready(),  # first: once ready, it has said what it imported
                 "name": s.name,
                 "env": Path(s.python).parents[1].name,
                 "preloaded": list(s.preloaded),
                 "rss": s.rss(),
                 "age": round(s.age, 1),
-                "ready": s.ready(),
             }
             for s in standbys
         ]
@@ -226,11 +228,37 @@ class Pool:
 
 def preloads(request: Request, settings: RunnerSettings) -> tuple[bool, tuple[str, ...]]:
     """Whether to warm torch (a torch job's, or a job whose packages name torch), and the
-    modules to import."""
+    modules to import: those named (`--preload`, RUNNER_PRELOAD), then, only tried
+    (`?NAME`: one that fails to import is skipped), the modules of the job's own packages."""
     spec = request.spec
     torch = spec.framework == "torch" or any(name_of(r) == "torch" for r in spec.requirements)
-    modules = dict.fromkeys((*settings.preload, *request.preload))
-    return torch, tuple(m for m in modules if not (torch and m == "torch"))
+    named = dict.fromkeys((*settings.preload, *request.preload))
+    own = [m for m in _modules_of(request.env_dir, spec) if m not in named]
+    modules = (*named, *(f"?{m}" for m in own))
+    return torch, tuple(m for m in modules if m.lstrip("?") != "torch" or not torch)
+
+
+def _modules_of(env_dir: Path, spec: JobSpec) -> list[str]:
+    """The top-level modules the job's requested packages install in its env (from their
+    RECORD), as `import` names them: the one named as its package where there is one
+    (torch, not also functorch and torchgen), else all of them (scikit-learn: sklearn)."""
+    wanted = {name_of(r) for r in spec.requirements}
+    found: dict[str, None] = {}
+    for info in sorted(env_dir.glob("lib/python*/site-packages/*.dist-info")):
+        name = canonicalize_name(info.name.removesuffix(".dist-info").rpartition("-")[0])
+        if name not in wanted:
+            continue
+        modules: dict[str, None] = {}
+        with contextlib.suppress(OSError):
+            for line in (info / "RECORD").read_text().splitlines():
+                top, _, rest = line.split(",", 1)[0].partition("/")
+                module = top.removesuffix(".py") if not rest else top
+                importable = rest.startswith("__init__.py") or (not rest and top.endswith(".py"))
+                if importable and module.isidentifier() and not module.startswith("_"):
+                    modules[module] = None
+        own = name.replace("-", "_")
+        found.update({own: None} if own in modules else modules)
+    return list(found)
 
 
 def start(store: JobStore, settings: RunnerSettings, request: Request) -> Standby:
@@ -290,7 +318,7 @@ def start(store: JobStore, settings: RunnerSettings, request: Request) -> Standb
             tag=tag,
             launch=launch_key(confinement.prefix, confinement.fds, environ, step.argv[0]),
             python=step.argv[0],
-            preloaded=(*(("torch",) if torch_too else ()), *modules),
+            preloaded=(*(("torch",) if torch_too else ()), *(m for m in modules if m[0] != "?")),
             proc=proc,
             relay=relay,
             control=control[1],

@@ -21,6 +21,11 @@ import sys
 _lock = _thread.allocate_lock()
 
 
+_imported: list[str] = []
+"""The preloads imported; a name given as `?NAME` (the job's own packages, by default) is
+only tried: one that fails to import is left out, never the standby's end."""
+
+
 def _warm(torch_too: bool, preloads: list[str], done: list[object]) -> None:
     try:
         os.setpriority(os.PRIO_PROCESS, _thread.get_native_id(), 19)  # this thread only
@@ -28,7 +33,16 @@ def _warm(torch_too: bool, preloads: list[str], done: list[object]) -> None:
         pass
     try:
         for name in preloads:
+            if name.startswith("?"):
+                try:
+                    __import__(name[1:])
+                except Exception:  # a default that does not import: skipped
+                    sys.modules.pop(name[1:], None)
+                    continue
+                _imported.append(name[1:])
+                continue
             __import__(name)
+            _imported.append(name)
         if torch_too:
             import torch  # type: ignore[import-not-found]
 
@@ -129,7 +143,7 @@ def main() -> None:
     if done[0] is not None:
         print(f"sandbox-runner: the standby's warm-up failed: {done[0]!r}", file=sys.stderr)
         os._exit(3)
-    os.write(ready, b"r")
+    os.write(ready, ("r" + ",".join(_imported)).encode())
     os.close(ready)
     job = _read(control)
     if job is None:  # its owner let it go: never a job

@@ -129,7 +129,11 @@ class Standby:
         """Its warm-up is done (it said so) and it still runs."""
         said = self.ready_fd >= 0 and select.select([self.ready_fd], [], [], 0)[0]
         if not self.warmed and said:
-            self.warmed = os.read(self.ready_fd, 1) == b"r"
+            told = os.read(self.ready_fd, 1 << 16)
+            self.warmed = told[:1] == b"r"
+            if self.warmed:  # what it imported: torch, then the preloads that imported
+                names = [n for n in told[1:].decode(errors="replace").split(",") if n]
+                self.preloaded = (*(("torch",) if "torch" in self.preloaded else ()), *names)
             os.close(self.ready_fd)
             self.ready_fd = -1
         return self.warmed and self.proc.poll() is None

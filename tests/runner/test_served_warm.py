@@ -21,6 +21,7 @@ from tests.runner.conftest import JOBS, TORCH
 from tests.runner.test_process import wait_for
 from tests.runner.test_server import RUNNER, Run, alive, runner, server_pid
 from tests.runner.test_warm import _differences, _normal, fingerprint
+from tests.wheelhouse import make_wheel
 
 
 @pytest.fixture
@@ -96,14 +97,14 @@ def test_runner_train_twice_takes_a_standby_the_second_time(
     assert first.returncode == 0, first.stderr
     assert "(warm)" not in first.stderr and last_job(run).get("warm") is None
     spare = ready(environ)
-    assert spare["preloaded"] == [] and spare["rss"] > 0
+    assert spare["preloaded"] == ["tiny_pkg"] and spare["rss"] > 0  # its own package
     listed = run("server", "status")
     assert "standbys:  1" in listed.stdout and "ready" in listed.stdout, listed.stdout
     second = run("train", "--with", "tiny-pkg", str(hello), "x")
     assert second.returncode == 0, second.stderr
     assert second.stdout == first.stdout == "hello ['x']\n"
     assert "(warm)" in second.stderr
-    assert last_job(run)["warm"] == {"preloaded": []}
+    assert last_job(run)["warm"] == {"preloaded": ["tiny_pkg"]}
     ready(environ)  # the second left one for the third
     other = run("train", "--with", "tiny-pkg", str(hello), "y")  # another command: cold
     assert other.returncode == 0 and "(warm)" not in other.stderr
@@ -137,11 +138,11 @@ def test_a_warm_cli_job_sees_what_a_cold_one_sees(
     cold = run(*argv)
     assert cold.returncode == 0, cold.stderr
     cold_record = last_job(run)
-    assert ready(environ, timeout=300)["preloaded"] == ["torch"]
+    assert ready(environ, timeout=300)["preloaded"] == ["torch", "numpy"]
     warm = run(*argv)
     assert warm.returncode == 0, warm.stderr
     warm_record = last_job(run)
-    assert warm_record["warm"] == {"preloaded": ["torch"]}
+    assert warm_record["warm"] == {"preloaded": ["torch", "numpy"]}
     seen = json.loads(warm.stdout)
     want = json.loads(cold.stdout)
     normal_seen = _normal(seen, warm_record["name"], warm_record["tag"])
@@ -314,3 +315,20 @@ def test_preload_names_what_the_next_runs_standby_imports(
     wait_for(lambda: [s["preloaded"] for s in standbys(environ)] == [["tiny_pkg"]], timeout=60)
     again = run(*missing)
     assert again.returncode == 0 and "(warm)" not in again.stderr and again.stdout == "hello []\n"
+
+
+def test_a_package_that_fails_to_import_is_not_preloaded_and_ends_no_standby(
+    environ: dict[str, str], tmp_path: Path
+) -> None:
+    links = tmp_path / "links"
+    make_wheel(links, "loud-pkg", "1.0", body="raise RuntimeError('not at import, please')\n")
+    script = tmp_path / "quiet.py"
+    script.write_text("import sys\nprint('loud_pkg' in sys.modules)\n")
+    run = runner(environ, tmp_path)
+    argv = ("train", "--find-links", str(links), "--with", "loud-pkg", str(script))
+    assert run(*argv).stdout == "False\n"
+    assert ready(environ)["preloaded"] == []  # it was tried, and left out
+    warm = run(*argv)
+    assert warm.returncode == 0 and "(warm)" in warm.stderr, warm.stderr
+    assert warm.stdout == "False\n"  # the failed import left nothing in sys.modules
+    assert last_job(run)["warm"] == {"preloaded": []}

@@ -170,7 +170,7 @@ def _same_start(backend: LocalProcessBackend, cold: tuple[str, dict[str, Any]]) 
     _ready(backend)
     name, warm = _probe(backend)
     record = backend.store.load(name)
-    assert record.warm is not None and record.warm.preloaded == ["torch"]
+    assert record.warm is not None and record.warm.preloaded == ["torch", "numpy"]
     cold_record = backend.store.load(cold[0])
     assert cold_record.warm is None
     seen, want = _normal(warm, name, record.tag), _normal(cold[1], cold[0], cold_record.tag)
@@ -226,10 +226,10 @@ def test_a_warm_job_starts_in_milliseconds_and_says_so_in_its_record(
     _ready(backend)
     name, _fp = _probe(backend)
     starts = [r for r in backend.store.records(name) if r["event"] == "job.start"]
-    assert starts[0]["warm"] is True and starts[0]["preloaded"] == ["torch"]
+    assert starts[0]["warm"] is True and starts[0]["preloaded"] == ["torch", "numpy"]
     _ready(backend)
     (listed,) = backend.standbys()  # its replacement, with torch imported
-    assert listed["preloaded"] == ["torch"] and listed["rss"] > 50 << 20, listed
+    assert listed["preloaded"] == ["torch", "numpy"] and listed["rss"] > 50 << 20, listed
 
 
 @pytest.mark.skipif(cgroup.available("pids"), reason="a cgroup holds the process limit here")

@@ -15,10 +15,21 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 vm=${VM_DIR:-/var/tmp/sandbox-runner-vm}
 suite=${SUITE:-bookworm}
-mirror=${MIRROR:-http://deb.debian.org/debian}
 [ "$#" -gt 0 ] || set -- tests/runner/test_systemd_scope.py tests/runner/test_sandbox.py \
     tests/runner/test_boundary.py tests/runner/test_scopes.py tests/runner/test_cgroup.py
 cannot() { echo "systemd-check: cannot build the VM here: $*" >&2; exit 3; }
+# The Debian mirror this machine's own apt uses (deb822 .sources or one-line .list files),
+# so the VM is built behind whatever mirror the machine is; MIRROR=URL overrides it.
+apt_mirror() {
+    {
+        awk '$1 == "URIs:" { for (i = 2; i <= NF; i++) print $i }' \
+            /etc/apt/sources.list.d/*.sources 2>/dev/null
+        awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z+]+:\/\//) { print $i; break } }' \
+            /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null
+    } | grep -E '/debian/?$' | head -n 1 || true
+}
+mirror=${MIRROR:-$(apt_mirror)}
+[ -n "$mirror" ] || cannot "no Debian mirror in this machine's apt sources (give one: MIRROR=URL)"
 [ "$(id -u)" = 0 ] || cannot "run as root (debootstrap, chroot)"
 for tool in debootstrap qemu-system-x86_64 mkfs.ext4 debugfs; do
     command -v "$tool" >/dev/null \

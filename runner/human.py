@@ -66,11 +66,14 @@ _UNITS = {"gpu": "GPU", "cpu": "CPU core"}
 
 
 def _devices(r: Record) -> str | None:
+    shown = {k: v for k, v in r.items() if k != "gpu_index"}
+    if r.get("gpu_index"):
+        shown["gpu"] = r["gpu_index"]  # indices, as `runner gpus` shows them, not UUIDs
     held = [
         f"{_UNITS.get(kind, kind)}s {', '.join(map(str, units))}"
         if len(units) != 1
         else f"{_UNITS.get(kind, kind)} {units[0]}"
-        for kind, units in r.items()
+        for kind, units in shown.items()
         if kind not in _CONTEXT and isinstance(units, list) and units
     ]
     return f"Using {' and '.join(held)}" if held else None

@@ -281,7 +281,11 @@ def _wait_for_devices(
     lease = Leases(settings.leases_dir, pools).acquire(
         spec.name, wanted, stop=stop, on_wait=lambda fields: log.info("job.queued", **fields)
     )
-    log.info("job.devices", **{kind: list(units) for kind, units in lease.held.items()})
+    held: dict[str, list[str]] = {kind: list(units) for kind, units in lease.held.items()}
+    if held.get("gpu"):  # people know GPUs by index (`runner gpus`, nvidia-smi)
+        index = {g.uuid: g.index for g in settings.gpu_pool()}
+        held["gpu_index"] = [str(index.get(uuid, "?")) for uuid in held["gpu"]]
+    log.info("job.devices", **held)
     return lease
 
 

@@ -28,6 +28,9 @@ def test_each_event_of_a_job_reads_as_uv_would_say_it() -> None:
     assert said("job.start", job="j", step="node-0", argv=["bwrap"], pid=3) == "Started job j"
     assert said("job.start", job="j", step="node-0", warm=True) == "Started job j (warm)"
     assert said("job.start", job="j", step="node-1", argv=["bwrap"]) == "Started node-1"
+    uuids = ["GPU-5b6c1f0e-1111-2222-3333-444455556666", "GPU-77aa0e2d-1111-2222-3333-44445555"]
+    assert said("job.devices", job="j", gpu=uuids, gpu_index=["1", "3"]) == "Using GPUs 1, 3"
+    assert said("job.devices", job="j", cpu=["0"]) == "Using CPU core 0"
     queued = said("job.queued", wants={"gpu": 1}, free={"gpu": 0}, held_by=["a"], ahead=0)
     assert queued == "Waiting for 1 GPU: held by a"
     assert said("job.cancel", "warning", job="j", by="interrupt") == (

@@ -97,6 +97,8 @@ class Server:
         self.key = code_key()
         self.children: set[int] = set()
         self.spares: dict[str, Spare] = {}
+        self.pending: dict[int, dict[str, Any]] = {}
+        """Spares asked for by commands still running (by pid): made when each has ended."""
         self.served = 0
         self.started = time.time()
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -116,6 +118,7 @@ class Server:
                 self._reap()
                 if not self.children and time.monotonic() - last > self.idle:
                     return
+                self.listener.settimeout(0.05 if self.pending else 1.0)  # their ends, soon
                 try:
                     conn, _ = self.listener.accept()
                 except TimeoutError:
@@ -159,6 +162,9 @@ class Server:
                 if not done:
                     continue
             self.children.discard(pid)
+            asked = self.pending.pop(pid, None)
+            if asked is not None:
+                self._spare(asked)
         for spare in list(self.spares.values()):
             with contextlib.suppress(ChildProcessError):
                 done, _ = os.waitpid(spare.pid, os.WNOHANG)
@@ -187,6 +193,14 @@ class Server:
         for spare in list(self.spares.values()):
             if envs is None or spare.env in envs:
                 self._drop(spare, wait=10)
+
+    def _spare_after(self, pid: int, message: dict[str, Any]) -> None:
+        """A spare for the command `pid` ran, once it has ended: a standby warming beside a
+        job slows it (2 cores: the job's own end, a test's, a benchmark's)."""
+        if pid in self.children:
+            self.pending[pid] = message
+        else:
+            self._spare(message)
 
     def _spare(self, message: dict[str, Any]) -> None:
         """Fork a spare for the next request like `message`'s command (one per key)."""
@@ -231,7 +245,7 @@ class Server:
         return True
 
     def _handle(self, conn: socket.socket) -> str | None:
-        _pid, uid, _gid = _PEER.unpack(
+        pid, uid, _gid = _PEER.unpack(
             conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEER.size)
         )
         if uid != os.getuid():
@@ -252,7 +266,7 @@ class Server:
                 send(conn, self.status())
                 return None
             if what == "spare":
-                self._spare(message)
+                self._spare_after(pid, message)
                 return None
             if what == "drop":
                 self._drop_envs(message.get("envs"))

@@ -1,9 +1,10 @@
 """Standbys for `runner train`, which is a new process each time: the resident runner
 (`runner.server`) keeps them, each in a *spare*.
 
-A spare is a fork of the resident runner, made once a `runner train` command's job is
-up: it holds a pool (`pool.Pool`) with one standby for the next job like that one, and
-waits. The next `runner train` request with the same argv, cwd, umask, limits and variables
+A spare is a fork of the resident runner, asked for by a `runner train` command once
+its job is up and made once that command has ended (a standby warming beside a job
+slows it): it holds a pool (`pool.Pool`) with one standby for the next job like that
+one, and waits. The next `runner train` request with the same argv, cwd, umask, limits and variables
 (`request_key`) is handed to that spare instead of a fresh fork: it becomes the
 command, and the command's job takes the standby, as a job of the SDK backend takes
 its pool's. A request that differs gets a fresh fork, and its job starts cold.
@@ -63,7 +64,7 @@ here: Context | None = None
 
 class Served:
     """The warm side of a served `runner train`: the standby of the spare it runs in, and
-    the next spare, asked of the server once its job is up."""
+    the next spare, asked of the server once its job is up (made once it has ended)."""
 
     def __init__(self, context: Context, preload: tuple[str, ...] = ()) -> None:
         self.context = context

@@ -332,3 +332,29 @@ def test_a_package_that_fails_to_import_is_not_preloaded_and_ends_no_standby(
     assert warm.returncode == 0 and "(warm)" in warm.stderr, warm.stderr
     assert warm.stdout == "False\n"  # the failed import left nothing in sys.modules
     assert last_job(run)["warm"] == {"preloaded": []}
+
+
+def test_the_next_runs_standby_starts_once_this_run_has_ended(
+    environ: dict[str, str], tmp_path: Path
+) -> None:
+    script = tmp_path / "nap.py"
+    script.write_text("import time\nprint('up', flush=True)\ntime.sleep(3)\n")
+    run = runner(environ, tmp_path)
+    owner = subprocess.Popen(
+        [RUNNER, "train", str(script)],
+        env=environ,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: _said_up(run), timeout=60)
+    assert standbys(environ) == []  # nothing warms beside the running job
+    _, err = owner.communicate(timeout=60)
+    assert owner.returncode == 0, err
+    ready(environ)
+
+
+def _said_up(run: Run) -> bool:
+    listed = json.loads(run("jobs", "--json").stdout)
+    return bool(listed) and "up" in run("logs", listed[0]["name"], served=False).stdout

@@ -101,10 +101,14 @@ class Bench:
         argv = [RUNNER, "train", *options, *with_args, str(self.script)]
         return run(argv, env=environ or os.environ.copy()).stderr
 
-    def standby_ready(self) -> None:
-        """Wait for the resident runner's standby (left by the last `runner train`)."""
+    def standby_ready(self, since: float) -> None:
+        """Wait for the standby the `runner train` started at `since` (time.monotonic) left:
+        one born after it (another command's may be there, and ready, already)."""
         deadline = time.monotonic() + 120
-        while not any(s["ready"] for s in self._server().get("standbys", [])):
+        while not any(
+            s["ready"] and s["age"] < time.monotonic() - since
+            for s in self._server().get("standbys", [])
+        ):
             assert time.monotonic() < deadline, "no standby became ready"
             time.sleep(0.05)
 
@@ -177,10 +181,12 @@ class Bench:
         self.runner_train(TORCH)
         reps = max(10, self.reps)
         runner_job = repeat(reps, lambda: self.runner_train(TORCH_RESPELLED, None, "--cold"))
+        since = time.monotonic()
         self.runner_train(TORCH_RESPELLED)  # leaves a standby for the next one like it
         warm_times, warm_flags = [], []
         for _ in range(reps):  # each once the last one's standby is ready, as a person reads
-            self.standby_ready()
+            self.standby_ready(since)
+            since = time.monotonic()
             started = time.perf_counter()
             said = self.runner_train(TORCH_RESPELLED)
             warm_times.append(time.perf_counter() - started)

@@ -23,12 +23,6 @@ MEASURED = ("envs", "runner", "benchmarks", ":!benchmarks/results")
 TRAILER = "Benchmark"
 """A commit that changes what the report measures without moving it says so, and why, in
 its message: a last paragraph line `Benchmark: unaffected, <why>`."""
-BEFORE_TRAILERS = {
-    "4b3d485511f73d050195771fe4849b2d4fb83063",  # a served command's end: unaffected
-    "f006af31892d06053d3f13cb075b542024cc91fa",  # a thread per served command: unaffected
-}
-"""Commits from before the trailer, with their reasons (in 45c9b83 and d560498); the next
-report makes this empty."""
 
 
 def test_quick_benchmark_writes_a_report(tmp_path: Path) -> None:
@@ -84,9 +78,7 @@ def test_the_report_measured_the_code_that_is_here() -> None:
     later = [
         line.split()[0]
         for line in log.splitlines()
-        if line.strip()
-        and line.split()[0] not in BEFORE_TRAILERS
-        and not _unaffected(line.partition(" ")[2])
+        if line.strip() and not _unaffected(line.partition(" ")[2])
     ]
     assert later == [], (
         f"{len(later)} commit(s) changed envs/, runner/ or benchmarks/ after the report's "

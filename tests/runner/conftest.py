@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -50,6 +50,15 @@ def cli_environ(settings: RunnerSettings) -> dict[str, str]:
         "RUNNER_UV": str(settings.uv),
         "RUNNER_CANCEL_GRACE": "1",
     }
+
+
+@pytest.fixture
+def environ(cli_environ: dict[str, str]) -> Iterator[dict[str, str]]:
+    """`cli_environ` for the `runner` command through its resident runner (which it stops)."""
+    env = {k: v for k, v in cli_environ.items() if k not in ("RUNNER_SERVER", "XDG_RUNTIME_DIR")}
+    yield env
+    runner = str(Path(sys.executable).parent / "runner")
+    subprocess.run([runner, "server", "stop"], env=env, capture_output=True, check=False)
 
 
 def cli_runner(

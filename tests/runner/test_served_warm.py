@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,27 +18,20 @@ from runner.settings import RunnerSettings
 from runner.spec import open_cache
 from tests.runner.conftest import JOBS, TORCH
 from tests.runner.test_process import wait_for
-from tests.runner.test_server import RUNNER, Run, alive, runner, server_pid
+from tests.runner.test_server import (
+    RUNNER,
+    Run,
+    alive,
+    runner,
+    server_pid,
+    server_status,
+)
 from tests.runner.test_warm import _differences, _normal, fingerprint
 from tests.wheelhouse import make_wheel
 
 
-@pytest.fixture
-def environ(cli_environ: dict[str, str]) -> Iterator[dict[str, str]]:
-    env = {k: v for k, v in cli_environ.items() if k not in ("RUNNER_SERVER", "XDG_RUNTIME_DIR")}
-    yield env
-    subprocess.run([RUNNER, "server", "stop"], env=env, capture_output=True, check=False)
-
-
 def standbys(environ: dict[str, str]) -> list[dict[str, Any]]:
-    said = subprocess.run(
-        [RUNNER, "server", "status", "--json"],
-        env={**environ, "RUNNER_SERVER": "0"},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    found: list[dict[str, Any]] = json.loads(said.stdout).get("standbys", [])
+    found: list[dict[str, Any]] = server_status(environ).get("standbys", [])
     return found
 
 
@@ -206,7 +198,7 @@ def test_a_warm_job_whose_command_is_killed_ends_failed_and_leaves_nothing(
         stderr=subprocess.PIPE,
         text=True,
     )
-    wait_for(lambda: "ready" in last_job(run).get("last_line", "") or _said_ready(run), 60)
+    wait_for(lambda: _newest_said(run, "ready"), timeout=60)
     job = last_job(run)
     assert job["warm"] is not None
     os.kill(job["owner"]["pid"], signal.SIGKILL)  # the spare that became the command
@@ -217,10 +209,10 @@ def test_a_warm_job_whose_command_is_killed_ends_failed_and_leaves_nothing(
     wait_for(lambda: tagged_with(job["tag"]) == [], timeout=30)
 
 
-def _said_ready(run: Run) -> bool:
+def _newest_said(run: Run, word: str) -> bool:
+    """The newest job's output holds `word` (`runner jobs` lists the newest first)."""
     listed = json.loads(run("jobs", "--json").stdout)
-    name = max(listed, key=lambda j: j["created"])["name"]
-    return "ready" in run("logs", name, served=False).stdout
+    return bool(listed) and word in run("logs", listed[0]["name"], served=False).stdout
 
 
 def test_removing_an_env_ends_its_standbys_first(
@@ -348,13 +340,8 @@ def test_the_next_runs_standby_starts_once_this_run_has_ended(
         stderr=subprocess.PIPE,
         text=True,
     )
-    wait_for(lambda: _said_up(run), timeout=60)
+    wait_for(lambda: _newest_said(run, "up"), timeout=60)
     assert standbys(environ) == []  # nothing warms beside the running job
     _, err = owner.communicate(timeout=60)
     assert owner.returncode == 0, err
     ready(environ)
-
-
-def _said_up(run: Run) -> bool:
-    listed = json.loads(run("jobs", "--json").stdout)
-    return bool(listed) and "up" in run("logs", listed[0]["name"], served=False).stdout

@@ -14,8 +14,9 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,13 +26,6 @@ from tests.runner.test_process import wait_for
 
 RUNNER = str(Path(sys.executable).parent / "runner")
 Run = Callable[..., subprocess.CompletedProcess[str]]
-
-
-@pytest.fixture
-def environ(cli_environ: dict[str, str]) -> Iterator[dict[str, str]]:
-    env = {k: v for k, v in cli_environ.items() if k not in ("RUNNER_SERVER", "XDG_RUNTIME_DIR")}
-    yield env
-    subprocess.run([RUNNER, "server", "stop"], env=env, capture_output=True, check=False)
 
 
 def runner(environ: dict[str, str], cwd: Path) -> Run:
@@ -44,7 +38,8 @@ def runner(environ: dict[str, str], cwd: Path) -> Run:
     return run
 
 
-def server_pid(environ: dict[str, str]) -> int | None:
+def server_status(environ: dict[str, str]) -> dict[str, Any]:
+    """`runner server status --json`, asked in-process (so no server is started by it)."""
     said = subprocess.run(
         [RUNNER, "server", "status", "--json"],
         env={**environ, "RUNNER_SERVER": "0"},
@@ -52,7 +47,12 @@ def server_pid(environ: dict[str, str]) -> int | None:
         text=True,
         check=True,
     )
-    found = json.loads(said.stdout)
+    found: dict[str, Any] = json.loads(said.stdout)
+    return found
+
+
+def server_pid(environ: dict[str, str]) -> int | None:
+    found = server_status(environ)
     return int(found["pid"]) if found["running"] else None
 
 

@@ -82,7 +82,7 @@ def _preload() -> None:
             if module.name not in skip:
                 with contextlib.suppress(Exception):
                     importlib.import_module(module.name)
-    for name in ("structlog", "structlog.dev", "rich.console", "rich.status", "dotenv"):
+    for name in ("structlog", "structlog.dev", "rich.console", "rich.status", "dotenv", "ctypes"):
         with contextlib.suppress(Exception):
             importlib.import_module(name)
 
@@ -183,8 +183,7 @@ class Server:
                 if os.waitpid(spare.pid, os.WNOHANG)[0]:
                     return
             if time.monotonic() > deadline:
-                if wait:
-                    self.children.add(spare.pid)  # reaped later
+                self.children.add(spare.pid)  # reaped later, never left a zombie
                 return
             time.sleep(0.02)
 
@@ -237,7 +236,10 @@ class Server:
                     raise OSError("the spare ended")
                 if said.get("taken") is True:
                     break
+            send(spare.sock, {"go": True})  # now, and only now, it is the command
         except (OSError, ValueError):
+            with contextlib.suppress(ProcessLookupError):  # stuck: it holds the client's
+                os.kill(spare.pid, signal.SIGKILL)  # streams (sent to it) until it ends
             self._drop(spare, wait=0)
             return False
         spare.sock.close()
@@ -518,6 +520,11 @@ def _spare(sock: socket.socket, message: dict[str, Any], where: str) -> None:
                 if not isinstance(take, dict) or len(fds) != 4:
                     return
                 send(sock, {"taken": True})
+                # A server that gave up waiting (TAKE_WAIT) serves the command itself and
+                # closes this socket: the spare serves only on its word, never both.
+                go, _ = receive(sock)
+                if go is None or go.get("go") is not True:
+                    return
                 sock.close()
                 for signum in (signal.SIGINT, signal.SIGHUP):
                     signal.signal(signum, signal.SIG_DFL)

@@ -313,7 +313,11 @@ class JobStore:
         skip it (no `job.json`) and `sweep` removes it once `owner` is gone."""
         self.root.mkdir(mode=PRIVATE, parents=True, exist_ok=True)
         self._make_folder(name)
-        atomic_write_text(self.dir(name) / RESERVED, owner.model_dump_json())
+        try:
+            atomic_write_text(self.dir(name) / RESERVED, owner.model_dump_json())
+        except BaseException:  # a full disk: the folder just made goes, never a husk
+            shutil.rmtree(self.dir(name), ignore_errors=True)
+            raise
 
     def unreserve(self, name: str) -> None:
         """Remove a folder made ahead that no job took."""

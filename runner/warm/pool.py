@@ -29,7 +29,7 @@ from runner.sandbox import confine
 from runner.spec import JobSpec, new_name
 from runner.store import JobRecord, JobStore, ProcessRef, new_tag
 from runner.units import parse_size
-from runner.warm import program
+from runner.warm import priority, program
 from runner.warm.standby import Relay, Standby, launch_key, startup, submission_key
 
 if TYPE_CHECKING:
@@ -291,6 +291,7 @@ def start(store: JobStore, settings: RunnerSettings, request: Request) -> Standb
         try:
             proc = Process(
                 (
+                    *priority.idle_prefix(),  # given back at hand-over
                     *confinement.prefix,
                     step.argv[0],
                     "-c",

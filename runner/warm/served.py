@@ -9,6 +9,12 @@ one, and waits. The next `runner train` request with the same argv, cwd, umask, 
 command, and the command's job takes the standby, as a job of the SDK backend takes
 its pool's. A request that differs gets a fresh fork, and its job starts cold.
 
+The hand-over is a three-step exchange on the spare's socket: the server sends the
+request with the client's connection and streams ("take"), the spare answers "taken",
+the server answers "go". A spare silent for `server.TAKE_WAIT` seconds is dropped and a
+fresh fork serves the command; since the spare serves only on "go", which then never
+comes, a command is never served twice.
+
 Why a process per standby and not the server itself: a standby's job is supervised by
 the process that waits for it and reads its output, which must be the standby's parent
 (and a sandbox dies with the thread that started it); and a command keeps running when

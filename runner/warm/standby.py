@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from runner import cgroup
 from runner.process import OnLine, Process, end_tree, tagged
 from runner.spec import FunctionEntry, JobSpec
+from runner.warm import priority
 
 if TYPE_CHECKING:
     from runner.cgroup import JobCgroup
@@ -176,6 +177,7 @@ class Standby:
     ) -> None:
         """Give it its job: from now on it is the job's first process, its lines the job's."""
         self.relay.target = out
+        priority.restore(tagged(self.tag))  # before its first line: a cold job's IO priority
         message = marshal.dumps({"argv": list(argv), "env": dict(env), "cwd": str(cwd)}, 4)
         try:
             view = memoryview(message)

@@ -4,6 +4,7 @@ every fault (a spare, the server, the command killed; its env removed) leaves no
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -74,6 +75,19 @@ def tagged_with(tag: str) -> list[int]:
     return tagged(tag)
 
 
+def io_classes(pids: list[int]) -> set[int]:
+    """The IO priority classes of every thread of these processes (3: idle)."""
+    import ctypes
+
+    get = {"x86_64": 252, "aarch64": 31}[os.uname().machine]  # ioprio_get
+    libc = ctypes.CDLL(None)
+    found = set()
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found.add(libc.syscall(get, 1, int(task.name)) >> 13)
+    return found
+
+
 @pytest.fixture
 def hello(tmp_path: Path) -> Path:
     script = tmp_path / "hello.py"
@@ -90,6 +104,7 @@ def test_runner_train_twice_takes_a_standby_the_second_time(
     assert "(warm)" not in first.stderr and last_job(run).get("warm") is None
     spare = ready(environ)
     assert spare["preloaded"] == ["tiny_pkg"] and spare["rss"] > 0  # its own package
+    assert io_classes(descendants(spare["pid"])) == {3}  # it warmed, and waits, at idle IO
     listed = run("server", "status")
     assert "standbys:  1" in listed.stdout and "ready" in listed.stdout, listed.stdout
     second = run("train", "--with", "tiny-pkg", str(hello), "x")
@@ -345,3 +360,53 @@ def test_the_next_runs_standby_starts_once_this_run_has_ended(
     _, err = owner.communicate(timeout=60)
     assert owner.returncode == 0, err
     ready(environ)
+
+
+def test_the_runner_killed_at_hand_over_leaves_a_failed_job_and_no_process(
+    environ: dict[str, str], tmp_path: Path, hello: Path
+) -> None:
+    run = runner(environ, tmp_path)
+    assert run("train", "--with", "tiny-pkg", str(hello)).returncode == 0
+    spare = ready(environ)
+    for pid in descendants(spare["pid"]):  # the standby: it takes its job, runs no line of it
+        os.kill(pid, signal.SIGSTOP)
+    owner = subprocess.Popen(
+        [RUNNER, "train", "--with", "tiny-pkg", str(hello)],
+        env=environ,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: last_job(run).get("warm") is not None, timeout=60)
+        job = last_job(run)
+        assert job["status"] == "Running" and job["owner"]["pid"] == spare["pid"]
+        os.kill(spare["pid"], signal.SIGKILL)  # the command, handing its job over
+        out, err = owner.communicate(timeout=60)
+    finally:
+        owner.kill()
+    assert owner.returncode == 1 and "went away" in err and out == "", err
+    reaped = json.loads(run("jobs", "--reap", "--json").stdout)
+    assert [j["status"] for j in reaped if j["name"] == job["name"]] == ["Failed"]
+    wait_for(lambda: tagged_with(job["tag"]) == [], timeout=30)
+
+
+def test_a_spare_that_does_not_take_its_command_in_time_never_runs_it_too(
+    environ: dict[str, str], tmp_path: Path, hello: Path
+) -> None:
+    run = runner(environ, tmp_path)
+    assert run("train", "--with", "tiny-pkg", str(hello)).returncode == 0
+    spare = ready(environ)
+    held = descendants(spare["pid"])
+    os.kill(spare["pid"], signal.SIGSTOP)  # handed the command, it says nothing in time
+    try:
+        second = run("train", "--with", "tiny-pkg", str(hello))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(spare["pid"], signal.SIGCONT)
+    assert second.returncode == 0 and second.stdout == "hello []\n", second.stderr
+    assert "(warm)" not in second.stderr  # run by a fresh fork, cold
+    wait_for(lambda: not alive(spare["pid"]), timeout=30)  # ended by the server: no 2nd run
+    assert len(json.loads(run("jobs", "--json").stdout)) == 2
+    wait_for(lambda: not any(alive(p) for p in held), timeout=30)  # and so did its standby

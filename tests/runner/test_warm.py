@@ -60,8 +60,14 @@ def fingerprint() -> None:
         for name in dir(resource)
         if name.startswith("RLIMIT_")
     }
+    import ctypes
+
     import numpy
     import torch
+
+    get = {"x86_64": 252, "aarch64": 31}[os.uname().machine]  # ioprio_get
+    libc = ctypes.CDLL(None)
+    io = sorted({libc.syscall(get, 1, int(t.name)) for t in Path("/proc/self/task").iterdir()})
 
     # generators as a new process has them: seeded, nothing drawn yet
     first = float(torch.rand(1))
@@ -93,6 +99,7 @@ def fingerprint() -> None:
                 "cgroup": read("/proc/self/cgroup"),
                 "umask": os.umask(0o22),
                 "nice": os.getpriority(os.PRIO_PROCESS, 0),
+                "io_priorities": io,  # of every thread (a standby's warmed at idle)
                 "threads": len(list(Path("/proc/self/task").iterdir())),
                 "modules": modules,
                 "after_warmup": sorted(sys.modules),
@@ -428,3 +435,45 @@ def test_a_preload_that_cannot_be_imported_ends_its_standby_and_the_next_job_say
     (cold,) = [r for r in backend.store.records(name) if r["event"] == "job.cold"]
     assert cold["why"].startswith("the standby ended (code 3): sandbox-runner: the standby's")
     assert "No module named 'no_such_module'" in cold["why"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small filesystem needs root")
+def test_a_full_disk_while_a_standby_is_prepared_leaves_nothing_and_the_next_one_is_made(
+    warm_cfg: LocalProcessBackendConfig, tmp_path: Path
+) -> None:
+    from runner.warm.pool import Request
+
+    backend = LocalProcessBackend(warm_cfg.model_copy(update={"warm": False}))
+    record = _done(backend, _run(backend))  # its env, for the standbys below
+    assert record.status == "Complete" and record.env_key is not None
+    env = open_cache(warm_cfg).get(record.env_key)
+    state = tmp_path / "small"
+    state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(state)], check=True)
+    try:
+        store = JobStore(state)
+        filler = state / "filler"
+        with filler.open("wb", buffering=0) as fh, pytest.raises(OSError, match="No space"):
+            while True:
+                fh.write(b"\0" * 4096)
+        for i in range(100000):  # and every inode: not even a folder can be made
+            try:
+                (state / f"i{i}").mkdir()
+            except OSError:
+                break
+        kept = set(state.iterdir())
+        pool = Pool(store, warm_cfg)
+        request = Request(record.spec, env.path, record.base_python)
+        pool.replenish(request)
+        wait_for(pool.empty, timeout=60)  # it tried, failed, and holds nothing
+        assert pool.listing() == [] and set(state.iterdir()) == kept
+        assert list(store.root.iterdir()) == []  # not even the folder it began
+        filler.unlink()
+        for folder in state.glob("i*"):
+            folder.rmdir()
+        pool.replenish(request)  # room again: the next one is made
+        wait_for(lambda: any(s["ready"] for s in pool.listing()), timeout=120)
+        pool.close()
+        assert list(store.root.iterdir()) == []  # dropped: its folder went with it
+    finally:
+        subprocess.run(["umount", "-l", str(state)], check=False)

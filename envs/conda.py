@@ -28,9 +28,8 @@ from packaging.utils import canonicalize_name
 from pydantic import BaseModel, ValidationError
 
 from envs import condacache
-from envs.errors import BuildError
-from envs.formats import INSTALL_CONDA
-from envs.lockfile import LockedFile, LockedPackage, LockError
+from envs.errors import INSTALL_CONDA, BuildError
+from envs.locked import LockedFile, LockedPackage, LockError
 from envs.spec import digest
 
 if TYPE_CHECKING:

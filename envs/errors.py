@@ -7,6 +7,9 @@ Anything else that escapes is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+INSTALL_CONDA = "install the conda extra: pip install 'sandbox-runner[conda]'"
+"""What a message about a missing conda library (py-rattler, conda-lock) tells the user."""
+
 
 class EnvError(Exception):
     """A mistake the user can fix, or a build that failed for a reason they can read."""

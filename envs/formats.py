@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from envs.errors import INSTALL_CONDA
 from envs.files import atomic_write_text
 from envs.lockfile import Lock, LockedPackage, LockError
 from envs.spec import Interpreter, digest
@@ -39,7 +40,6 @@ _CONDA_PLATFORMS = {
     ("macosx", "x86_64"): "osx-64",
     ("win", "amd64"): "win-64",
 }
-INSTALL_CONDA = "install the conda extra: pip install 'sandbox-runner[conda]'"
 
 
 ReadFormat = Literal["pylock", "conda-lock", "pixi", "requirements"]

@@ -21,7 +21,6 @@ never by its bytes (headers and spacing are not part of the meaning).
 
 from __future__ import annotations
 
-import functools
 import tomllib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -32,11 +31,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from packaging.markers import Marker
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.tags import compatible_tags, cpython_tags, platform_tags, sys_tags
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
-from envs.errors import EnvError
+from envs.locked import LockedFile, LockedPackage, LockError, tags_for, wheel_tags
 from envs.spec import Interpreter, digest
+
+__all__ = ["FILENAMES", "Kind", "Lock", "LockError", "LockedFile", "LockedPackage", "tags_for"]
 
 if TYPE_CHECKING:
     from envs.conda import CondaSet
@@ -47,46 +47,6 @@ FILENAMES: dict[Kind, str] = {
     "requirements": "requirements.txt",
     "conda": "conda-lock.json",
 }
-
-
-class LockError(EnvError):
-    """A lock that cannot be read, or that is for another interpreter or platform."""
-
-
-@dataclass(frozen=True)
-class LockedFile:
-    """One installable file of a package: where it is, and its sha256."""
-
-    url: str | None
-    sha256: str | None
-
-    @property
-    def filename(self) -> str:
-        return (self.url or "").rsplit("/", 1)[-1]
-
-    @property
-    def uri(self) -> str:
-        """`url` as a URL: a pylock `path` becomes a `file://` URL."""
-        url = self.url or ""
-        return url if "://" in url else Path(url).resolve().as_uri()
-
-
-@dataclass(frozen=True)
-class LockedPackage:
-    name: str
-    version: str
-    files: tuple[LockedFile, ...]
-    marker: str | None = None
-    direct: bool = False
-    """Named by its file (`pkg @ URL`), not found in an index: only that URL holds it."""
-    manager: Literal["pypi", "conda"] = "pypi"
-
-    def file_for(self, interpreter: Interpreter) -> LockedFile:
-        """What to install: a wheel for the interpreter's tags, else any wheel, else the sdist."""
-        supported = tags_for(interpreter)
-        wheels = [f for f in self.files if f.filename.endswith(".whl")]
-        fitting = [w for w in wheels if _wheel_tags(w.filename) & supported]
-        return (fitting or wheels or list(self.files))[0]
 
 
 def _requirement_entries(text: str) -> list[tuple[int, str, list[str]]]:
@@ -119,42 +79,6 @@ def _version_from_url(url: str) -> str:
         return str(parse_wheel_filename(filename)[1])
     except InvalidWheelFilename:
         return filename.rsplit("-", 1)[-1].removesuffix(".tar.gz").removesuffix(".zip")
-
-
-def tags_for(interpreter: Interpreter) -> frozenset[Any]:
-    """The wheel tags `interpreter` installs: the env's Python, not the runner's own."""
-    if interpreter == Interpreter.current():
-        return _supported_tags()
-    major, minor = (int(part) for part in interpreter.version.split(".")[:2])
-    return _tags_of(interpreter.implementation, (major, minor))
-
-
-@functools.cache
-def _supported_tags() -> frozenset[Any]:
-    """The wheel tags this interpreter installs (computed once: it is not cheap)."""
-    return frozenset(sys_tags())
-
-
-@functools.cache
-def _tags_of(implementation: str, version: tuple[int, int]) -> frozenset[Any]:
-    """Another CPython's tags on this machine: its version and ABI, this machine's platforms."""
-    if implementation != "cpython":
-        return frozenset()  # unknown: the caller falls back to any wheel, and uv checks
-    abi = f"cp{version[0]}{version[1]}"
-    platforms = list(platform_tags())
-    return frozenset(
-        [
-            *cpython_tags(version, abis=[abi], platforms=platforms),
-            *compatible_tags(version, interpreter=abi, platforms=platforms),
-        ]
-    )
-
-
-def _wheel_tags(filename: str) -> set[Any]:
-    try:
-        return set(parse_wheel_filename(filename)[3])
-    except InvalidWheelFilename:
-        return set()
 
 
 @dataclass(frozen=True)
@@ -331,7 +255,7 @@ class Lock:
             wheels = [f for f in package.files if f.filename.endswith(".whl")]
             if len(wheels) < len(package.files) or not wheels:
                 continue  # an sdist can be built anywhere
-            tags = set().union(*(_wheel_tags(w.filename) for w in wheels))
+            tags = set().union(*(wheel_tags(w.filename) for w in wheels))
             if tags and not tags & supported:
                 names = ", ".join(sorted(w.filename for w in wheels))
                 raise LockError(

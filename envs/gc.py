@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -140,18 +141,20 @@ def collect(
     max_size: int | None = None,
     older_than: timedelta | None = None,
     now: datetime | None = None,
+    before_removing: Callable[[str], None] | None = None,
 ) -> GcResult:
     """Remove damaged envs; evict envs unused for `older_than`, then the least recently used
     until the cache takes at most `max_size` on disk (each file once, however many envs link
     it). The downloads of packages no env holds leave uv's cache (else removing an env
     frees nothing: uv's cache links the same files), the conda packages no prefix was
-    made of leave rattler's, and the bytecode no env links goes."""
+    made of leave rattler's, and the bytecode no env links goes. `before_removing(key)` is
+    called before each env goes (the runner ends that env's standbys there)."""
     now = now or datetime.now(UTC)
     result = GcResult()
     envs, damaged = cache.scan()  # least recently used first
     before = usage(cache)
     for problem in damaged:  # never usable: each job that needs one builds it again
-        if _remove(cache, problem.key, result):
+        if _remove(cache, problem.key, result, before_removing):
             before.release(problem.key)
     kept = {e.key: _holds(cache, e) for e in envs}
     shared = {h for h in before.held if h.startswith(("uv:", "conda:"))}
@@ -168,7 +171,7 @@ def collect(
             too_big = max_size is not None and before.total > max_size
             if env.key not in kept or not (too_old or too_big):
                 continue
-            if not _remove(cache, env.key, result):
+            if not _remove(cache, env.key, result, before_removing):
                 busy.append(env.key)
                 continue
             before.release(env.key)
@@ -213,8 +216,12 @@ def _clean_downloads(cache: EnvCache, names: list[str]) -> list[str]:
     return names
 
 
-def _remove(cache: EnvCache, key: str, result: GcResult) -> bool:
+def _remove(
+    cache: EnvCache, key: str, result: GcResult, before: Callable[[str], None] | None
+) -> bool:
     """Remove one env unless a job uses it; whether it went."""
+    if before is not None:
+        before(key)
     try:
         cache.remove(key)
     except EnvInUseError:

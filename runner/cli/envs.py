@@ -199,8 +199,12 @@ def envs_gc(
 
     if max_size is None and older_than is None:
         raise click.UsageError("give --max-size SIZE and/or --older-than DURATION")
-    served.drop(None)  # standbys end before any env may go (the next runs start cold)
-    result = collect(open_cache(settings_of(ctx)), max_size=max_size, older_than=older_than)
+    result = collect(
+        open_cache(settings_of(ctx)),
+        max_size=max_size,
+        older_than=older_than,
+        before_removing=lambda key: served.drop([key]),  # its standbys end first, never after
+    )
     text = (
         f"removed {len(result.removed)} environment(s) and the downloads of "
         f"{len(result.downloads_cleaned) + len(result.conda_cleaned)} package(s) no env "

@@ -243,6 +243,26 @@ def test_removing_an_env_ends_its_standbys_first(
     assert not alive(spare["pid"]) and not any(alive(p) for p in held)
 
 
+def test_envs_gc_ends_the_standbys_of_the_envs_it_removes_and_only_those(
+    environ: dict[str, str], tmp_path: Path, hello: Path
+) -> None:
+    run = runner(environ, tmp_path)
+    other = tmp_path / "other.py"
+    other.write_text("import other_pkg\nprint('other')\n")
+    assert run("train", "--with", "tiny-pkg", str(hello)).returncode == 0
+    assert run("train", "--with", "other-pkg", str(other)).returncode == 0
+    wait_for(lambda: len(standbys(environ)) == 2 and all(s["ready"] for s in standbys(environ)))
+    doomed, kept = standbys(environ)
+    held = descendants(doomed["pid"])
+    cache = Path(environ["RUNNER_CACHE_DIR"]) / "envs"
+    (cache / doomed["env"] / "runner-env.json").unlink()  # damaged: gc always removes it
+    swept = run("envs", "gc", "--max-size", "100G")
+    assert swept.returncode == 0 and "removed 1 environment(s)" in swept.stdout, swept.stderr
+    assert not (cache / doomed["env"]).exists()
+    assert not alive(doomed["pid"]) and not any(alive(p) for p in held)
+    assert [s["pid"] for s in standbys(environ)] == [kept["pid"]]  # the other env's stays
+
+
 def test_an_env_removed_and_made_again_under_a_standby_is_not_the_standbys(
     environ: dict[str, str], tmp_path: Path, hello: Path, settings: RunnerSettings
 ) -> None:

@@ -29,11 +29,11 @@ import time
 from pathlib import Path
 
 WORKER = """\
-import os, sys, time
-print("first", os.environ["RANK"], time.time(), flush=True)
+import os, time
+os.write(1, f"first {os.environ['RANK']} {time.time()}\\n".encode())  # one write: whole
 import torch.distributed as dist
 dist.init_process_group("gloo")
-print("group", os.environ["RANK"], time.time(), flush=True)
+os.write(1, f"group {os.environ['RANK']} {time.time()}\\n".encode())
 dist.destroy_process_group()
 """
 
@@ -87,6 +87,37 @@ def direct(python: str, script: Path, ranks: int) -> tuple[float, float, float]:
     return (*_times(out, start, ranks), end)
 
 
+def measure(python: str, ranks: int, reps: int) -> dict[str, dict[str, float]]:
+    """Each launch's medians (and min, max) to first lines, groups up and exit, in seconds,
+    alternating after one unmeasured run of each; and direct's ratio to torchrun's."""
+    with tempfile.TemporaryDirectory() as folder:
+        script = Path(folder) / "worker.py"
+        script.write_text(WORKER)
+        launches = {"torchrun": torchrun, "direct": direct}
+        for launch in launches.values():  # once each, unmeasured: the page cache
+            launch(python, script, ranks)
+        seen: dict[str, list[tuple[float, float, float]]] = {k: [] for k in launches}
+        for _ in range(reps):
+            for name, launch in launches.items():
+                seen[name].append(launch(python, script, ranks))
+    out: dict[str, dict[str, float]] = {}
+    for name, runs in seen.items():
+        for i, moment in enumerate(MOMENTS):
+            values = [r[i] for r in runs]
+            out[f"{name}_{moment}"] = {
+                "median": statistics.median(values),
+                "min": min(values),
+                "max": max(values),
+            }
+    out["ratio"] = {
+        m: out[f"direct_{m}"]["median"] / out[f"torchrun_{m}"]["median"] for m in MOMENTS
+    }
+    return out
+
+
+MOMENTS = ("first_lines", "groups_up", "exit")
+
+
 def _torch_python() -> str:
     from envs.requirements import parse_all
     from runner.settings import RunnerSettings
@@ -103,25 +134,13 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--python", help="an env's python with torch (default: the cache's)")
     args = parser.parse_args()
-    python = args.python or _torch_python()
-    with tempfile.TemporaryDirectory() as folder:
-        script = Path(folder) / "worker.py"
-        script.write_text(WORKER)
-        launches = {"torchrun": torchrun, "direct": direct}
-        for launch in launches.values():  # once each, unmeasured: the page cache
-            launch(python, script, args.ranks)
-        seen: dict[str, list[tuple[float, float, float]]] = {k: [] for k in launches}
-        for _ in range(args.reps):
-            for name, launch in launches.items():
-                seen[name].append(launch(python, script, args.ranks))
+    found = measure(args.python or _torch_python(), args.ranks, args.reps)
     print(f"{args.ranks} ranks, gloo, {args.reps} runs each, alternating; medians in seconds")
     print(f"{'launch':<10} {'first lines':>12} {'groups up':>10} {'exit':>8}")
-    medians = {}
-    for name, runs in seen.items():
-        medians[name] = [statistics.median(r[i] for r in runs) for i in range(3)]
-        first, group, end = medians[name]
-        print(f"{name:<10} {first:>12.3f} {group:>10.3f} {end:>8.3f}")
-    ratio = [d / t for d, t in zip(medians["direct"], medians["torchrun"], strict=True)]
+    for name in ("torchrun", "direct"):
+        row = [found[f"{name}_{m}"]["median"] for m in MOMENTS]
+        print(f"{name:<10} {row[0]:>12.3f} {row[1]:>10.3f} {row[2]:>8.3f}")
+    ratio = [found["ratio"][m] for m in MOMENTS]
     print(f"{'direct/tr':<10} {ratio[0]:>12.2f} {ratio[1]:>10.2f} {ratio[2]:>8.2f}")
     sys.stdout.flush()
 

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -367,6 +368,15 @@ class Bench:
             "compute_beside_standby": next_to,
             "beside_ratio": next_to["median"] / alone["median"],
         }
+
+    def launch_ranks(self) -> dict[str, Any]:
+        """Two gloo ranks on one node, torchrun's agent against the ranks started directly
+        (`benchmarks/agent.py`): whether the agent stays for jobs of several ranks."""
+        from benchmarks import agent
+
+        python = str(self.cache.ensure(self.spec(TORCH)).python)
+        log("two ranks: torchrun's agent against the ranks started directly")
+        return {"ranks": 2, **agent.measure(python, 2, max(5, self.reps * 2))}
 
     def _sdk_config(self, warm: bool, rep: int) -> Any:
         from runner.backend import LocalProcessBackendConfig
@@ -784,6 +794,20 @@ def headline(report: dict[str, Any]) -> str:
     return "\n".join([*rows[:2], *picked]) + "\n"
 
 
+def _launch_rows(lr: dict[str, Any], fig: Callable[[dict[str, Any]], str]) -> list[str]:
+    """Two ranks: torchrun's agent against the ranks started directly, at three moments."""
+    return [
+        f"| {lr['ranks']} gloo ranks, one node, no sandbox (process): {words} | "
+        f"torchrun's agent: {fig(lr['torchrun_' + moment])} | the ranks started "
+        f"directly: {fig(lr['direct_' + moment])} | {lr['ratio'][moment]:.2f}x |"
+        for moment, words in (
+            ("first_lines", "start to every rank's first line"),
+            ("groups_up", "start to every rank's process group up"),
+            ("exit", "start to exit"),
+        )
+    ]
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The README table: each comparison as medians (min-max) and the ratio, then the targets.
 
@@ -853,6 +877,8 @@ def markdown(report: dict[str, Any]) -> str:
             f"(torch): {ws['standby_rss_bytes']['median'] / 2**20:.0f} MiB resident | "
             f"{ws['beside_ratio']:.2f}x |"
         )
+    if "launch_ranks" in res:
+        rows += _launch_rows(res["launch_ranks"], fig)
     for count, c in res["concurrent"].items():
         rows.append(
             f"| {count} concurrent jobs, one new set | - | {c['wall_seconds']:.1f} s for all, "
@@ -1007,6 +1033,7 @@ def main(argv: list[str] | None = None) -> None:
             results["torch_jobs"] = bench.torch_jobs()
             results["sdk_end_to_end"] = bench.sdk_end_to_end()
             results["warm_start"] = bench.warm_start()
+            results["launch_ranks"] = bench.launch_ranks()
             results["concurrent"] = bench.concurrent()
             results["shared_torch"] = bench.shared_torch()
             results["layered"] = bench.layered()

@@ -21,10 +21,10 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 
+from runner.cli.progress import PIPED_EVERY
 from tests.runner.conftest import TORCH, cli_runner
 from tests.runner.test_gpus import JOBS, fake_machine
 from tests.wheelhouse import make_wheel
@@ -194,55 +194,67 @@ def test_a_failing_resolve_shows_uvs_whole_message_as_one_block(
 
 
 class SlowWheels(http.server.SimpleHTTPRequestHandler):
-    """Serves a folder of wheels as a find-links page, a wheel's bytes over `seconds`."""
-
-    seconds: ClassVar[float] = 14.0
+    """Serves a folder of wheels as a find-links page; an install's download of a wheel
+    takes `server.seconds`. uv's resolve (`pip compile`) reads whole wheels from a
+    find-links page for their metadata: those reads are served at once, so the time goes
+    where the test watches it, the install (`pip sync`), as on an index that serves
+    metadata apart (PEP 658)."""
 
     def log_message(self, *args: object) -> None:
         pass
 
     def copyfile(self, source: object, outputfile: object) -> None:
         data = source.read()  # type: ignore[attr-defined]
-        if not self.path.endswith(".whl"):
+        installing = '"pip","sync"' in self.headers.get("User-Agent", "")
+        if not (self.path.endswith(".whl") and installing):
             outputfile.write(data)  # type: ignore[attr-defined]
             return
+        seconds: float = self.server.seconds  # type: ignore[attr-defined]
         pieces = 28
         step = len(data) // pieces + 1
         for i in range(0, len(data), step):
             outputfile.write(data[i : i + step])  # type: ignore[attr-defined]
             outputfile.flush()  # type: ignore[attr-defined]
-            time.sleep(self.seconds / pieces)
+            time.sleep(seconds / pieces)
+
+
+class SlowIndex(http.server.ThreadingHTTPServer):
+    seconds = 4.0
+    """How long an install's download of a wheel takes."""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/"
 
 
 @contextlib.contextmanager
-def slow_index(folder: Path) -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(SlowWheels, directory=str(folder))
-    )
+def slow_index(folder: Path) -> Iterator[SlowIndex]:
+    server = SlowIndex(("127.0.0.1", 0), functools.partial(SlowWheels, directory=str(folder)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
+        yield server
     finally:
         server.shutdown()
         server.server_close()
 
 
 @pytest.fixture
-def big_wheel_index(tmp_path: Path) -> Iterator[str]:
+def big_wheel_index(tmp_path: Path) -> Iterator[SlowIndex]:
     """An index serving `big-pkg` (a wheel of ~2 MiB that does not compress) slowly."""
     folder = tmp_path / "slow"
     noise = random.Random(7).randbytes(3 * 2**20).hex()
     make_wheel(folder, "big-pkg", "1.0", body=f"NOISE = {noise!r}\n")
-    with slow_index(folder) as url:
-        yield url
+    with slow_index(folder) as index:
+        yield index
 
 
 def test_a_cold_build_shows_its_progress_moving_and_a_line_now_and_then_when_piped(
-    cli_environ: dict[str, str], tmp_path: Path, big_wheel_index: str
+    cli_environ: dict[str, str], tmp_path: Path, big_wheel_index: SlowIndex
 ) -> None:
     script = tmp_path / "hello.py"
     script.write_text("import big_pkg\nprint('noise', len(big_pkg.NOISE))\n")
-    command = f"{RUNNER} train --name big --find-links {big_wheel_index} --with big-pkg {script}"
+    index = big_wheel_index.url
+    command = f"{RUNNER} train --name big --find-links {index} --with big-pkg {script}"
     screens = Terminal(cli_environ, tmp_path).run(command, every=0.5)
     assert exit_of(screens[-1]) == 0, screens[-1]
     moving = {
@@ -257,6 +269,7 @@ def test_a_cold_build_shows_its_progress_moving_and_a_line_now_and_then_when_pip
     assert final[1].startswith("Installed 1 package in "), final
 
     cache = tmp_path / "second-cache"  # the same build again, piped, from nothing
+    big_wheel_index.seconds = PIPED_EVERY + 1  # long enough for a line of its own
     environ = {**cli_environ, "RUNNER_CACHE_DIR": str(cache)}
     out = piped(environ, tmp_path, command.replace("--name big", "--name big-piped"))
     assert out.returncode == 0, out.stdout

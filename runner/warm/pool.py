@@ -29,7 +29,7 @@ from runner.sandbox import confine
 from runner.spec import JobSpec, new_name
 from runner.store import JobRecord, JobStore, ProcessRef, new_tag
 from runner.units import parse_size
-from runner.warm import priority, program
+from runner.warm import imports, priority, program
 from runner.warm.standby import Relay, Standby, launch_key, startup, submission_key
 
 if TYPE_CHECKING:
@@ -226,16 +226,21 @@ class Pool:
             standby.drop()
 
 
-def preloads(request: Request, settings: RunnerSettings) -> tuple[bool, tuple[str, ...]]:
-    """Whether to warm torch (a torch job's, or a job whose packages name torch), and the
-    modules to import: those named (`--preload`, RUNNER_PRELOAD), then, only tried
-    (`?NAME`: one that fails to import is skipped), the modules of the job's own packages."""
+def preloads(
+    request: Request, settings: RunnerSettings, state_dir: Path
+) -> tuple[bool, tuple[str, ...], bool]:
+    """Whether to warm torch (a torch job's, or a job whose packages name torch), the
+    modules to import, and whether to measure them: those named (`--preload`,
+    RUNNER_PRELOAD), then, only tried (`?NAME`: one that fails to import is skipped), the
+    modules of the job's own packages: all of them the first time, to measure what each
+    takes, and from then on those that took over `imports.HEAVY_MS`."""
     spec = request.spec
     torch = spec.framework == "torch" or any(name_of(r) == "torch" for r in spec.requirements)
     named = dict.fromkeys((*settings.preload, *request.preload))
-    own = [m for m in _modules_of(request.env_dir, spec) if m not in named]
+    own = [m for m in _modules_of(request.env_dir, spec) if m not in named and m != "torch"]
+    own, measuring = imports.heavy(state_dir, request.env_dir, own)
     modules = (*named, *(f"?{m}" for m in own))
-    return torch, tuple(m for m in modules if m.lstrip("?") != "torch" or not torch)
+    return torch, tuple(m for m in modules if m != "torch" or not torch), measuring
 
 
 def _modules_of(env_dir: Path, spec: JobSpec) -> list[str]:
@@ -284,7 +289,8 @@ def start(store: JobStore, settings: RunnerSettings, request: Request) -> Standb
         own = {*dict(step.env), *spec.env}  # the job's own values come with the job
         kept = startup(environ)
         standby_env = {k: v for k, v in environ.items() if k not in own or k in kept}
-        torch_too, modules = preloads(request, settings)
+        state_dir = store.root.parent
+        torch_too, modules, measuring = preloads(request, settings, state_dir)
         control, ready = os.pipe(), os.pipe()
         fds = (control[0], ready[1], *confinement.fds)
         relay = Relay()
@@ -327,6 +333,11 @@ def start(store: JobStore, settings: RunnerSettings, request: Request) -> Standb
             store=store,
             cgroup=cgroup,
         )
+        if measuring:
+            own = {m[1:] for m in modules if m[0] == "?"}
+            standby.on_ready = lambda s: imports.keep(
+                state_dir, request.env_dir, {m: ms for m, ms in s.import_ms.items() if m in own}
+            )
     except BaseException:
         for cgroup in made:
             cgroup.remove()

@@ -22,27 +22,29 @@ _lock = _thread.allocate_lock()
 
 
 _imported: list[str] = []
-"""The preloads imported; a name given as `?NAME` (the job's own packages, by default) is
-only tried: one that fails to import is left out, never the standby's end."""
+"""The preloads imported, each as `NAME=MS` (what its import took); a name given as `?NAME`
+(the job's own packages, by default) is only tried: one that fails to import is left out,
+never the standby's end."""
 
 
 def _warm(torch_too: bool, preloads: list[str], done: list[object]) -> None:
+    import time  # builtin, and loaded as the interpreter starts
+
     try:
         os.setpriority(os.PRIO_PROCESS, _thread.get_native_id(), 19)  # this thread only
     except OSError:
         pass
     try:
         for name in preloads:
-            if name.startswith("?"):
-                try:
-                    __import__(name[1:])
-                except Exception:  # a default that does not import: skipped
-                    sys.modules.pop(name[1:], None)
-                    continue
-                _imported.append(name[1:])
+            began = time.perf_counter()
+            try:
+                __import__(name.lstrip("?"))
+            except Exception:  # a default that does not import: skipped
+                if not name.startswith("?"):
+                    raise
+                sys.modules.pop(name[1:], None)
                 continue
-            __import__(name)
-            _imported.append(name)
+            _imported.append(f"{name.lstrip('?')}={round((time.perf_counter() - began) * 1000)}")
         if torch_too:
             import torch  # type: ignore[import-not-found]
 

@@ -18,7 +18,7 @@ import os
 import re
 import select
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -121,6 +121,10 @@ class Standby:
     warmed: bool = False
     env_id: tuple[int, int] | None = None
     """The env folder it started in (device, inode): one removed and made again is another."""
+    import_ms: dict[str, int] = field(default_factory=dict)
+    """What each of its preloads took to import, in milliseconds (once it is ready)."""
+    on_ready: Callable[[Standby], None] | None = None
+    """Called once, when it has said it is ready."""
 
     def __post_init__(self) -> None:
         if self.env_id is None:
@@ -133,8 +137,14 @@ class Standby:
             told = os.read(self.ready_fd, 1 << 16)
             self.warmed = told[:1] == b"r"
             if self.warmed:  # what it imported: torch, then the preloads that imported
-                names = [n for n in told[1:].decode(errors="replace").split(",") if n]
-                self.preloaded = (*(("torch",) if "torch" in self.preloaded else ()), *names)
+                for entry in told[1:].decode(errors="replace").split(","):
+                    name, _, ms = entry.partition("=")
+                    if name:
+                        self.import_ms[name] = int(ms) if ms.isdigit() else 0
+                torch = ("torch",) if "torch" in self.preloaded else ()
+                self.preloaded = (*torch, *self.import_ms)
+                if self.on_ready is not None:
+                    self.on_ready(self)
             os.close(self.ready_fd)
             self.ready_fd = -1
         return self.warmed and self.proc.poll() is None

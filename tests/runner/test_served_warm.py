@@ -17,6 +17,7 @@ import pytest
 
 from runner.settings import RunnerSettings
 from runner.spec import open_cache
+from runner.warm.imports import HEAVY_MS
 from tests.runner.conftest import JOBS, TORCH
 from tests.runner.test_process import wait_for
 from tests.runner.test_server import (
@@ -359,6 +360,34 @@ def test_a_package_that_fails_to_import_is_not_preloaded_and_ends_no_standby(
     assert warm.returncode == 0 and "(warm)" in warm.stderr, warm.stderr
     assert warm.stdout == "False\n"  # the failed import left nothing in sys.modules
     assert last_job(run)["warm"] == {"preloaded": []}
+
+
+def test_the_modules_that_import_slowly_are_measured_once_per_env_and_preloaded_alone(
+    environ: dict[str, str], tmp_path: Path
+) -> None:
+    links = tmp_path / "links"
+    make_wheel(links, "slow-pkg", "1.0", body="import time\ntime.sleep(0.4)\n")
+    make_wheel(links, "quick-pkg", "1.0", body="")
+    script = tmp_path / "both.py"
+    script.write_text("import quick_pkg, slow_pkg\nprint('both')\n")
+    run = runner(environ, tmp_path)
+    argv = ("train", "--find-links", str(links), "--with", "slow-pkg", "--with", "quick-pkg")
+    argv = (*argv, str(script))
+    assert run(*argv).stdout == "both\n"
+    assert ready(environ)["preloaded"] == ["quick_pkg", "slow_pkg"]  # all, to measure them
+    (kept,) = (Path(environ["RUNNER_STATE_DIR"]) / "imports").iterdir()
+    measured = json.loads(kept.read_text())["ms"]
+    assert measured["slow_pkg"] >= 400 and measured["quick_pkg"] < HEAVY_MS, measured
+    assert kept.stat().st_mode & 0o777 == 0o600 and kept.parent.stat().st_mode & 0o777 == 0o700
+    for _ in range(2):  # from now on: the slow one alone
+        warm = run(*argv)
+        assert warm.stdout == "both\n" and "(warm)" in warm.stderr, warm.stderr
+        assert ready(environ)["preloaded"] == ["slow_pkg"]
+    assert last_job(run)["warm"] == {"preloaded": ["slow_pkg"]}
+    kept.write_text("{damaged")  # measured again; the standby serves as ever
+    assert "(warm)" in run(*argv).stderr
+    assert ready(environ)["preloaded"] == ["quick_pkg", "slow_pkg"]
+    assert json.loads(kept.read_text())["ms"].keys() == measured.keys()
 
 
 def test_the_next_runs_standby_starts_once_this_run_has_ended(

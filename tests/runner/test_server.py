@@ -283,6 +283,18 @@ def test_a_request_it_cannot_read_gets_one_error_and_it_goes_on(
     assert run("jobs").returncode == 0
 
 
+def started(environ: dict[str, str], cwd: Path, *args: str) -> subprocess.Popen[str]:
+    """`runner ARGS...` started, as a user's command in the foreground; its output piped."""
+    return subprocess.Popen(
+        [RUNNER, *args],
+        env=environ,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def test_killing_the_server_mid_job_ends_neither_the_job_nor_the_command(
     environ: dict[str, str], tmp_path: Path
 ) -> None:
@@ -291,14 +303,7 @@ def test_killing_the_server_mid_job_ends_neither_the_job_nor_the_command(
     counter.write_text(
         "import time\nfor i in range(20):\n    print('tick', i, flush=True)\n    time.sleep(0.5)\n"
     )
-    owner = subprocess.Popen(
-        [RUNNER, "train", "--name", "through", str(counter)],
-        env=environ,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    owner = started(environ, tmp_path, "train", "--name", "through", str(counter))
     wait_for(lambda: server_pid(environ) is not None, timeout=30)
     pid = server_pid(environ)
     assert pid is not None
@@ -318,14 +323,7 @@ def test_a_command_killed_under_its_client_is_said_in_one_line(
     environ: dict[str, str], tmp_path: Path
 ) -> None:
     run = runner(environ, tmp_path)
-    owner = subprocess.Popen(
-        [RUNNER, "train", "--name", "cut", str(JOBS / "sleeper.py")],
-        env=environ,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    owner = started(environ, tmp_path, "train", "--name", "cut", str(JOBS / "sleeper.py"))
     wait_for(lambda: "ready" in run("logs", "cut", served=False).stdout, timeout=60)
     command = json.loads(run("status", "cut", "--json").stdout)["owner"]["pid"]
     os.kill(command, signal.SIGKILL)  # the runner that owns the job, forked by the server
@@ -343,14 +341,7 @@ def test_ctrl_c_and_sigterm_reach_the_served_command(
     environ: dict[str, str], tmp_path: Path, signum: int
 ) -> None:
     run = runner(environ, tmp_path)
-    owner = subprocess.Popen(
-        [RUNNER, "train", "--name", "stopped", str(JOBS / "sleeper.py")],
-        env=environ,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    owner = started(environ, tmp_path, "train", "--name", "stopped", str(JOBS / "sleeper.py"))
     wait_for(lambda: "ready" in run("logs", "stopped", served=False).stdout, timeout=60)
     owner.send_signal(signum)
     _, err = owner.communicate(timeout=60)
@@ -410,16 +401,10 @@ def test_a_client_killed_mid_job_cancels_it_as_a_closed_terminal_does(
     environ: dict[str, str], tmp_path: Path
 ) -> None:
     run = runner(environ, tmp_path)
-    owner = subprocess.Popen(
-        [RUNNER, "train", "--name", "orphan", str(JOBS / "sleeper.py")],
-        env=environ,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    owner = started(environ, tmp_path, "train", "--name", "orphan", str(JOBS / "sleeper.py"))
     wait_for(lambda: "ready" in run("logs", "orphan", served=False).stdout, timeout=60)
     owner.kill()  # kill -9 of `runner train` itself: no signal is forwarded
-    owner.wait()
+    owner.communicate()
     wait_for(lambda: run("status", "orphan", "--json").stdout.count('"Failed"') > 0, timeout=60)
     record = json.loads(run("status", "orphan", "--json").stdout)
     assert (record["status"], record["reason"]) == ("Failed", "cancelled")

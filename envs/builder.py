@@ -214,7 +214,7 @@ def materialize(
     `conda.py`, with its package cache `conda_cache`) patched for `final`, where it
     is published, with its PyPI packages installed by uv into the prefix's own python.
     """
-    if lock.kind == "conda":
+    if lock.unit.conda:
         from envs import conda
 
         mirrors = dict(spec.index.connection.conda_mirrors)
@@ -244,7 +244,7 @@ def materialize(
     )
     python = target / "bin" / "python"
     # a conda prefix holds packages uv did not install (conda's): add, never sync them away
-    verb = ["install", "--no-deps"] if lock.kind == "conda" else ["sync"]
+    verb = ["install", "--no-deps"] if lock.unit.conda else ["sync"]
     if install.read_text():
         uv.run(
             [
@@ -254,7 +254,7 @@ def materialize(
                 "--python",
                 str(python),
                 *index_args(spec.index),
-                *(["-r"] if lock.kind == "conda" else []),
+                *(["-r"] if lock.unit.conda else []),
                 INSTALL_FILE,
             ],
             what="installing the locked packages",
@@ -264,9 +264,9 @@ def materialize(
             on_line=UvProgress(log or _log, len(lock.packages)),
         )
     install.unlink()
-    if lock.kind == "conda":
+    if lock.unit.conda:
         relink_scripts(target, final)
-    interpreter = Interpreter.at(python) if lock.kind == "conda" else spec.interpreter
+    interpreter = Interpreter.at(python) if lock.unit.conda else spec.interpreter
     linked = bytecode.compile_tree(python, target, objects, interpreter.cache_tag)
     (log or _log).debug("env.bytecode", shared_modules=linked)
 

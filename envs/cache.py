@@ -423,7 +423,7 @@ class EnvCache:
                 final=final,
                 conda_cache=self.conda_dir,
             )
-            conda = lock.conda if lock.kind == "conda" else None
+            conda = lock.conda if lock.unit.conda else None
             interpreter = Interpreter.at(workdir / "bin" / "python") if conda else spec.interpreter
             meta = EnvMeta(
                 key=env_key,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
@@ -29,8 +29,8 @@ from pydantic import BaseModel, ValidationError
 
 from envs import condacache
 from envs.errors import INSTALL_CONDA, BuildError
-from envs.locked import LockedFile, LockedPackage, LockError
-from envs.spec import digest
+from envs.locked import LockedFile, LockedPackage, LockError, hashed_line
+from envs.spec import Interpreter, digest
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger as Logger
@@ -125,6 +125,33 @@ class CondaSet(BaseModel):
             "channels": self.channels,
             "packages": self.counts(),
         }
+
+
+class Conda:
+    """The `conda` kind of lock: a `CondaSet`'s JSON (from a pixi.lock or a conda-lock.yml).
+    rattler installs its conda packages into a prefix, and uv its PyPI packages into the
+    prefix's own python; the platform was checked as the user's file was read."""
+
+    name = "conda"
+    filename = "conda-lock.json"
+    conda = True
+
+    def packages(self, text: str, base: str | None) -> list[LockedPackage]:
+        return CondaSet.parse(text).packages()
+
+    def key(self, text: str, packages: Sequence[LockedPackage], interpreter: Interpreter) -> str:
+        return CondaSet.parse(text).key()  # it holds its own interpreter
+
+    def check_for(
+        self, text: str, packages: Sequence[LockedPackage], interpreter: Interpreter
+    ) -> None:
+        return None  # its platform was checked when it was read; it holds its own Python
+
+    def install_line(self, package: LockedPackage, interpreter: Interpreter) -> str:
+        return hashed_line(package)
+
+
+CONDA = Conda()
 
 
 def _rattler() -> Any:

@@ -19,6 +19,7 @@ import re
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -92,13 +93,13 @@ def read(
     except UnicodeDecodeError:
         raise LockError(f"lockfile {str(path)!r} is not a text file (not UTF-8)") from None
     kind = format_of(path)
-    if environment is not None and kind not in _WITH_ENVIRONMENTS:
+    if environment is not None and not FILES[kind].environments:
         raise LockError(
             f"lockfile {str(path)!r} is a {kind} lock, which has no environments: "
             "--environment applies to pixi.lock and conda-lock.yml"
         )
     kept = None
-    if memo is not None and kind in _SLOW:  # the others read fast: nothing to keep
+    if memo is not None and FILES[kind].slow:  # the others read fast: nothing to keep
         key = {
             "text": text,
             "kind": kind,
@@ -109,7 +110,7 @@ def read(
         kept = memo / f"{digest(key)}.json"
     lock = _recall(kept)
     if lock is None:
-        lock = _READERS[kind](path, text, interpreter, environment)
+        lock = FILES[kind].read(path, text, interpreter, environment)
         if kept is not None:  # a cache, whole or not at all: without it, read again
             with contextlib.suppress(OSError):
                 atomic_write_text(kept, json.dumps({"kind": lock.kind, "text": lock.text}))
@@ -119,7 +120,6 @@ def read(
     return lock
 
 
-_SLOW = frozenset({"pixi", "conda-lock"})
 MEMO = "lockfiles"
 """The folder under the cache root where `read` keeps what slow readers made of lockfiles."""
 MEMO_DAYS = 30
@@ -207,39 +207,32 @@ def _from_conda_lock(path: Path, text: str, interpreter: Interpreter, category: 
     return Lock("".join(sorted(lines)), "requirements")
 
 
-_READERS: dict[ReadFormat, Callable[[Path, str, Interpreter, str | None], Lock]] = {
-    "pylock": _from_pylock,
-    "conda-lock": _from_conda_lock,
-    "pixi": _from_pixi,
-    "requirements": _from_requirements,
-}
-"""Each format's reader: the file's path and text, the interpreter, the environment asked
-for (those of `_WITH_ENVIRONMENTS` only). A new format is a reader here and a name in
-`format_of`."""
-
-_WITH_ENVIRONMENTS = ("pixi", "conda-lock")
-
-
 def write(lock: Lock, fmt: Format, interpreter: Interpreter) -> str:
     """The lock as the text of a `fmt` file."""
-    if lock.kind == "conda":
+    if lock.unit.conda:
         raise LockError(
             f"this lock holds conda packages (from a {lock.conda.source}); the runner "
             "writes pip-only locks: keep the file it came from (writing pixi.lock is "
             "pixi's job)"
         )
-    if fmt == "pylock":
-        if lock.kind != "pylock":
-            raise LockError(
-                "this lock came from a requirements or conda-lock file and has no pylock "
-                "tables; export it as requirements or conda-lock"
-            )
-        return lock.text if lock.text.endswith("\n") else lock.text + "\n"
-    if fmt == "requirements":
-        return _HEADER.format(**interpreter.identity()) + "".join(
-            _requirement(p, by_url=p.direct or lock.kind == "requirements") for p in lock.packages
+    writer = FILES[fmt].write
+    assert writer is not None  # every `Format` has one
+    return writer(lock, interpreter)
+
+
+def _to_pylock(lock: Lock, interpreter: Interpreter) -> str:
+    if lock.kind != "pylock":
+        raise LockError(
+            "this lock came from a requirements or conda-lock file and has no pylock "
+            "tables; export it as requirements or conda-lock"
         )
-    return _to_conda_lock(lock, interpreter)
+    return lock.text if lock.text.endswith("\n") else lock.text + "\n"
+
+
+def _to_requirements(lock: Lock, interpreter: Interpreter) -> str:
+    return _HEADER.format(**interpreter.identity()) + "".join(
+        _requirement(p, by_url=p.direct or lock.kind == "requirements") for p in lock.packages
+    )
 
 
 def _requirement(package: LockedPackage, *, by_url: bool) -> str:
@@ -293,3 +286,26 @@ def _to_conda_lock(lock: Lock, interpreter: Interpreter) -> str:
         out = Path(tmp) / "conda-lock.yml"
         module.write_conda_lock_file(lockfile, out, metadata_choices=None)
         return out.read_text()
+
+
+@dataclass(frozen=True)
+class FileFormat:
+    """One kind of lockfile users keep: how it is read into a `Lock` (the file's path and
+    text, the interpreter, the environment asked for), and written from one."""
+
+    read: Callable[[Path, str, Interpreter, str | None], Lock]
+    write: Callable[[Lock, Interpreter], str] | None
+    """None: the runner does not write it (pixi.lock is pixi's)."""
+    environments: bool = False
+    """It holds several environments (pixi's, or conda-lock's categories): one is chosen."""
+    slow: bool = False
+    """Its reader imports and parses much (rattler, conda-lock): what it made is kept."""
+
+
+FILES: dict[ReadFormat, FileFormat] = {
+    "pylock": FileFormat(_from_pylock, _to_pylock),
+    "requirements": FileFormat(_from_requirements, _to_requirements),
+    "conda-lock": FileFormat(_from_conda_lock, _to_conda_lock, environments=True, slow=True),
+    "pixi": FileFormat(_from_pixi, None, environments=True, slow=True),
+}
+"""Every format: a new one is an entry here and a name in `format_of`."""

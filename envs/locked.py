@@ -1,15 +1,18 @@
-"""What a lock pins, whatever its kind: packages, their files (URL and sha256), and which
-of a package's wheels an interpreter installs. The kinds of lock (`lockfile.py`, and
-`conda.py` for conda's) build on these; this module imports neither.
+"""What a lock pins, whatever its kind: packages, their files (URL and sha256), which of a
+package's wheels an interpreter installs, and `LockKind`, the interface every kind of lock
+is a unit behind (`pylock.py`, `hashed.py`, `conda.py`; `lockfile.Lock` holds a text and
+its kind). This module imports none of them.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
+from packaging.markers import Marker
 from packaging.tags import compatible_tags, cpython_tags, platform_tags, sys_tags
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
@@ -55,6 +58,75 @@ class LockedPackage:
         wheels = [f for f in self.files if f.filename.endswith(".whl")]
         fitting = [w for w in wheels if wheel_tags(w.filename) & supported]
         return (fitting or wheels or list(self.files))[0]
+
+
+class LockKind(Protocol):
+    """One kind of lock, as it is installed: how its text lists packages, which env it
+    makes, the line uv installs a package from, and what it refuses."""
+
+    name: str
+    filename: str
+    """The name it is kept under, in the env it made."""
+    conda: bool
+    """Its conda packages are rattler's, into a prefix of their own; uv adds its PyPI
+    packages to that prefix's python."""
+
+    def packages(self, text: str, base: str | None) -> list[LockedPackage]:
+        """Every package it locks; one not pinned exactly (version and hash) is refused.
+        `base`: the folder of the file it came from (a relative path is relative to it)."""
+        ...
+
+    def key(self, text: str, packages: Sequence[LockedPackage], interpreter: Interpreter) -> str:
+        """The identity of the env it makes on `interpreter`: its meaning, never its bytes."""
+        ...
+
+    def check_for(
+        self, text: str, packages: Sequence[LockedPackage], interpreter: Interpreter
+    ) -> None:
+        """Refuse it (LockError) where it is for another Python or platform, naming both."""
+        ...
+
+    def install_line(self, package: LockedPackage, interpreter: Interpreter) -> str:
+        """The hashed requirement uv installs `package` from."""
+        ...
+
+
+def hashed_line(package: LockedPackage) -> str:
+    """`name @ URL ; marker --hash=sha256:...` (`name==version` where it has no URL), every
+    file's hash: a package as a line of a hashed requirements file."""
+    hashes = " ".join(f"--hash=sha256:{f.sha256}" for f in package.files)
+    url = package.files[0].url
+    pin = f" @ {url}" if url else f"=={package.version}"
+    marker = f" ; {package.marker}" if package.marker else ""
+    return f"{package.name}{pin}{marker} {hashes}\n"
+
+
+def here(interpreter: Interpreter) -> str:
+    return (
+        f"this interpreter is {interpreter.implementation} {interpreter.version} "
+        f"on {interpreter.platform}"
+    )
+
+
+def check_wheels(packages: Sequence[LockedPackage], interpreter: Interpreter) -> None:
+    """Refuse packages locked as wheels none of which installs on `interpreter` (those its
+    marker leaves out, or with an sdist, are not refused: an sdist builds anywhere)."""
+    supported = tags_for(interpreter)
+    if not supported:
+        return  # the tags of this interpreter are not known here; uv will check them
+    for package in packages:
+        if package.marker and not Marker(package.marker).evaluate():
+            continue  # not installed here
+        wheels = [f for f in package.files if f.filename.endswith(".whl")]
+        if len(wheels) < len(package.files) or not wheels:
+            continue  # an sdist can be built anywhere
+        tags = set().union(*(wheel_tags(w.filename) for w in wheels))
+        if tags and not tags & supported:
+            names = ", ".join(sorted(w.filename for w in wheels))
+            raise LockError(
+                f"the lock's {package.name} {package.version} is for another platform "
+                f"({names}); {here(interpreter)}"
+            )
 
 
 def tags_for(interpreter: Interpreter) -> frozenset[Any]:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
 from envs import Interpreter
 from envs.formats import read
-from envs.lockfile import LockedFile, LockedPackage
+from envs.lockfile import FILENAMES, Kind, Lock, LockedFile, LockedPackage, unit
 from tests.wheelhouse import make_wheel
 
 
@@ -45,3 +46,24 @@ def test_a_relative_path_in_a_pylock_is_relative_to_the_lockfile(
     monkeypatch.chdir(elsewhere)  # the caller's folder must not matter
     lock = read(lockfile, Interpreter.current())
     assert f"tiny-pkg @ {wheel.resolve().as_uri()} " in lock.installable(Interpreter.current())
+
+
+def test_every_kind_of_lock_is_one_unit_kept_under_its_filename() -> None:
+    for kind in get_args(Kind):
+        found = unit(kind)
+        assert (found.name, found.filename) == (kind, FILENAMES[kind])
+        assert found.conda == (kind == "conda")  # only conda's packages are rattler's
+    assert Lock("", "conda").filename == "conda-lock.json"
+
+
+def test_each_kind_reads_its_text_into_the_same_packages() -> None:
+    url = "https://files.example/pkg-1.0-py3-none-any.whl"
+    pylock = 'lock-version = "1.0"\n[[packages]]\nname = "Pkg"\nversion = "1.0"\n'
+    pylock += f'wheels = [{{url = "{url}", hashes = {{sha256 = "ab"}}}}]\n'
+    hashed = f"pkg @ {url} --hash=sha256:ab\n"
+    here = Interpreter.current()
+    as_pylock, as_hashed = Lock(pylock, "pylock"), Lock(hashed, "requirements")
+    assert as_pylock.packages[0].files == as_hashed.packages[0].files
+    assert as_pylock.pins() == as_hashed.pins() == ["pkg==1.0"]
+    assert as_pylock.installable(here) == as_hashed.installable(here, skip=lambda n, v: False)
+    assert as_pylock.env_key(here) != as_hashed.env_key(here)  # each kind keys its own way

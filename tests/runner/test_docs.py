@@ -90,3 +90,21 @@ def test_every_docs_page_is_in_the_site() -> None:
     nav = (ROOT / "mkdocs.yml").read_text()
     for page in DOCS.glob("*.md"):
         assert f": {page.name}" in nav, f"{page.name} is not in mkdocs.yml's nav"
+
+
+def test_every_test_and_test_file_the_docs_name_is_there() -> None:
+    """A guarantee on a page names the test that holds it: that test exists."""
+    tests = {
+        name
+        for path in (ROOT / "tests").rglob("test_*.py")
+        for name in re.findall(r"^(?:async )?def (test_\w+)", path.read_text(), re.MULTILINE)
+    }
+    named = 0
+    for page in [*DOCS.glob("*.md"), ROOT / "README.md"]:
+        text = page.read_text()
+        for name in re.findall(r"`(?:[\w/]+\.py::)?(test_\w+)`", text):
+            assert name in tests, f"{page.name} names {name}, which no test file holds"
+            named += 1
+        for path in re.findall(r"`(tests/[\w/.-]+\.(?:py|sh))(?:::\w+)?`", text):
+            assert (ROOT / path).exists(), f"{page.name} names {path}, which is not there"
+    assert named >= 10  # read, not empty

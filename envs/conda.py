@@ -418,6 +418,10 @@ class Progress:
         self.downloaded: dict[int, int] = {}
         self.last = time.monotonic()
 
+    def begin(self) -> None:
+        """Said once as the install starts: none done of all, before a byte arrives."""
+        self._tell(last=True)
+
     def on_download_start(self, cache_entry: int) -> int:
         """A token of our own for each download (the bytes of each are kept apart)."""
         self.downloaded[len(self.downloaded)] = 0
@@ -477,6 +481,8 @@ def install(
         url = mirrored(package.url, mirrors)
         _verify(package, url)
         records.append(_record(rattler, package, url))
+    progress = Progress(log, len(records))
+    progress.begin()
     try:
         with condacache.installing(package_cache):  # gc prunes none of it meanwhile
             _run(
@@ -484,7 +490,7 @@ def install(
                     records,
                     target,
                     cache_dir=package_cache,
-                    reporter=Progress(log, len(records)),
+                    reporter=progress,
                     alternative_target_prefix=final,
                     execute_link_scripts=False,
                 )

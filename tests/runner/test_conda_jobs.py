@@ -87,8 +87,9 @@ def test_a_job_runs_in_the_pixi_locks_env_and_the_next_job_reuses_it(
     runner_cli("train", "--name", "first", "--lockfile", str(pixi_lock), str(script))
     logs = runner_cli("logs", "first").stdout
     assert f"data {DATA_TEXT.strip()} pkg 1.0" in logs
-    (progress,) = [e for e in events(runner_cli, "first") if e["event"] == "env.conda.progress"]
-    assert (progress["done"], progress["packages"]) == (4, 4)
+    progress = [e for e in events(runner_cli, "first") if e["event"] == "env.conda.progress"]
+    said = [(e["done"], e["packages"]) for e in progress]
+    assert said[0] == (0, 4) and said[-1] == (4, 4), said  # from its start, to its end
     key = JobStore(settings.state_dir).load("first").env_key
     assert key is not None and f"prefix {settings.cache_dir / 'envs' / key}" in logs
     calls = len(uv_spy.calls())

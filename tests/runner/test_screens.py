@@ -25,8 +25,10 @@ from pathlib import Path
 import pytest
 
 from runner.cli.progress import PIPED_EVERY
+from tests.condachannel import make_channel, serve, write_pixi_lock
 from tests.runner.conftest import TORCH, cli_runner
 from tests.runner.test_gpus import JOBS, fake_machine
+from tests.runner.test_process import wait_for
 from tests.wheelhouse import make_wheel
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
@@ -278,6 +280,42 @@ def test_a_cold_build_shows_its_progress_moving_and_a_line_now_and_then_when_pip
     assert beats and all(re.search(r"\(\d+(\.\d)?s\)$", beat) for beat in beats), lines
     assert not ESCAPE.search(out.stdout)
     assert lines.index(beats[0]) < lines.index(next(x for x in lines if x.startswith("Installed")))
+
+
+def test_a_conda_install_shows_its_progress_moving_and_then_its_line(
+    cli_environ: dict[str, str], tmp_path: Path
+) -> None:
+    channel = make_channel(tmp_path)
+    wheel = make_wheel(tmp_path / "wheels", "tiny-pkg", "1.0")
+    records = channel.solve(["tiny-mod"])
+    lock = write_pixi_lock(
+        tmp_path / "ws" / "pixi.lock", {"default": records}, channel, pypi=[wheel]
+    )
+    script = tmp_path / "job.py"
+    script.write_text("import tiny_mod\nprint('data', tiny_mod.DATA.strip())\n")
+    with serve(channel) as (url, handler):
+        stall = handler.stall = threading.Event()  # a download that takes 3 s: a slow mirror
+
+        def release() -> None:
+            wait_for(lambda: any("tiny-data" in p for p in handler.requested), timeout=120)
+            time.sleep(3)
+            stall.set()
+
+        threading.Thread(target=release, daemon=True).start()
+        environ = {**cli_environ, "RUNNER_CONDA_MIRRORS": f"{channel.url}={url}"}
+        command = f"{RUNNER} train --name conda --lockfile {lock} {script}"
+        screens = Terminal(environ, tmp_path).run(command, every=0.5)
+    final = shown(screens[-1])
+    assert exit_of(screens[-1]) == 0 and "data hello from a conda package" in final, screens[-1]
+    moving = {
+        line
+        for screen in screens
+        for line in screen.splitlines()
+        if re.search(r"Installing conda packages: \d+ of \d+, .* downloaded \(", line)
+    }
+    assert len(moving) >= 3, screens  # its time goes on while the mirror stalls
+    assert not any("Installing conda packages" in line for line in final), final  # cleared
+    assert_for_people(final)
 
 
 def test_a_job_waiting_for_a_gpu_says_so_and_its_wait_moves(

@@ -83,6 +83,19 @@ def cli_runner(
     return run
 
 
+def in_the_foreground(*argv: str) -> list[str]:
+    """`argv` run with its signals as a terminal's foreground command has them: Ctrl-C's
+    SIGINT, SIGQUIT and SIGHUP at their defaults, also where the tests were started with
+    them ignored (`nohup`, or `cmd &` in a script), which a program rightly keeps."""
+    reset = (
+        "import os, signal, sys\n"
+        "for s in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):\n"
+        "    signal.signal(s, signal.SIG_DFL)\n"
+        "os.execvp(sys.argv[1], sys.argv[1:])\n"
+    )
+    return [sys.executable, "-c", reset, *argv]
+
+
 def background(environ: dict[str, str], cwd: Path, *args: str) -> subprocess.Popen[bytes]:
     """`runner ARGS...` started and left running, its output discarded."""
     return subprocess.Popen(

@@ -32,7 +32,7 @@ from tests.condachannel import (
     write_pixi_lock,
 )
 from tests.conftest import UvSpy
-from tests.runner.conftest import TORCH, RunCli
+from tests.runner.conftest import TORCH, RunCli, in_the_foreground
 from tests.runner.test_backend import all_reduce_sum
 from tests.wheelhouse import make_wheel
 
@@ -239,7 +239,7 @@ def test_ctrl_c_during_a_conda_download_cancels_the_job_at_once_and_publishes_no
         environ = {**cli_environ, "RUNNER_CONDA_MIRRORS": f"{channel.url}={url}"}
         argv = ["train", "--name", "stopped", "--lockfile", str(pixi_lock), str(script)]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "runner.cli", *argv],
+            in_the_foreground(sys.executable, "-m", "runner.cli", *argv),
             env=environ,
             cwd=tmp_path,
             stdout=subprocess.DEVNULL,

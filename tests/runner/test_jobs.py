@@ -23,7 +23,7 @@ from runner.settings import RunnerSettings
 from runner.spec import JobSpec, ScriptEntry
 from runner.store import JobStore
 from tests.conftest import UvSpy
-from tests.runner.conftest import JOBS, RunCli
+from tests.runner.conftest import JOBS, RunCli, in_the_foreground
 from tests.runner.test_process import alive, wait_for
 
 REPORT = str(JOBS / "report.py")
@@ -253,7 +253,15 @@ def test_jobs_run_concurrently_in_their_own_directories(
 def _foreground(environ: dict[str, str], cwd: Path, name: str) -> subprocess.Popen[bytes]:
     """`runner train` in the foreground on a job that ignores SIGTERM."""
     return subprocess.Popen(
-        [sys.executable, "-m", "runner.cli", "train", "--name", name, str(JOBS / "ignore_term.py")],
+        in_the_foreground(
+            sys.executable,
+            "-m",
+            "runner.cli",
+            "train",
+            "--name",
+            name,
+            str(JOBS / "ignore_term.py"),
+        ),
         env=environ,
         cwd=cwd,
         stdout=subprocess.DEVNULL,

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from runner.client import SOCKET_NAME
-from tests.runner.conftest import JOBS
+from tests.runner.conftest import JOBS, in_the_foreground
 from tests.runner.test_process import wait_for
 
 RUNNER = str(Path(sys.executable).parent / "runner")
@@ -286,7 +286,7 @@ def test_a_request_it_cannot_read_gets_one_error_and_it_goes_on(
 def started(environ: dict[str, str], cwd: Path, *args: str) -> subprocess.Popen[str]:
     """`runner ARGS...` started, as a user's command in the foreground; its output piped."""
     return subprocess.Popen(
-        [RUNNER, *args],
+        in_the_foreground(RUNNER, *args),
         env=environ,
         cwd=cwd,
         stdout=subprocess.PIPE,

@@ -43,6 +43,7 @@ RUNNER = str(Path(sys.executable).parent / "runner")
 JOBS_LISTED = 100
 """`runner jobs` is timed over this many job records."""
 MANY_JOBS = 10_000
+SERVER_COMMANDS = 1_000
 """And over this many: its newest page only is read."""
 
 
@@ -51,9 +52,13 @@ def log(message: str) -> None:
 
 
 class Bench:
-    def __init__(self, root: Path, reps: int) -> None:
+    def __init__(self, root: Path, reps: int, quick: bool = False) -> None:
         self.root = root
         self.reps = reps
+        self.many_jobs = MANY_JOBS // 10 if quick else MANY_JOBS
+        """Records `runner jobs` pages over (a smoke run: a tenth, the same code)."""
+        self.server_commands = SERVER_COMMANDS // 10 if quick else SERVER_COMMANDS
+        """Commands the resident runner serves before its memory is read again."""
         os.environ["RUNNER_STATE_DIR"] = str(root / "state")  # for the `runner` processes too
         os.environ["RUNNER_CACHE_DIR"] = str(root / "cache")
         from runner.settings import RunnerSettings
@@ -639,22 +644,23 @@ class Bench:
         found |= {key: stats(values) for key, values in hit.items()}
         found["train_hit_to_uv_run"] = found["train_hit"]["median"] / found["uv_run"]["median"]
         found |= self._many_jobs(reps, off)
-        log("CLI: 1,000 `runner status` through the resident runner")
-        for _ in range(1000):
+        log(f"CLI: {self.server_commands:,} `runner status` through the resident runner")
+        for _ in range(self.server_commands):
             run([RUNNER, "status", jobs[-1]])
         after = self._server()
         found["server"] = {
             "idle_rss_bytes": server["rss_bytes"],
             "idle_fds": server["fds"],
-            "after_1000_rss_bytes": after["rss_bytes"],
-            "after_1000_fds": after["fds"],
+            "commands": self.server_commands,
+            "after_rss_bytes": after["rss_bytes"],
+            "after_fds": after["fds"],
             "same_server": server["pid"] == after["pid"],
         }
         run([RUNNER, "server", "stop"])
         return found
 
     def _many_jobs(self, reps: int, off: dict[str, str]) -> dict[str, Any]:
-        """`runner jobs` (its newest page) and `runner status` over MANY_JOBS records, served
+        """`runner jobs` (its newest page) and `runner status` over `many_jobs` records, served
         and in-process; the records are written by the store itself (untimed)."""
         from runner.spec import JobSpec, ScriptEntry
         from runner.store import JobStore
@@ -662,12 +668,12 @@ class Bench:
         state = self.root / "many-jobs"
         store = JobStore(state)
         spec = JobSpec(entry=ScriptEntry(kind="script", target=str(self.script)))
-        log(f"CLI: writing {MANY_JOBS:,} job records (untimed)")
-        for i in range(MANY_JOBS):
+        log(f"CLI: writing {self.many_jobs:,} job records (untimed)")
+        for i in range(self.many_jobs):
             store.create(spec.model_copy(update={"name": f"job{i:06}"}))
         served_env = {**os.environ, "RUNNER_STATE_DIR": str(state)}
         alone_env = {**off, "RUNNER_STATE_DIR": str(state)}
-        found: dict[str, Any] = {"many_job_count": MANY_JOBS}
+        found: dict[str, Any] = {"many_job_count": self.many_jobs}
         run([RUNNER, "jobs"], env=served_env)  # its server started, untimed
         for key, args in {"jobs": ["jobs"], "status": ["status", "job000000"]}.items():
             served: list[float] = []
@@ -948,11 +954,14 @@ def markdown(report: dict[str, Any]) -> str:
             f"{ms(cli['train_hit_in_process'])}) | {cli['train_hit_to_uv_run']:.2f}x |"
         )
         srv = cli["server"]
+        after = {  # reports before `commands` was kept name it in their keys
+            k.replace("after_1000_", "after_"): v for k, v in srv.items() if k.startswith("after")
+        }
         rows.append(
             f"| the resident runner's memory and open files | idle: "
-            f"{srv['idle_rss_bytes'] / 2**20:.0f} MiB, {srv['idle_fds']} fds | after 1,000 "
-            f"commands: {srv['after_1000_rss_bytes'] / 2**20:.0f} MiB, {srv['after_1000_fds']} "
-            f"fds | - |"
+            f"{srv['idle_rss_bytes'] / 2**20:.0f} MiB, {srv['idle_fds']} fds | after "
+            f"{srv.get('commands', 1000):,} commands: {after['after_rss_bytes'] / 2**20:.0f} MiB, "
+            f"{after['after_fds']} fds | - |"
         )
     else:
         rows.append(
@@ -1020,7 +1029,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="runner-bench-") as scratch:
         Path(scratch).chmod(0o755)  # its scripts: root's jobs run as a user that reads them
-        bench = Bench(Path(scratch), args.reps)
+        bench = Bench(Path(scratch), args.reps, quick=args.quick)
         if args.only:  # one section alone, for a quick look; never the report
             section = bench.warm_start() if args.only == "warm" else bench.cli()
             print(json.dumps(section, indent=2))

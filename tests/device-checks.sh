@@ -34,7 +34,8 @@ chmod -R a+rX /tmp/userrepo /tmp/rsite /tmp/bw
 if want tests; then
 step "pytest: GPU module (CLI and SDK, default sandbox, base python $CUDA_PY), cgroup v2, limits"
 cat /proc/self/cgroup /sys/fs/cgroup/cgroup.subtree_control
-RUNNER_TEST_CUDA_PYTHON=$CUDA_PY timeout 300 python3 -m pytest -p no:cacheprovider -W default \
+# one process (`-o addopts=`: not pytest-xdist's workers, which are not carried): one GPU
+RUNNER_TEST_CUDA_PYTHON=$CUDA_PY timeout 300 python3 -m pytest -p no:cacheprovider -W default -o addopts= \
     -v --durations=5 ${TESTS:-tests/runner/test_gpu_device.py tests/runner/test_cgroup.py \
     tests/runner/test_systemd_scope.py tests/runner/test_sandbox.py tests/runner/test_scopes.py} 2>&1 | tee "$OUT/tests.log"
 fi

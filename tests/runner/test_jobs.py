@@ -235,7 +235,7 @@ def test_jobs_run_concurrently_in_their_own_directories(
     writer.write_text(
         "import sys, time\n"
         "open('out.txt', 'w').write(sys.argv[1])\n"
-        "time.sleep(1)\n"
+        "time.sleep(3)\n"  # long enough for the other to start beside it, under load too
         "print(open('out.txt').read())\n"
     )
     runner_cli("envs", "create")  # the empty env, so both jobs start at once

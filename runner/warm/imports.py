@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from envs.files import atomic_write_text
+from runner.warm.standby import folder_id
 
 HEAVY_MS = 100
 """An own module whose import took at least this long is preloaded by default."""
@@ -27,11 +28,8 @@ def _path(state_dir: Path, env_dir: Path) -> Path:
 
 
 def _identity(env_dir: Path) -> list[int] | None:
-    try:
-        info = env_dir.stat()
-    except OSError:
-        return None
-    return [info.st_dev, info.st_ino]
+    found = folder_id(env_dir)
+    return list(found) if found is not None else None
 
 
 def measured(state_dir: Path, env_dir: Path) -> dict[str, int] | None:

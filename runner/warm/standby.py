@@ -75,7 +75,8 @@ def launch_key(
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
-def _folder_id(path: Path) -> tuple[int, int] | None:
+def folder_id(path: Path) -> tuple[int, int] | None:
+    """A folder's (device, inode): one removed and made again is another."""
     try:
         info = path.stat()
     except OSError:
@@ -128,7 +129,7 @@ class Standby:
 
     def __post_init__(self) -> None:
         if self.env_id is None:
-            self.env_id = _folder_id(Path(self.python).parents[1])
+            self.env_id = folder_id(Path(self.python).parents[1])
 
     def ready(self) -> bool:
         """Its warm-up is done (it said so) and it still runs."""
@@ -176,7 +177,7 @@ class Standby:
             return self.ended()
         if python != self.python:
             return "the job's interpreter is not the standby's"
-        if not Path(python).exists() or _folder_id(Path(python).parents[1]) != self.env_id:
+        if not Path(python).exists() or folder_id(Path(python).parents[1]) != self.env_id:
             return "the standby's env was removed"
         if launch != self.launch:
             return "the job's sandbox or start-up variables differ from the standby's"

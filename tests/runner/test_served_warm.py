@@ -27,6 +27,7 @@ from tests.runner.test_server import (
     runner,
     server_pid,
     server_status,
+    started,
 )
 from tests.runner.test_warm import _differences, _normal, fingerprint
 from tests.wheelhouse import make_wheel
@@ -206,14 +207,7 @@ def test_a_warm_job_whose_command_is_killed_ends_failed_and_leaves_nothing(
     done = run("train", "--timeout", "2", sleeper)  # cold; leaves a spare
     assert done.returncode != 0
     ready(environ)
-    owner = subprocess.Popen(
-        [RUNNER, "train", "--timeout", "2", sleeper],
-        env=environ,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    owner = started(environ, tmp_path, "train", "--timeout", "2", sleeper)
     wait_for(lambda: _newest_said(run, "ready"), timeout=60)
     job = last_job(run)
     assert job["warm"] is not None
@@ -396,14 +390,7 @@ def test_the_next_runs_standby_starts_once_this_run_has_ended(
     script = tmp_path / "nap.py"
     script.write_text("import time\nprint('up', flush=True)\ntime.sleep(3)\n")
     run = runner(environ, tmp_path)
-    owner = subprocess.Popen(
-        [RUNNER, "train", str(script)],
-        env=environ,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    owner = started(environ, tmp_path, "train", str(script))
     wait_for(lambda: _newest_said(run, "up"), timeout=60)
     assert standbys(environ) == []  # nothing warms beside the running job
     _, err = owner.communicate(timeout=60)
@@ -419,14 +406,7 @@ def test_the_runner_killed_at_hand_over_leaves_a_failed_job_and_no_process(
     spare = ready(environ)
     for pid in descendants(spare["pid"]):  # the standby: it takes its job, runs no line of it
         os.kill(pid, signal.SIGSTOP)
-    owner = subprocess.Popen(
-        [RUNNER, "train", "--with", "tiny-pkg", str(hello)],
-        env=environ,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    owner = started(environ, tmp_path, "train", "--with", "tiny-pkg", str(hello))
     try:
         wait_for(lambda: last_job(run).get("warm") is not None, timeout=60)
         job = last_job(run)

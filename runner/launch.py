@@ -18,6 +18,8 @@ from runner.spec import FunctionEntry, JobSpec, ScriptEntry
 
 ENTRY_FILE = "entry.py"
 ARGS_FILE = "args.json"
+RANKS_FILE = "ranks.py"
+"""The program that starts a node's ranks without torchrun's agent (`runner/ranks.py`)."""
 
 _CALL = """
 
@@ -146,23 +148,24 @@ def split_rank(line: str) -> tuple[int | None, str]:
 
 
 def direct(spec: JobSpec) -> bool:
-    """Whether the job's one rank starts without torchrun's agent (`JobSpec.launcher`)."""
-    single = spec.num_nodes == 1 and spec.nproc_per_node == 1
-    return spec.framework == "torch" and spec.launcher == "direct" and single
+    """Whether the job's ranks start without torchrun's agent (`JobSpec.launcher`): one node."""
+    return spec.framework == "torch" and spec.launcher == "direct" and spec.num_nodes == 1
 
 
 def rank_environ(spec: JobSpec, master: str, port: int) -> dict[str, str]:
-    """What torchrun's agent gives the one worker of a one-node, one-rank job."""
+    """What torchrun's agent gives every worker of a one-node job (rank 0's ranks; the others'
+    `RANK`, `LOCAL_RANK` and `ROLE_RANK` are set as `ranks.py` starts them)."""
+    ranks = str(spec.nproc_per_node)
     return {
         "RANK": "0",
         "LOCAL_RANK": "0",
         "GROUP_RANK": "0",
         "ROLE_RANK": "0",
         "ROLE_NAME": "default",
-        "LOCAL_WORLD_SIZE": "1",
-        "WORLD_SIZE": "1",
+        "LOCAL_WORLD_SIZE": ranks,
+        "WORLD_SIZE": ranks,
         "GROUP_WORLD_SIZE": "1",
-        "ROLE_WORLD_SIZE": "1",
+        "ROLE_WORLD_SIZE": ranks,
         "MASTER_ADDR": master,
         "MASTER_PORT": str(port),
         "TORCHELASTIC_RESTART_COUNT": "0",
@@ -173,8 +176,23 @@ def rank_environ(spec: JobSpec, master: str, port: int) -> dict[str, str]:
     }
 
 
-def steps(spec: JobSpec, bin_dir: Path, jobdir: Path, hold_fd: int | None = None) -> list[Step]:
-    """The argv of every step. Torch jobs get one torchrun agent per local node.
+def node_argv(
+    bin_dir: Path, jobdir: Path, spec: JobSpec, grace: float, *mode: str
+) -> tuple[str, ...]:
+    """The argv of `ranks.py` for the job's node (copied into its folder): `cold -- ARGV` or a
+    standby's `warm ...` (see `runner/ranks.py`)."""
+    ranks = jobdir / RANKS_FILE
+    ranks.write_text(Path(__file__).with_name(RANKS_FILE).read_text(encoding="utf-8"))
+    python = str(bin_dir / "python")
+    return (python, "-I", "-S", str(ranks), str(grace), str(spec.nproc_per_node), *mode)
+
+
+def steps(
+    spec: JobSpec, bin_dir: Path, jobdir: Path, hold_fd: int | None = None, grace: float = 5.0
+) -> list[Step]:
+    """The argv of every step. Torch jobs of one node start their ranks directly (`direct`:
+    one rank as python itself, several under `ranks.py`, which ends the others `grace`
+    seconds after one failed); else they get one torchrun agent per local node.
 
     The agents meet in a c10d rendezvous on a loopback address of the job's
     own (`job_loopback`), hosted by `node-0`. c10d hands out node ranks in join
@@ -191,8 +209,11 @@ def steps(spec: JobSpec, bin_dir: Path, jobdir: Path, hold_fd: int | None = None
         return [Step("node-0", (str(bin_dir / "python"), *prog))]
     if direct(spec):
         net = job_loopback()
-        env = rank_environ(spec, f"{net}1", free_port(f"{net}1"))
-        return [Step("node-0", (str(bin_dir / "python"), *prog), tuple(env.items()))]
+        env = tuple(rank_environ(spec, f"{net}1", free_port(f"{net}1")).items())
+        rank = (str(bin_dir / "python"), *prog)
+        if spec.nproc_per_node == 1:
+            return [Step("node-0", rank, env)]
+        return [Step("node-0", node_argv(bin_dir, jobdir, spec, grace, "cold", "--", *rank), env)]
     torchrun: tuple[str, ...] = (str(bin_dir / "torchrun"),)
     if bin_dir.is_dir() and not (bin_dir / "torchrun").exists():  # torch is in a layer's base
         torchrun = (str(bin_dir / "python"), "-m", "torch.distributed.run")

@@ -354,6 +354,7 @@ class Server:
             "age": round(time.monotonic() - spare.born, 1),
             "ready": spare.standby is not None,
             "preloaded": (spare.standby or {}).get("preloaded", []),
+            "ranks": (spare.standby or {}).get("ranks", 1),
             "rss": (spare.standby or {}).get("rss", 0),
         }
 

@@ -99,8 +99,9 @@ def data_cache(settings: RunnerSettings, policy: SandboxPolicy) -> Path | None:
 
 
 def _ranks(spec: JobSpec) -> Callable[[str], tuple[int | None, str]]:
-    """How a step's line tells its rank: a direct rank is 0, torchrun prefixes its workers'."""
-    if launch.direct(spec):
+    """How a step's line tells its rank: a direct rank alone is 0; torchrun and `ranks.py`
+    prefix their workers' lines."""
+    if launch.direct(spec) and spec.nproc_per_node == 1:
         return lambda line: (0, line)
     if spec.framework == "torch":
         return launch.split_rank
@@ -152,7 +153,9 @@ def start_steps(
     hold = os.pipe() if spec.framework == "torch" and spec.num_nodes > 1 else None
     if hold:
         nodes.holds.append(hold[1])
-    steps = launch.steps(spec, env_dir / "bin", where.jobdir, hold_fd=hold[0] if hold else None)
+    steps = launch.steps(
+        spec, env_dir / "bin", where.jobdir, hold[0] if hold else None, settings.cancel_grace
+    )
     warm_node = _from_standby(warm, job, steps, env_dir, where, settings, log) if warm else None
     if warm_node is not None:
         nodes.started.append(warm_node)
@@ -245,11 +248,14 @@ def _warm_start(
 
     spec = job.spec
     policy = spec.sandbox or settings.policy()
-    confinement = confine(policy, settings.bwrap, replace(where, cgroups=standby.cgroup))
+    cpus = tuple(job.cpus[: spec.cpus])
+    place = replace(where, cgroups=standby.cgroup, cpus=cpus)
+    confinement = confine(policy, settings.bwrap, place)
     _close(confinement.fds)  # the standby's own were passed when it started
     environ = {**step_environ(spec, step, env_dir, where, confinement), TAG: job.tag}
     python = step.argv[0]
-    why = standby.mismatch(launch_key(confinement.prefix, confinement.fds, environ, python), python)
+    launch = launch_key(confinement.prefix, confinement.fds, environ, python, cpus)
+    why = standby.mismatch(launch, python)
     if why is not None:
         log.info("job.cold", why=why)
         standby.drop()
@@ -257,7 +263,8 @@ def _warm_start(
     _log_sandbox(log, policy, standby.cgroup, confinement, where.user)
     step_log = log.bind(step=step.name)
     signs: set[str] = set()
-    standby.hand_over(step.argv, environ, where.workdir, _on_line(step_log, spec, signs))
+    out = _on_line(step_log, spec, signs)
+    standby.hand_over(step.argv, environ, where.workdir, out, cpus)
     step_log.info(
         "job.start",
         argv=[*confinement.prefix, *step.argv],

@@ -150,7 +150,11 @@ TRAIN_SECTIONS = {
     type=click.IntRange(min=1),
     help="CPU cores per node, a set of its own (waits until free).",
 )
-@click.option("--torchrun", is_flag=True, help="Run under torchrun even with one process.")
+@click.option(
+    "--torchrun",
+    is_flag=True,
+    help="Run under torchrun's agent (else one node's ranks start as torchrun starts them).",
+)
 @click.option(
     "--env",
     "env_vars",
@@ -277,6 +281,7 @@ def train(
         "index": index_of(index_url, extra_index_url, find_links),
         "env": _job_env(env_files, env_vars),
         "framework": "torch" if (torchrun or nproc_per_node > 1 or nnodes > 1) else "python",
+        "launcher": "torchrun" if torchrun else "direct",
         "nproc_per_node": nproc_per_node,
         "num_nodes": nnodes,
         "timeout": timeout,

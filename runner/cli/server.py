@@ -62,7 +62,7 @@ def status(as_json: bool) -> None:
 
 
 def _standbys(listed: object) -> list[str]:
-    """A line per standby it keeps for `runner train`: its env, preloads, memory, age."""
+    """A line per standby it keeps for `runner train`: its env, ranks, preloads, memory, age."""
     from runner.units import format_duration, format_size
 
     if not isinstance(listed, list) or not listed:
@@ -72,8 +72,10 @@ def _standbys(listed: object) -> list[str]:
         state = "ready" if s.get("ready") else "warming"
         preloaded = ", ".join(s.get("preloaded") or []) or "nothing"
         rss, age = format_size(int(s.get("rss") or 0)), format_duration(float(s.get("age") or 0))
+        ranks = int(s.get("ranks") or 1)
+        what = f"{ranks} ranks, each preloaded" if ranks > 1 else "preloaded"
         lines.append(
-            f"  env {str(s.get('env'))[:12]}  {state}  preloaded {preloaded}  {rss}  {age} old"
+            f"  env {str(s.get('env'))[:12]}  {state}  {what} {preloaded}  {rss}  {age} old"
         )
     return lines
 

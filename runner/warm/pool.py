@@ -157,6 +157,7 @@ class Pool:
                 "name": s.name,
                 "env": Path(s.python).parents[1].name,
                 "preloaded": list(s.preloaded),
+                "ranks": s.ranks,
                 "rss": s.rss(),
                 "age": round(s.age, 1),
             }
@@ -266,9 +267,21 @@ def _modules_of(env_dir: Path, spec: JobSpec) -> list[str]:
     return list(found)
 
 
+def _argv(
+    spec: JobSpec, bin_dir: Path, jobdir: Path, grace: float, warm_up: tuple[str, ...]
+) -> tuple[str, ...]:
+    """A standby's argv: `program.py` with its pipes and preloads (`warm_up`), or, for a node
+    of several ranks, `ranks.py`, which starts one such standby per rank."""
+    if spec.nproc_per_node == 1:
+        return (str(bin_dir / "python"), "-c", program.source(), *warm_up)
+    node = launch.node_argv(bin_dir, jobdir, spec, grace, "warm", *warm_up[:2])
+    return (*node, program.source(), *warm_up[2:])
+
+
 def start(store: JobStore, settings: RunnerSettings, request: Request) -> Standby:
     """Start a standby in the sandbox a job like `request.spec`, of a new name, would get."""
-    from runner.steps import _place, node_cgroup, step_environ  # the cold start, mirrored
+    from runner.job import cpu_pool  # the cold start, mirrored
+    from runner.steps import _place, node_cgroup, step_environ
 
     spec = request.spec.model_copy(update={"name": new_name()})
     name = spec.name
@@ -283,8 +296,11 @@ def start(store: JobStore, settings: RunnerSettings, request: Request) -> Standb
         cgroup = node_cgroup(policy, tag, 0)
         if cgroup is not None:
             made.append(cgroup)
-        confinement = confine(policy, settings.bwrap, replace(where, cgroups=cgroup))
-        (step,) = launch.steps(spec, request.env_dir / "bin", where.jobdir)
+        cores = cpu_pool()  # its job's own are leased later, and pinned at hand-over
+        cpus = tuple(cores[len(cores) - spec.cpus :]) if spec.cpus else ()
+        confinement = confine(policy, settings.bwrap, replace(where, cgroups=cgroup, cpus=cpus))
+        bin_dir = request.env_dir / "bin"
+        (step,) = launch.steps(spec, bin_dir, where.jobdir, grace=settings.cancel_grace)
         environ = step_environ(spec, step, request.env_dir, where, confinement)
         own = {*dict(step.env), *spec.env}  # the job's own values come with the job
         kept = startup(environ)
@@ -293,20 +309,12 @@ def start(store: JobStore, settings: RunnerSettings, request: Request) -> Standb
         torch_too, modules, measuring = preloads(request, settings, state_dir)
         control, ready = os.pipe(), os.pipe()
         fds = (control[0], ready[1], *confinement.fds)
+        warm_up = (str(control[0]), str(ready[1]), "1" if torch_too else "0", *modules)
+        argv = _argv(spec, bin_dir, where.jobdir, settings.cancel_grace, warm_up)
         relay = Relay()
         try:
             proc = Process(
-                (
-                    *priority.idle_prefix(),  # given back at hand-over
-                    *confinement.prefix,
-                    step.argv[0],
-                    "-c",
-                    program.source(),
-                    str(control[0]),
-                    str(ready[1]),
-                    "1" if torch_too else "0",
-                    *modules,
-                ),
+                (*priority.idle_prefix(), *confinement.prefix, *argv),  # IO priority: given back
                 env=standby_env,
                 cwd=where.workdir,
                 on_line=relay,
@@ -323,7 +331,7 @@ def start(store: JobStore, settings: RunnerSettings, request: Request) -> Standb
         standby = Standby(
             name=name,
             tag=tag,
-            launch=launch_key(confinement.prefix, confinement.fds, environ, step.argv[0]),
+            launch=launch_key(confinement.prefix, confinement.fds, environ, step.argv[0], cpus),
             python=step.argv[0],
             preloaded=(*(("torch",) if torch_too else ()), *(m for m in modules if m[0] != "?")),
             proc=proc,
@@ -332,6 +340,7 @@ def start(store: JobStore, settings: RunnerSettings, request: Request) -> Standb
             ready_fd=ready[0],
             store=store,
             cgroup=cgroup,
+            ranks=spec.nproc_per_node,
         )
         if measuring:
             own = {m[1:] for m in modules if m[0] == "?"}

@@ -1,4 +1,5 @@
-"""A standby warms at idle IO priority, and its job runs at the priority a cold job has.
+"""A standby warms at idle IO priority, and its job runs at the priority a cold job has, on
+the CPU cores a cold job would.
 
 A standby starts under `ionice -c 3` (util-linux), so all its processes and threads read
 and write only when no one else does: its imports never slow a running job's data
@@ -6,7 +7,8 @@ loading. Every new task inherits its creator's IO priority, so at hand-over the 
 gives each of the standby's tasks its own, the one a cold job inherits, before the job's
 first line runs. Any user may set that on its own processes (Linux's `ioprio_set`; root's
 job, run as another uid, by root's CAP_SYS_NICE). The CPU side is the standby's own: its
-warm-up thread runs at nice 19 (`program.py`).
+warm-up thread runs at nice 19 (`program.py`). A job that asked for CPU cores gets them
+when it is leased, after its standby started: then each of its tasks is pinned to them.
 """
 
 from __future__ import annotations
@@ -51,3 +53,13 @@ def restore(pids: Iterable[int]) -> None:
         with contextlib.suppress(OSError):  # a process that just ended
             for task in Path(f"/proc/{pid}/task").iterdir():
                 libc.syscall(numbers[0], _WHO_PROCESS, int(task.name), own)
+
+
+def pin(pids: Iterable[int], cpus: Iterable[int]) -> None:
+    """Put every thread of these processes on these CPU cores (what `taskset` gives a cold
+    job's first process, and each thread it starts inherits)."""
+    cores = set(cpus)
+    for pid in pids:
+        with contextlib.suppress(OSError):  # a process that just ended
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                os.sched_setaffinity(int(task.name), cores)

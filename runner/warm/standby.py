@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runner import cgroup
+from runner import cgroup, launch
 from runner.process import OnLine, Process, end_tree, tagged
 from runner.spec import FunctionEntry, JobSpec
 from runner.warm import priority
@@ -46,10 +46,10 @@ def startup(environ: Mapping[str, str]) -> dict[str, str]:
 
 def submission_key(spec: JobSpec) -> str | None:
     """What a job's standby depends on, known when it is submitted; None: it has none (several
-    processes, devices, a process limit held by an rlimit: those start cold)."""
-    if spec.num_nodes != 1 or spec.nproc_per_node != 1 or spec.gpus or spec.cpus:
+    nodes, torchrun's agent, GPUs, a process limit held by an rlimit: those start cold)."""
+    if spec.num_nodes != 1 or spec.gpus:
         return None
-    if spec.framework == "torch" and spec.launcher != "direct":
+    if spec.framework == "torch" and not launch.direct(spec):
         return None
     policy = spec.sandbox
     if policy and policy.processes and policy.mode != "off" and not cgroup.available("pids"):
@@ -65,12 +65,18 @@ def submission_key(spec: JobSpec) -> str | None:
 
 
 def launch_key(
-    prefix: Sequence[str], fds: Sequence[int], environ: Mapping[str, str], python: str
+    prefix: Sequence[str],
+    fds: Sequence[int],
+    environ: Mapping[str, str],
+    python: str,
+    cpus: Sequence[int] = (),
 ) -> str:
-    """What a step's start is made of, file descriptors' numbers aside: the sandbox's argv,
-    the variables read at start-up and the interpreter."""
+    """What a step's start is made of, file descriptors' numbers and which CPU cores aside (a
+    standby is pinned to its job's at hand-over): the sandbox's argv, the variables read at
+    start-up and the interpreter."""
     numbers = {str(fd) for fd in fds}
-    argv = ["FD" if arg in numbers else arg for arg in prefix]
+    cores = ",".join(map(str, cpus)) if cpus else None
+    argv = ["FD" if arg in numbers else "CPUS" if arg == cores else arg for arg in prefix]
     data = {"argv": argv, "env": startup(environ), "python": python}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
@@ -118,6 +124,8 @@ class Standby:
     ready_fd: int
     store: JobStore
     cgroup: JobCgroup | None = None
+    ranks: int = 1
+    """Interpreters it holds: one per rank of its node (`ranks.py` holds several)."""
     born: float = field(default_factory=time.monotonic)
     warmed: bool = False
     env_id: tuple[int, int] | None = None
@@ -184,11 +192,20 @@ class Standby:
         return None
 
     def hand_over(
-        self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, out: OnLine
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        cwd: Path,
+        out: OnLine,
+        cpus: Sequence[int] = (),
     ) -> None:
-        """Give it its job: from now on it is the job's first process, its lines the job's."""
+        """Give it its job: from now on it is the job's first process, its lines the job's;
+        before its first line, it has a cold job's IO priority and its CPU cores (if any)."""
         self.relay.target = out
-        priority.restore(tagged(self.tag))  # before its first line: a cold job's IO priority
+        pids = tagged(self.tag)
+        priority.restore(pids)
+        if cpus:
+            priority.pin(pids, cpus)
         message = marshal.dumps({"argv": list(argv), "env": dict(env), "cwd": str(cwd)}, 4)
         try:
             view = memoryview(message)

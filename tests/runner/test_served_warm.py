@@ -162,6 +162,45 @@ def test_a_warm_cli_job_sees_what_a_cold_one_sees(
     assert seen["draws"] != want["draws"] and all(seen["fresh"])
 
 
+def test_two_ranks_run_again_start_warm_and_a_rank_killed_in_standby_means_cold(
+    environ: dict[str, str], tmp_path: Path, torch_cache: Path
+) -> None:
+    """A node of 2 ranks: its standby holds one per rank (`ranks.py`); a rank of it killed
+    before the next run ends the whole standby, and that run starts cold."""
+    environ = {
+        **environ,
+        "RUNNER_CACHE_DIR": str(torch_cache),
+        "RUNNER_NO_INDEX": "0",
+        "RUNNER_FIND_LINKS": "",
+    }
+    run = runner(environ, tmp_path)
+    argv = ("train", *(a for p in TORCH for a in ("--with", p)), "--nproc-per-node", "2")
+    argv += (str(JOBS / "ddp_check.py"),)
+    both = {f"[rank {r}] rank {r} of 2 sum 1" for r in range(2)}
+    cold = run(*argv)
+    assert cold.returncode == 0 and "(warm)" not in cold.stderr, cold.stderr
+    assert set(cold.stdout.splitlines()) == both
+    spare = ready(environ, timeout=300)
+    assert spare["ranks"] == 2 and spare["preloaded"] == ["torch", "numpy"], spare
+    assert "2 ranks, each preloaded torch, numpy" in run("server", "status").stdout
+    warm = run(*argv)
+    assert warm.returncode == 0 and "(warm)" in warm.stderr, warm.stderr
+    assert set(warm.stdout.splitlines()) == both
+    spare = ready(environ, timeout=300)
+    ranks = [
+        pid
+        for pid in descendants(spare["pid"])
+        if b"__standby__" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        and b"ranks.py" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    assert len(ranks) == 2, ranks
+    os.kill(ranks[1], signal.SIGKILL)
+    wait_for(lambda: standbys(environ) == [] or not any(alive(p) for p in ranks), timeout=30)
+    third = run(*argv)
+    assert third.returncode == 0 and "(warm)" not in third.stderr, third.stderr
+    assert set(third.stdout.splitlines()) == both
+
+
 def test_killing_the_server_ends_its_spares_and_their_standbys(
     environ: dict[str, str], tmp_path: Path, hello: Path
 ) -> None:

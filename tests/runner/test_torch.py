@@ -47,12 +47,18 @@ def outputs(run: Run, name: str) -> list[dict[str, Any]]:
     return [r for r in recs if r["event"] == "output" and "rank" in r]
 
 
-def test_two_rank_torchrun_completes_with_both_ranks_in_the_log(run: Run) -> None:
+LAUNCHERS = {"direct": [], "agent": ["--torchrun"]}
+"""One node's ranks start directly (`ranks.py`), or under torchrun's agent with `--torchrun`."""
+
+
+@pytest.mark.parametrize("launcher", list(LAUNCHERS))
+def test_two_rank_torchrun_completes_with_both_ranks_in_the_log(run: Run, launcher: str) -> None:
     run(
         "train",
         "--name",
         "ddp",
         *WITH_TORCH,
+        *LAUNCHERS[launcher],
         "--nproc-per-node",
         "2",
         str(JOBS / "ddp_check.py"),
@@ -60,14 +66,25 @@ def test_two_rank_torchrun_completes_with_both_ranks_in_the_log(run: Run) -> Non
     lines = {(r["rank"], r["line"]) for r in outputs(run, "ddp")}
     assert (0, "rank 0 of 2 sum 1") in lines and (1, "rank 1 of 2 sum 1") in lines
     assert json.loads(run("status", "ddp", "--json").stdout)["status"] == "Complete"
+    records = [json.loads(line) for line in run("logs", "ddp", "--json").stdout.splitlines()]
+    (start,) = [r for r in records if r["event"] == "job.start"]
+    agent = any(a.endswith("/torchrun") or a == "torch.distributed.run" for a in start["argv"])
+    assert agent == (launcher == "agent"), start["argv"]
+    assert any(a.endswith("/ranks.py") for a in start["argv"]) == (launcher == "direct")
 
 
-def test_a_failing_rank_fails_the_job_with_its_exit_code(run: Run) -> None:
+@pytest.mark.parametrize(("launcher", "code"), [("direct", 3), ("agent", 1)])
+def test_a_failing_rank_fails_the_job_with_its_exit_code(
+    run: Run, launcher: str, code: int
+) -> None:
+    """Started directly, the node exits with the failed rank's own code (3); torchrun's agent
+    exits with 1 whatever the rank's was."""
     proc = run(
         "train",
         "--name",
         "ddpfail",
         *WITH_TORCH,
+        *LAUNCHERS[launcher],
         "--nproc-per-node",
         "2",
         "--env",
@@ -76,8 +93,8 @@ def test_a_failing_rank_fails_the_job_with_its_exit_code(run: Run) -> None:
         check=False,
     )
     status = json.loads(run("status", "ddpfail", "--json").stdout)
-    assert status["status"] == "Failed" and status["exit_code"] == 1 == proc.returncode
-    assert status["reason"] == "node-0 exited with code 1"
+    assert status["status"] == "Failed" and status["exit_code"] == code == proc.returncode
+    assert status["reason"] == f"node-0 exited with code {code}"
     assert (1, "rank 1 failing") in {(r["rank"], r["line"]) for r in outputs(run, "ddpfail")}
 
 
@@ -105,11 +122,15 @@ def test_two_local_nodes_each_run_a_torchrun_agent(run: Run) -> None:
     }
 
 
-def test_cancel_of_a_two_rank_job_leaves_no_process(run: Run, tmp_path: Path) -> None:
+@pytest.mark.parametrize("launcher", list(LAUNCHERS))
+def test_cancel_of_a_two_rank_job_leaves_no_process(
+    run: Run, tmp_path: Path, launcher: str
+) -> None:
     name = run(
         "train",
         "--detach",
         *WITH_TORCH,
+        *LAUNCHERS[launcher],
         "--nproc-per-node",
         "2",
         str(JOBS / "torch_sleeper.py"),
@@ -126,7 +147,7 @@ def test_cancel_of_a_two_rank_job_leaves_no_process(run: Run, tmp_path: Path) ->
 
     wait_for(both_ranks_up, timeout=300)
     tag = store.load(name).tag
-    # host pids (the ranks see their own pid namespace): sandbox, torchrun, both workers
+    # host pids (the ranks see their own pid namespace): sandbox, agent or ranks.py, both ranks
     everyone = tagged(tag)
     assert len(everyone) >= 4, everyone
     groups = {_pgid(p) for p in everyone}

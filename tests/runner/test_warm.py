@@ -101,6 +101,12 @@ def fingerprint() -> None:
                 "umask": os.umask(0o22),
                 "nice": os.getpriority(os.PRIO_PROCESS, 0),
                 "io_priorities": io,  # of every thread (a standby's warmed at idle)
+                "cpus": sorted(  # of every thread (a standby's pinned at hand-over)
+                    {
+                        tuple(sorted(os.sched_getaffinity(int(t.name))))
+                        for t in Path("/proc/self/task").iterdir()
+                    }
+                ),
                 "threads": len(list(Path("/proc/self/task").iterdir())),
                 "modules": modules,
                 "after_warmup": sorted(sys.modules),
@@ -123,16 +129,19 @@ def _probe(backend: LocalProcessBackend) -> tuple[str, dict[str, Any]]:
     return name, json.loads(line)
 
 
-def _lines(backend: LocalProcessBackend, name: str) -> list[str]:
-    """The job's lines, each whole (a line longer than 64 KiB comes in pieces)."""
-    lines, going_on = [], False
+def _lines(backend: LocalProcessBackend, name: str, rank: int | None = None) -> list[str]:
+    """The job's lines (of one rank), each whole (a line longer than 64 KiB comes in pieces)."""
+    lines, going_on, kept = [], False, True
     for r in backend.store.records(name):
         if r["event"] != "output" or r["stream"] != "stdout":
             continue
-        if going_on:
-            lines[-1] += r["line"]
+        if going_on:  # the line's next piece: it carries no rank
+            if kept:
+                lines[-1] += r["line"]
         else:
-            lines.append(r["line"])
+            kept = rank is None or r.get("rank") == rank
+            if kept:
+                lines.append(r["line"])
         going_on = bool(r.get("partial"))
     return lines
 
@@ -193,6 +202,45 @@ def _same_start(backend: LocalProcessBackend, cold: tuple[str, dict[str, Any]]) 
     assert set(warm["modules"]) <= set(cold[1]["after_warmup"]) | set(cold[1]["modules"])
     assert not any(m == "runner" or m.startswith("runner.") for m in warm["modules"])
     return warm
+
+
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_a_warm_node_on_cores_of_its_own_sees_what_a_cold_one_sees_in_each_rank(
+    warm_cfg: LocalProcessBackendConfig, cpus: int
+) -> None:
+    """`cpu: N` gives N ranks on N cores of the job's own: a node of N standbys
+    (`ranks.py`), pinned at hand-over to the cores the job was leased (the standbys
+    warm on the last cores; a cold job of 1 core is leased the first)."""
+    backend = LocalProcessBackend(warm_cfg)
+
+    def probe() -> tuple[str, list[dict[str, Any]]]:
+        trainer = CustomTrainer(
+            func=fingerprint, packages_to_install=TORCH, resources_per_node={"cpu": cpus}
+        )
+        name = backend.train(runtime="torch-distributed", trainer=trainer)
+        record = _done(backend, name)
+        assert record.status == "Complete", (record.reason, _lines(backend, name))
+        prints = [[x for x in _lines(backend, name, r) if x.startswith("{")] for r in range(cpus)]
+        assert [len(p) for p in prints] == [1] * cpus, prints
+        return name, [json.loads(p[0]) for p in prints]
+
+    cold = probe()
+    cold_record = backend.store.load(cold[0])
+    assert cold_record.warm is None and len(cold_record.cpus) == cpus
+    _ready(backend)
+    name, warm = probe()
+    record = backend.store.load(name)
+    assert record.warm is not None, [r for r in backend.store.records(name) if "cold" in r["event"]]
+    for rank in range(cpus):
+        assert cold[1][rank]["cpus"] == [cold_record.cpus], cold[1][rank]["cpus"]
+        assert warm[rank]["cpus"] == [record.cpus], warm[rank]["cpus"]
+        assert warm[rank]["environ"]["RANK"] == str(rank)
+        seen = _normal(warm[rank], name, record.tag)
+        want = _normal(cold[1][rank], cold[0], cold_record.tag)
+        seen.pop("cpus"), want.pop("cpus")  # the cores each was leased, checked above
+        assert seen == want, _differences(seen, want)
+    draws = [tuple(fp["draws"]) for fp in (*cold[1], *warm)]
+    assert len(set(draws)) == len(draws), draws  # no two ranks, no two jobs share a stream
 
 
 @pytest.fixture

@@ -383,6 +383,56 @@ class Bench:
         log("two ranks: torchrun's agent against the ranks started directly")
         return {"ranks": 2, **agent.measure(python, 2, max(5, self.reps * 2))}
 
+    def ddp_ranks(self) -> dict[str, Any]:
+        """The README's main job (`examples/train_ddp.py`, 2 gloo ranks) for 1 epoch, run
+        again, whole process: from `runner train`'s start to both ranks' first line, and to its
+        exit. From a standby (each run once the last one's is ready, as a person reads the
+        loss), cold with the ranks started directly (`--cold`), and cold under torchrun's
+        agent (`--cold --torchrun`); each kind in a block of its own, so that no standby
+        warms beside a measured run."""
+        script = Path(__file__).parent.parent / "examples" / "train_ddp.py"
+        with_args = [arg for req in TORCH for arg in ("--with", req)]
+
+        def once(*options: str) -> tuple[float, float, bool]:
+            argv = [RUNNER, "train", *options, *with_args, "--nproc-per-node", "2", str(script)]
+            started = time.perf_counter()
+            proc = subprocess.Popen(
+                [*argv, "--epochs", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            assert proc.stdout is not None and proc.stderr is not None
+            seen: dict[str, float] = {}
+            for line in proc.stdout:
+                seen.setdefault(line.split("]", 1)[0], time.perf_counter() - started)
+            said = proc.stderr.read()
+            assert proc.wait() == 0, said
+            ended = time.perf_counter() - started
+            assert seen.keys() >= {"[rank 0", "[rank 1"}, seen
+            return max(seen["[rank 0"], seen["[rank 1"]), ended, "(warm)" in said
+
+        log("2-rank DDP: runner train again, from a standby, --cold, --cold --torchrun")
+        reps = max(5, self.reps * 2)
+        since = time.monotonic()
+        once()  # the env exists (the torch sections made it); this one leaves a standby
+        runs: dict[str, list[tuple[float, float, bool]]] = {}
+        for kind, options in (
+            ("warm", ()),
+            ("cold", ("--cold",)),
+            ("agent", ("--cold", "--torchrun")),
+        ):
+            runs[kind] = []
+            for _ in range(reps):
+                if kind == "warm":
+                    self.standby_ready(since)
+                    since = time.monotonic()
+                runs[kind].append(once(*options))
+            if kind == "warm":
+                self.standby_ready(since)  # the last one's: ready before a cold run is timed
+        out: dict[str, Any] = {"ranks": 2, "all_warm": all(w for _, _, w in runs["warm"])}
+        for kind, times in runs.items():
+            out[f"{kind}_first_lines"] = stats([t[0] for t in times])
+            out[f"{kind}_exit"] = stats([t[1] for t in times])
+        return out
+
     def _sdk_config(self, warm: bool, rep: int) -> Any:
         from runner.backend import LocalProcessBackendConfig
 
@@ -415,8 +465,11 @@ class Bench:
 
         from runner.backend import LocalProcessBackend, LocalProcessBackendConfig
 
-        cfg = LocalProcessBackendConfig(
-            cache_dir=self.settings.cache_dir, state_dir=self.settings.state_dir, cleanup_venv=False
+        cfg = LocalProcessBackendConfig(  # each job a new interpreter, as torchrun's are
+            cache_dir=self.settings.cache_dir,
+            state_dir=self.settings.state_dir,
+            cleanup_venv=False,
+            warm=False,
         )
         backend = LocalProcessBackend(cfg)
         trainer = CustomTrainer(
@@ -759,6 +812,12 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             if "warm_start" in res
             else []
         ),
+        *(
+            [("2-rank DDP, run again: start to both ranks' first line (s)",
+              res["ddp_ranks"]["warm_first_lines"]["median"], "<= 0.2 s", 0.2)]
+            if "ddp_ranks" in res
+            else []
+        ),
         ("16 concurrent identical jobs: builds", res["concurrent"]["16"]["builds"], "== 1", 1),
         ("16 sets sharing torch / one torch env (disk)", res["shared_torch"]["ratio_to_one_env"],
          "< 1.5x", 1.5),
@@ -814,6 +873,50 @@ def _launch_rows(lr: dict[str, Any], fig: Callable[[dict[str, Any]], str]) -> li
     ]
 
 
+def _ddp_rows(d: dict[str, Any], fig: Callable[[dict[str, Any]], str]) -> list[str]:
+    """The main job (2 gloo ranks, 1 epoch) run again: warm against cold, two moments."""
+    return [
+        f"| `runner train --nproc-per-node 2 examples/train_ddp.py`, run again (process): "
+        f"{words} | cold: {fig(d['cold_' + moment])}; under torchrun's agent "
+        f"(`--torchrun`): {fig(d['agent_' + moment])} | from a standby: "
+        f"{fig(d['warm_' + moment])} | "
+        f"{d['warm_' + moment]['median'] / d['cold_' + moment]['median']:.2f}x cold |"
+        for moment, words in (
+            ("first_lines", "start to both ranks' first line"),
+            ("exit", "start to exit"),
+        )
+    ]
+
+
+def _warm_rows(
+    res: dict[str, Any],
+    fig: Callable[[dict[str, Any]], str],
+    ms: Callable[[dict[str, Any]], str],
+) -> list[str]:
+    """Warm starts, and how torch jobs of several ranks start: the rows of the sections a
+    report has (older reports lack some)."""
+    rows: list[str] = []
+    if "warm_start" in res:
+        ws = res["warm_start"]
+        rows.append(
+            f"| SDK README training example, env cached: `train()` to Complete (in-process) | "
+            f"original backend: {fig(ws['original'])} | a new interpreter per job: "
+            f"{fig(ws['runner_cold'])}; from a standby: {ms(ws['runner_warm'])} | "
+            f"{ws['speedup_cold']:.0f}x; {ws['speedup_warm']:,.0f}x |"
+        )
+        rows.append(
+            f"| what a standby costs | a job's compute alone: {fig(ws['compute_alone'])} | "
+            f"beside a warming standby: {fig(ws['compute_beside_standby'])}; idle standby "
+            f"(torch): {ws['standby_rss_bytes']['median'] / 2**20:.0f} MiB resident | "
+            f"{ws['beside_ratio']:.2f}x |"
+        )
+    if "launch_ranks" in res:
+        rows += _launch_rows(res["launch_ranks"], fig)
+    if "ddp_ranks" in res:
+        rows += _ddp_rows(res["ddp_ranks"], fig)
+    return rows
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The README table: each comparison as medians (min-max) and the ratio, then the targets.
 
@@ -856,11 +959,13 @@ def markdown(report: dict[str, Any]) -> str:
     )
     t = res["torch_jobs"]
     what = {1: "1-rank job, a function that only prints", 2: "2-rank job, a gloo all_reduce"}
+    cold = ", warm starts off" if "ddp_ranks" in res else ""  # (older reports: left on)
     for ranks in (1, 2):
         rows.append(
             f"| {what[ranks]}: job time | torchrun from the shell: "
             f"{fig(t[f'torch_{ranks}_direct'])} | SDK `train()` to Complete, in a running "
-            f"Python: {fig(t[f'torch_{ranks}_sdk'])} | {t[f'torch_{ranks}_ratio']:.2f}x torchrun |"
+            f"Python{cold}: {fig(t[f'torch_{ranks}_sdk'])} | "
+            f"{t[f'torch_{ranks}_ratio']:.2f}x torchrun |"
         )
     e = res["sdk_end_to_end"]
     rows.append(
@@ -869,22 +974,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"{fig(e['runner_first'])}; second {fig(e['runner_second'])} | "
         f"{e['speedup_first']:.1f}x; {e['speedup_second']:.1f}x |"
     )
-    if "warm_start" in res:
-        ws = res["warm_start"]
-        rows.append(
-            f"| SDK README training example, env cached: `train()` to Complete (in-process) | "
-            f"original backend: {fig(ws['original'])} | a new interpreter per job: "
-            f"{fig(ws['runner_cold'])}; from a standby: {ms(ws['runner_warm'])} | "
-            f"{ws['speedup_cold']:.0f}x; {ws['speedup_warm']:,.0f}x |"
-        )
-        rows.append(
-            f"| what a standby costs | a job's compute alone: {fig(ws['compute_alone'])} | "
-            f"beside a warming standby: {fig(ws['compute_beside_standby'])}; idle standby "
-            f"(torch): {ws['standby_rss_bytes']['median'] / 2**20:.0f} MiB resident | "
-            f"{ws['beside_ratio']:.2f}x |"
-        )
-    if "launch_ranks" in res:
-        rows += _launch_rows(res["launch_ranks"], fig)
+    rows += _warm_rows(res, fig, ms)
     for count, c in res["concurrent"].items():
         rows.append(
             f"| {count} concurrent jobs, one new set | - | {c['wall_seconds']:.1f} s for all, "
@@ -1012,7 +1102,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--quick", action="store_true", help="numpy only: a smoke run, no torch")
     parser.add_argument(
-        "--only", choices=["warm", "cli"], help="one section, printed, not reported"
+        "--only", choices=["warm", "cli", "ddp"], help="one section, printed, not reported"
     )
     parser.add_argument(
         "--summary", type=Path, metavar="REPORT", help="print the README table of a report.json"
@@ -1031,7 +1121,8 @@ def main(argv: list[str] | None = None) -> None:
         Path(scratch).chmod(0o755)  # its scripts: root's jobs run as a user that reads them
         bench = Bench(Path(scratch), args.reps, quick=args.quick)
         if args.only:  # one section alone, for a quick look; never the report
-            section = bench.warm_start() if args.only == "warm" else bench.cli()
+            sections = {"warm": bench.warm_start, "cli": bench.cli, "ddp": bench.ddp_ranks}
+            section = sections[args.only]()
             print(json.dumps(section, indent=2))
             return
         results: dict[str, Any] = {"cold_numpy": bench.cold(NUMPY)}
@@ -1043,6 +1134,7 @@ def main(argv: list[str] | None = None) -> None:
             results["sdk_end_to_end"] = bench.sdk_end_to_end()
             results["warm_start"] = bench.warm_start()
             results["launch_ranks"] = bench.launch_ranks()
+            results["ddp_ranks"] = bench.ddp_ranks()
             results["concurrent"] = bench.concurrent()
             results["shared_torch"] = bench.shared_torch()
             results["layered"] = bench.layered()

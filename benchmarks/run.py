@@ -845,6 +845,7 @@ HEADLINE = (
     "| new set {torch, numpy}, download caches warm",
     "| second job, same set respelled",
     "| SDK README training example, env cached",
+    "| `runner train --nproc-per-node 2 examples/train_ddp.py`, run again (process): start to both",
     "| a job, its env cached (process)",
     "| `status` (process)",
     "| `jobs`, its newest page",

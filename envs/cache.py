@@ -439,6 +439,7 @@ class EnvCache:
                 conda=conda.shown() if conda else None,
             )
             (workdir / META).write_text(meta.model_dump_json(indent=2))
+            workdir.chmod(0o755)  # whatever the umask: root's jobs run as another user
             workdir.rename(final)
         except BaseException as exc:
             if isinstance(exc, BuildError):

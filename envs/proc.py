@@ -21,6 +21,10 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True
 
 
 def _die_with(parent: int) -> None:  # runs in the child, between fork and exec
+    """Killed when `parent` goes; and what it writes (an env's files) readable by others,
+    whatever the caller's umask: root's jobs run as another user, who must read the env.
+    The cache's own folder (the caller's umask) still decides who can reach it."""
+    os.umask(0o022)
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # the parent died before the request was made: no signal comes
         os._exit(1)

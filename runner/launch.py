@@ -77,10 +77,17 @@ class Step:
     """Variables of this step alone (a direct rank's torchrun variables)."""
 
 
+def _readable(path: Path, text: str) -> None:
+    """Write a file the job's processes read, whatever the umask: root's jobs run as another
+    user. The job's folder (0700, that user's) keeps everyone else out."""
+    path.write_text(text, encoding="utf-8")
+    path.chmod(0o644)
+
+
 def write_entry(entry: FunctionEntry, jobdir: Path) -> list[str]:
     """Write the entry script and its arguments; returns the script's argv."""
-    (jobdir / ENTRY_FILE).write_text(entry.source + _CALL.format(function=entry.function))
-    (jobdir / ARGS_FILE).write_text(json.dumps(entry.args))
+    _readable(jobdir / ENTRY_FILE, entry.source + _CALL.format(function=entry.function))
+    _readable(jobdir / ARGS_FILE, json.dumps(entry.args))
     return [str(jobdir / ENTRY_FILE), str(jobdir / ARGS_FILE)]
 
 
@@ -182,7 +189,7 @@ def node_argv(
     """The argv of `ranks.py` for the job's node (copied into its folder): `cold -- ARGV` or a
     standby's `warm ...` (see `runner/ranks.py`)."""
     ranks = jobdir / RANKS_FILE
-    ranks.write_text(Path(__file__).with_name(RANKS_FILE).read_text(encoding="utf-8"))
+    _readable(ranks, Path(__file__).with_name(RANKS_FILE).read_text(encoding="utf-8"))
     python = str(bin_dir / "python")
     return (python, "-I", "-S", str(ranks), str(grace), str(spec.nproc_per_node), *mode)
 

@@ -305,6 +305,22 @@ def test_func_args_arrive_as_keyword_arguments_with_env_and_name(
 
 
 @pytest.mark.torch
+def test_a_function_job_runs_whatever_the_umask(torch_cfg: LocalProcessBackendConfig) -> None:
+    """Its entry file is read by the job's user (root's job runs as another one), also when
+    the calling process has `umask 077`."""
+    backend = LocalProcessBackend(torch_cfg)
+    before = os.umask(0o077)
+    try:
+        args = {"lr": 0.1, "epochs": 1, "layers": [2]}
+        job = backend.train(runtime="torch-distributed", trainer=trainer(show_args, func_args=args))
+        done = backend.wait_for_job_status(job, status={"Complete", "Failed"}, timeout=300)
+    finally:
+        os.umask(before)
+    assert done.status == "Complete", list(backend.get_job_logs(job))
+    assert "lr=0.1 epochs=1 layers=[2] name=default rank=0" in backend.get_job_logs(job)
+
+
+@pytest.mark.torch
 def test_follow_streams_lines_before_the_job_ends(torch_cfg: LocalProcessBackendConfig) -> None:
     backend = LocalProcessBackend(torch_cfg)
     job = backend.train(runtime="torch-distributed", trainer=trainer(slow_printer))

@@ -98,6 +98,29 @@ def test_a_failing_rank_fails_the_job_with_its_exit_code(
     assert (1, "rank 1 failing") in {(r["rank"], r["line"]) for r in outputs(run, "ddpfail")}
 
 
+def test_ranks_start_whatever_the_umask(run: Run, torch_cache: Path, tmp_path: Path) -> None:
+    """`ranks.py` is written into the job's folder: readable by the job's user (root's job
+    runs as another) also under `umask 077`."""
+    environ = {
+        **os.environ,
+        "RUNNER_CACHE_DIR": str(torch_cache),
+        "RUNNER_STATE_DIR": str(tmp_path / "state"),
+    }
+    umask = ["sh", "-c", 'umask 077 && exec "$@"', "-", sys.executable, "-m", "runner.cli"]
+    argv = ["train", "--name", "tight", *WITH_TORCH, "--nproc-per-node", "2"]
+    proc = subprocess.run(
+        [*umask, *argv, str(JOBS / "ddp_check.py")],
+        env=environ,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = {(r["rank"], r["line"]) for r in outputs(run, "tight")}
+    assert {(0, "rank 0 of 2 sum 1"), (1, "rank 1 of 2 sum 1")} <= lines
+
+
 def test_two_local_nodes_each_run_a_torchrun_agent(run: Run) -> None:
     run(
         "train",

@@ -42,6 +42,8 @@ class Node:
         self.selector = selectors.DefaultSelector()
         self.pending: dict[int, bytes] = {}
         self.failed: tuple[int, int] | None = None
+        self.told: int | None = None
+        """A signal the node was sent (and passed on): its ranks end because of it."""
         self.kill_at: float | None = None
         self.wakeup = os.pipe()
         os.set_blocking(self.wakeup[0], False)
@@ -49,7 +51,7 @@ class Node:
         signal.set_wakeup_fd(self.wakeup[1], warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the loop through the pipe
         for sig in FORWARDED:
-            signal.signal(sig, self._forward)
+            signal.signal(sig, self._told)
         self.selector.register(self.wakeup[0], selectors.EVENT_READ, None)
 
     def start(self, argv: list[str], env: dict[str, str], fds: tuple[int, ...] = ()) -> None:
@@ -63,6 +65,10 @@ class Node:
             assert stream is not None
             self.pending[stream.fileno()] = b""
             self.selector.register(stream, selectors.EVENT_READ, (prefix, out))
+
+    def _told(self, sig: int, frame: object) -> None:
+        self.told = sig
+        self._forward(sig, frame)
 
     def _forward(self, sig: int, _frame: object) -> None:
         for proc in self.ranks:
@@ -107,11 +113,12 @@ class Node:
             if code not in (None, 0) and self.failed is None:
                 self.failed = (rank, code)
                 how = f"code {code}" if code > 0 else f"signal {-code}"
-                print(
-                    f"sandbox-runner: rank {rank} exited with {how}; ending the other ranks",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                if self.told is None:  # told to end, the ranks end: nothing to explain
+                    print(
+                        f"sandbox-runner: rank {rank} exited with {how}; ending the other ranks",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 self._forward(signal.SIGTERM, None)
                 self.kill_at = time.monotonic() + self.grace
         if self.kill_at is not None and time.monotonic() >= self.kill_at:

@@ -99,9 +99,27 @@ def test_term_goes_on_to_every_rank(tmp_path: Path) -> None:
     up = [node.stdout.readline(), node.stdout.readline()]
     assert sorted(up) == ["[rank0]:up\n", "[rank1]:up\n"]
     node.send_signal(signal.SIGTERM)
-    out, _ = node.communicate(timeout=30)
+    out, err = node.communicate(timeout=30)
     assert node.returncode == 0
     assert sorted(out.splitlines()) == ["[rank0]:saving 0", "[rank1]:saving 1"]
+    assert err == ""
+
+
+def test_ranks_that_end_because_the_node_was_told_to_end_fail_nothing_aloud(
+    tmp_path: Path,
+) -> None:
+    """Cancelled (TERM), its ranks die of it: the node dies of it too, and says nothing of
+    a failed rank (the runner says the job was cancelled)."""
+    node = _node(tmp_path, "import time\nprint('up', flush=True)\ntime.sleep(60)\n")
+    assert node.stdout is not None
+    assert sorted([node.stdout.readline(), node.stdout.readline()]) == [
+        "[rank0]:up\n",
+        "[rank1]:up\n",
+    ]
+    node.send_signal(signal.SIGTERM)
+    _, err = node.communicate(timeout=30)
+    assert node.returncode == -signal.SIGTERM
+    assert err == ""
 
 
 def _standby_node(count: int = 2) -> tuple[subprocess.Popen[str], int, int]:

@@ -261,6 +261,7 @@ MODES = {
         # held by a cgroup where one can be made; as an rlimit, see the test below
         **({"processes_limit": 4000} if cgroup.available("pids") else {}),
     },
+    "strict": {"sandbox": "strict"},
     "off": {"sandbox": "off"},
 }
 

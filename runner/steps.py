@@ -249,7 +249,9 @@ def _warm_start(
     spec = job.spec
     policy = spec.sandbox or settings.policy()
     cpus = tuple(job.cpus[: spec.cpus])
-    place = replace(where, cgroups=standby.cgroup, cpus=cpus)
+    by_uuid = {gpu.uuid: gpu for gpu in settings.gpu_pool()} if job.gpus else {}
+    gpus = tuple(by_uuid[uuid] for uuid in job.gpus)
+    place = replace(where, cgroups=standby.cgroup, cpus=cpus, gpus=gpus)
     confinement = confine(policy, settings.bwrap, place)
     _close(confinement.fds)  # the standby's own were passed when it started
     environ = {**step_environ(spec, step, env_dir, where, confinement), TAG: job.tag}

@@ -33,6 +33,7 @@ from runner.warm import imports, priority, program
 from runner.warm.standby import Relay, Standby, launch_key, startup, submission_key
 
 if TYPE_CHECKING:
+    from runner.gpus import Gpu
     from runner.settings import RunnerSettings
 
 _log = get_logger("runner.warm")
@@ -267,6 +268,17 @@ def _modules_of(env_dir: Path, spec: JobSpec) -> list[str]:
     return list(found)
 
 
+def _gpus(spec: JobSpec, settings: RunnerSettings) -> tuple[Gpu, ...]:
+    """The GPUs a standby's sandbox holds (their device nodes; never CUDA: its warm-up runs on
+    the CPU): those the job named, else the first of the pool, which a job is leased when
+    they are free. A job leased others finds the standby's sandbox not its own: it starts
+    cold, saying so."""
+    pool = settings.gpu_pool()
+    if spec.gpu_ids:
+        return tuple(next(g for g in pool if g.is_named(n)) for n in spec.gpu_ids)
+    return tuple(pool[: spec.gpus])
+
+
 def _argv(
     spec: JobSpec, bin_dir: Path, jobdir: Path, grace: float, warm_up: tuple[str, ...]
 ) -> tuple[str, ...]:
@@ -298,7 +310,8 @@ def start(store: JobStore, settings: RunnerSettings, request: Request) -> Standb
             made.append(cgroup)
         cores = cpu_pool()  # its job's own are leased later, and pinned at hand-over
         cpus = tuple(cores[len(cores) - spec.cpus :]) if spec.cpus else ()
-        confinement = confine(policy, settings.bwrap, replace(where, cgroups=cgroup, cpus=cpus))
+        place = replace(where, cgroups=cgroup, cpus=cpus, gpus=_gpus(spec, settings))
+        confinement = confine(policy, settings.bwrap, place)
         bin_dir = request.env_dir / "bin"
         (step,) = launch.steps(spec, bin_dir, where.jobdir, grace=settings.cancel_grace)
         environ = step_environ(spec, step, request.env_dir, where, confinement)

@@ -46,8 +46,8 @@ def startup(environ: Mapping[str, str]) -> dict[str, str]:
 
 def submission_key(spec: JobSpec) -> str | None:
     """What a job's standby depends on, known when it is submitted; None: it has none (several
-    nodes, torchrun's agent, GPUs, a process limit held by an rlimit: those start cold)."""
-    if spec.num_nodes != 1 or spec.gpus:
+    nodes, torchrun's agent, a process limit held by an rlimit: those start cold)."""
+    if spec.num_nodes != 1:
         return None
     if spec.framework == "torch" and not launch.direct(spec):
         return None

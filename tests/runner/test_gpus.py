@@ -322,6 +322,63 @@ def test_the_sdk_gets_the_gpus_of_resources_per_node(
         )
 
 
+@pytest.mark.torch
+@needs_bwrap
+def test_a_gpu_job_starts_warm_on_the_gpus_of_its_standby_and_cold_on_others(
+    torch_cache: Path, machine: Path, tmp_path: Path
+) -> None:
+    """A standby of a 1-GPU job holds the first GPU's device node (never CUDA): the next
+    such job, leased that GPU, starts warm and sees what the cold one saw; one leased the
+    other GPU (the first is busy) starts cold, saying why."""
+    from kubeflow.trainer import CustomTrainer
+
+    from runner.backend import LocalProcessBackend, LocalProcessBackendConfig
+    from tests.runner.test_warm import _differences, _lines, _normal, _ready, fingerprint
+
+    backend = LocalProcessBackend(
+        LocalProcessBackendConfig(
+            cache_dir=torch_cache, state_dir=tmp_path / "state", device_root=machine
+        )
+    )
+
+    def job(func: Any) -> str:
+        trainer = CustomTrainer(func=func, packages_to_install=TORCH, resources_per_node={"gpu": 1})
+        return backend.train(runtime="torch-distributed", trainer=trainer)
+
+    def probe() -> tuple[str, dict[str, Any]]:
+        name = job(fingerprint)
+        backend.wait_for_job_status(name, polling_interval=0.2, timeout=300)
+        (line,) = [x for x in _lines(backend, name) if x.startswith("{")]
+        return name, json.loads(line)
+
+    cold, cold_fp = probe()
+    assert cold_fp["environ"]["CUDA_VISIBLE_DEVICES"] == uuid(0)
+    _ready(backend)
+    warm, warm_fp = probe()
+    record, cold_record = backend.store.load(warm), backend.store.load(cold)
+    assert record.warm is not None and cold_record.warm is None
+    seen, want = _normal(warm_fp, warm, record.tag), _normal(cold_fp, cold, cold_record.tag)
+    assert seen == want, _differences(seen, want)
+    _ready(backend)
+    busy = job(napper)  # takes the standby, and GPU 0, and holds it
+    wait_for(lambda: "napping" in list(backend.get_job_logs(busy)), timeout=300)
+    _ready(backend)
+    other = job(show_gpus)
+    backend.wait_for_job_status(other, polling_interval=0.2, timeout=300)
+    assert f"CUDA_VISIBLE_DEVICES={uuid(1)} nodes=['nvidia0']" in backend.get_job_logs(other)
+    assert backend.store.load(other).warm is None
+    (why,) = [r["why"] for r in backend.store.records(other) if r["event"] == "job.cold"]
+    assert "sandbox" in why, why
+    backend.delete_job(busy)
+
+
+def napper() -> None:
+    import time
+
+    print("napping", flush=True)
+    time.sleep(300)
+
+
 def test_cpus_give_each_job_cores_of_its_own_and_a_job_waits_for_them(
     run: RunCli, store: JobStore
 ) -> None:

@@ -27,24 +27,52 @@ _imported: list[str] = []
 never the standby's end."""
 
 
-def _warm(torch_too: bool, preloads: list[str], done: list[object]) -> None:
+POOLED = ("numpy",)
+"""Modules whose library starts a thread pool as it loads (numpy's OpenBLAS: one thread per
+core but one), which keeps the CPU priority of the thread that loaded it: loaded by the main
+thread, at the job's priority, before the warm-up's thread (nice 19) starts."""
+
+
+def _load(name: str) -> None:
+    """Import a preload (`?NAME`: only tried) and note what it took; one done already is not
+    noted again."""
     import time  # builtin, and loaded as the interpreter starts
 
+    bare = name.lstrip("?")
+    if any(entry.partition("=")[0] == bare for entry in _imported):
+        return
+    began = time.perf_counter()
+    try:
+        __import__(bare)
+    except Exception:  # a default that does not import: skipped
+        if not name.startswith("?"):
+            raise
+        sys.modules.pop(bare, None)
+        return
+    _imported.append(f"{bare}={round((time.perf_counter() - began) * 1000)}")
+
+
+def _load_pools(torch_too: bool, preloads: list[str]) -> None:
+    """The POOLED modules the warm-up would load (torch loads numpy), loaded here first."""
+    for module in POOLED:
+        named = [p for p in preloads if p.lstrip("?") == module]
+        if named:
+            _load(named[0])
+        elif torch_too:
+            try:
+                __import__(module)
+            except Exception:  # torch without it: torch says so, in the warm-up
+                sys.modules.pop(module, None)
+
+
+def _warm(torch_too: bool, preloads: list[str], done: list[object]) -> None:
     try:
         os.setpriority(os.PRIO_PROCESS, _thread.get_native_id(), 19)  # this thread only
     except OSError:
         pass
     try:
         for name in preloads:
-            began = time.perf_counter()
-            try:
-                __import__(name.lstrip("?"))
-            except Exception:  # a default that does not import: skipped
-                if not name.startswith("?"):
-                    raise
-                sys.modules.pop(name[1:], None)
-                continue
-            _imported.append(f"{name.lstrip('?')}={round((time.perf_counter() - began) * 1000)}")
+            _load(name)
         if torch_too:
             import torch  # type: ignore[import-not-found]
 
@@ -133,18 +161,26 @@ def _run(job: dict) -> object:  # type: ignore[type-arg]
     return lambda: exec(code, main)  # the job's own script
 
 
+def _failed(exc: object) -> None:
+    print(f"sandbox-runner: the standby's warm-up failed: {exc!r}", file=sys.stderr)
+    os._exit(3)
+
+
 def main() -> None:
     control, ready = int(sys.argv[1]), int(sys.argv[2])
     torch_too, preloads = sys.argv[3] == "1", sys.argv[4:]
     done: list[object] = []
     before = dict(os.environ)
+    try:
+        _load_pools(torch_too, preloads)
+    except BaseException as exc:  # a preload that was named, not only tried
+        _failed(exc)
     _lock.acquire()
     _thread.start_new_thread(_warm, (torch_too, preloads, done))
     _lock.acquire()  # the warm-up ended: its thread released it
     _set_by_preloads.update((k, v) for k, v in os.environ.items() if before.get(k) != v)
     if done[0] is not None:
-        print(f"sandbox-runner: the standby's warm-up failed: {done[0]!r}", file=sys.stderr)
-        os._exit(3)
+        _failed(done[0])
     os.write(ready, ("r" + ",".join(_imported)).encode())
     os.close(ready)
     job = _read(control)

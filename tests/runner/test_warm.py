@@ -99,7 +99,17 @@ def fingerprint() -> None:
                 "limits": limits,
                 "cgroup": read("/proc/self/cgroup"),
                 "umask": os.umask(0o22),
-                "nice": os.getpriority(os.PRIO_PROCESS, 0),
+                "nice": sorted(  # of every thread (a standby warmed at nice 19)
+                    {
+                        int(
+                            Path(f"/proc/self/task/{t.name}/stat")
+                            .read_text()
+                            .split(")")[-1]
+                            .split()[16]
+                        )
+                        for t in Path("/proc/self/task").iterdir()
+                    }
+                ),
                 "io_priorities": io,  # of every thread (a standby's warmed at idle)
                 "cpus": sorted(  # of every thread (a standby's pinned at hand-over)
                     {

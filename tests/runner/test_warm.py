@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -61,6 +62,27 @@ def fingerprint() -> None:
         for name in dir(resource)
         if name.startswith("RLIMIT_")
     }
+    cgroup_limits = {  # what the job's cgroup (v2, or v1's controllers) lets it see
+        f"{folder}/{name}": read(f"{folder}/{name}").strip()
+        for line in read("/proc/self/cgroup").splitlines()
+        for folder in {
+            f"/sys/fs/cgroup{line.split(':', 2)[2]}",
+            f"/sys/fs/cgroup/{line.split(':', 2)[1]}{line.split(':', 2)[2]}",
+        }
+        for name in ("memory.max", "pids.max", "memory.limit_in_bytes", "cpu.cfs_quota_us")
+        if Path(f"{folder}/{name}").exists()
+    }
+    abstract = None  # what the Landlock scope (or the network namespace) makes of a host socket
+    if os.environ.get("PROBE_ABSTRACT"):
+        import errno
+        import socket
+
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            try:
+                sock.connect("\0" + os.environ["PROBE_ABSTRACT"])
+                abstract = "connected"
+            except OSError as exc:
+                abstract = errno.errorcode.get(exc.errno or 0, str(exc.errno))
     import ctypes
 
     import numpy
@@ -98,6 +120,8 @@ def fingerprint() -> None:
                 "fds": sorted(p.name for p in Path("/proc/self/fd").iterdir()),
                 "limits": limits,
                 "cgroup": read("/proc/self/cgroup"),
+                "cgroup_limits": cgroup_limits,
+                "host_abstract_socket": abstract,
                 "umask": os.umask(0o22),
                 "nice": sorted(  # of every thread (a standby warmed at nice 19)
                     {
@@ -127,10 +151,12 @@ def fingerprint() -> None:
     )
 
 
-def _probe(backend: LocalProcessBackend) -> tuple[str, dict[str, Any]]:
+def _probe(
+    backend: LocalProcessBackend, env: dict[str, str] | None = None
+) -> tuple[str, dict[str, Any]]:
     name = backend.train(
         runtime="torch-distributed",
-        trainer=CustomTrainer(func=fingerprint, packages_to_install=TORCH),
+        trainer=CustomTrainer(func=fingerprint, packages_to_install=TORCH, env=env),
     )
     backend._threads[name].join(timeout=300)
     record = backend.store.load(name)
@@ -192,10 +218,14 @@ def _differences(seen: dict[str, Any], want: dict[str, Any]) -> list[str]:
     return out
 
 
-def _same_start(backend: LocalProcessBackend, cold: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+def _same_start(
+    backend: LocalProcessBackend,
+    cold: tuple[str, dict[str, Any]],
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """A warm job's fingerprint, checked against a cold one's."""
     _ready(backend)
-    name, warm = _probe(backend)
+    name, warm = _probe(backend, env)
     record = backend.store.load(name)
     assert record.warm is not None and record.warm.preloaded in (["torch", "numpy"], ["torch"])
     if record.warm.preloaded == ["torch"]:  # a later standby: numpy was measured as quick
@@ -281,10 +311,16 @@ def test_a_warm_job_sees_what_a_cold_job_sees(
     warm_cfg: LocalProcessBackendConfig, mode: str
 ) -> None:
     backend = LocalProcessBackend(warm_cfg.model_copy(update=MODES[mode]))
-    cold = _probe(backend)
-    warm = _same_start(backend, cold)
-    # two jobs never share a random stream: not the cold one's, not each other's
-    again = _same_start(backend, cold)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as host:  # a host's abstract socket
+        env = {"PROBE_ABSTRACT": f"sandbox-runner-probe-{os.getpid()}-{mode}"}
+        host.bind("\0" + env["PROBE_ABSTRACT"])
+        host.listen()
+        cold = _probe(backend, env)
+        warm = _same_start(backend, cold, env)
+        # two jobs never share a random stream: not the cold one's, not each other's
+        again = _same_start(backend, cold, env)
+    if mode == "off":
+        assert cold[1]["host_abstract_socket"] == "connected"
     draws = [tuple(fp["draws"]) for fp in (cold[1], warm, again)]
     for i in range(3):
         assert len({d[i] for d in draws}) == 3, draws

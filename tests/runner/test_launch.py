@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -63,15 +64,19 @@ def _torch_spec(tmp_path: Path, **fields: object) -> JobSpec:
 
 
 def test_jobs_meet_on_loopback_addresses_of_their_own(tmp_path: Path) -> None:
-    """Two jobs starting at once never share a rendezvous address, so never a port."""
+    """Each job meets on a loopback network of its own, `127.A.B.` drawn at random from
+    254 * 256: two jobs starting at once share one (and so a port space) once in 65,024.
+    (50 draws all distinct would fail 1 run in 50: the birthday bound, not a fault.)"""
     spec = _torch_spec(tmp_path)
-    hosts = {
+    hosts = [
         next(a for a in steps(spec, Path("/env/bin"), tmp_path)[0].argv if "endpoint" in a)
         .split("=")[1]
         .rpartition(":")[0]
-        for _ in range(50)
-    }
-    assert len(hosts) == 50
+        for _ in range(200)
+    ]
+    assert all(re.fullmatch(r"127\.(\d+)\.(\d+)\.1", h) for h in hosts), hosts
+    assert all(0 < int(h.split(".")[1]) < 255 and int(h.split(".")[2]) < 256 for h in hosts)
+    assert len(set(hosts)) >= 195  # 200 draws: 0.3 repeats expected, 6 or more ~1e-7
 
 
 def test_worker_lines_carry_their_global_rank() -> None:

@@ -101,8 +101,8 @@ class Node:
         self.pending[fd] = lines.pop()
         if not data:  # the rank closed it: its last piece, if any, as a line
             self.selector.unregister(fd)
-            lines += [self.pending.pop(fd)] if self.pending[fd] else []
-            self.pending.pop(fd, None)
+            rest = self.pending.pop(fd)
+            lines += [rest] if rest else []
         if lines:
             out.write(b"".join(prefix + line + b"\n" for line in lines))
             out.flush()
@@ -132,6 +132,10 @@ class Node:
             proc.kill()
             proc.wait()
         sys.exit(3)  # each said why on its stderr
+
+    def any_ended(self) -> bool:
+        """A rank ended (before its job: the node's standby is no longer whole)."""
+        return any(p.poll() is not None for p in self.ranks)
 
     def running(self) -> bool:
         return any(p.poll() is None for p in self.ranks) or len(self.pending) > 0
@@ -215,7 +219,7 @@ def _all_ready(node: Node, readies: dict[int, int]) -> dict[int, bytes]:
             os.close(fd)
             if not said[readies[fd]].startswith(b"r"):
                 node.abandon()
-        if not all(p.poll() is None for p in node.ranks):
+        if node.any_ended():
             node.abandon()
     return said
 
@@ -230,7 +234,7 @@ def _job(node: Node, control: int) -> dict[str, Any] | None:
             if not chunk:
                 break
             data += chunk
-        elif not all(p.poll() is None for p in node.ranks):
+        elif node.any_ended():
             node.abandon()
     node.selector.unregister(control)
     os.close(control)

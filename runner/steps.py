@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from envs.base import probe as base_probe
 from runner import launch
@@ -40,6 +40,7 @@ from runner.store import JobRecord, JobStore
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger as Logger
 
+    from runner.gpus import Gpu
     from runner.warm.pool import Warm
     from runner.warm.standby import Standby
 
@@ -148,8 +149,7 @@ def start_steps(
     spec = job.spec
     policy = spec.sandbox or settings.policy()
     where = _place(store, job, env_dir, settings, policy)
-    by_uuid = {gpu.uuid: gpu for gpu in settings.gpu_pool()} if job.gpus else {}
-    held = tuple(by_uuid[uuid] for uuid in job.gpus)  # node k gets the k-th `spec.gpus` of them
+    held = _leased_gpus(job, settings)
     hold = os.pipe() if spec.framework == "torch" and spec.num_nodes > 1 else None
     if hold:
         nodes.holds.append(hold[1])
@@ -176,8 +176,8 @@ def start_steps(
                 join=namespaces,
                 report_fd=report[1] if report else None,
                 cgroups=cgroup,
-                gpus=held[index * spec.gpus : (index + 1) * spec.gpus],
-                cpus=tuple(job.cpus[index * spec.cpus : (index + 1) * spec.cpus]),
+                gpus=_share(held, index, spec.gpus),
+                cpus=_share(tuple(job.cpus), index, spec.cpus),
                 host_id=f"{job.tag}-{index}" if len(steps) > 1 else None,
             )
             confinement = confine(policy, settings.bwrap, place)
@@ -248,9 +248,8 @@ def _warm_start(
 
     spec = job.spec
     policy = spec.sandbox or settings.policy()
-    cpus = tuple(job.cpus[: spec.cpus])
-    by_uuid = {gpu.uuid: gpu for gpu in settings.gpu_pool()} if job.gpus else {}
-    gpus = tuple(by_uuid[uuid] for uuid in job.gpus)
+    cpus = _share(tuple(job.cpus), 0, spec.cpus)
+    gpus = _share(_leased_gpus(job, settings), 0, spec.gpus)
     place = replace(where, cgroups=standby.cgroup, cpus=cpus, gpus=gpus)
     confinement = confine(policy, settings.bwrap, place)
     _close(confinement.fds)  # the standby's own were passed when it started
@@ -276,6 +275,20 @@ def _warm_start(
         standby_age=round(standby.age, 3),
     )
     return Node(step, standby.proc, standby.cgroup, signs, standby.preloaded)
+
+
+_Unit = TypeVar("_Unit")
+
+
+def _leased_gpus(job: JobRecord, settings: RunnerSettings) -> tuple[Gpu, ...]:
+    """The GPUs the job was leased, in its lease's order (node k gets the k-th share)."""
+    by_uuid = {gpu.uuid: gpu for gpu in settings.gpu_pool()} if job.gpus else {}
+    return tuple(by_uuid[uuid] for uuid in job.gpus)
+
+
+def _share(units: tuple[_Unit, ...], index: int, per_node: int) -> tuple[_Unit, ...]:
+    """Node `index`'s share of the job's leased GPUs or CPU cores (`per_node` each)."""
+    return units[index * per_node : (index + 1) * per_node]
 
 
 def node_cgroup(policy: SandboxPolicy, tag: str, index: int) -> JobCgroup | None:

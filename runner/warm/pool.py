@@ -279,15 +279,14 @@ def _gpus(spec: JobSpec, settings: RunnerSettings) -> tuple[Gpu, ...]:
     return tuple(pool[: spec.gpus])
 
 
-def _argv(
-    spec: JobSpec, bin_dir: Path, jobdir: Path, grace: float, warm_up: tuple[str, ...]
-) -> tuple[str, ...]:
+def _argv(step: launch.Step, ranks: int, warm_up: tuple[str, ...]) -> tuple[str, ...]:
     """A standby's argv: `program.py` with its pipes and preloads (`warm_up`), or, for a node
-    of several ranks, `ranks.py`, which starts one such standby per rank."""
-    if spec.nproc_per_node == 1:
-        return (str(bin_dir / "python"), "-c", program.source(), *warm_up)
-    node = launch.node_argv(bin_dir, jobdir, spec, grace, "warm", *warm_up[:2])
-    return (*node, program.source(), *warm_up[2:])
+    of several ranks, the cold step's `ranks.py` made a standby (`warm` for `cold -- ...`),
+    which starts one such standby per rank."""
+    if ranks == 1:
+        return (step.argv[0], "-c", program.source(), *warm_up)
+    node = step.argv[: step.argv.index("cold")]  # python -I -S ranks.py GRACE N
+    return (*node, "warm", *warm_up[:2], program.source(), *warm_up[2:])
 
 
 def start(store: JobStore, settings: RunnerSettings, request: Request) -> Standby:
@@ -312,8 +311,9 @@ def start(store: JobStore, settings: RunnerSettings, request: Request) -> Standb
         cpus = tuple(cores[len(cores) - spec.cpus :]) if spec.cpus else ()
         place = replace(where, cgroups=cgroup, cpus=cpus, gpus=_gpus(spec, settings))
         confinement = confine(policy, settings.bwrap, place)
-        bin_dir = request.env_dir / "bin"
-        (step,) = launch.steps(spec, bin_dir, where.jobdir, grace=settings.cancel_grace)
+        (step,) = launch.steps(
+            spec, request.env_dir / "bin", where.jobdir, grace=settings.cancel_grace
+        )
         environ = step_environ(spec, step, request.env_dir, where, confinement)
         own = {*dict(step.env), *spec.env}  # the job's own values come with the job
         kept = startup(environ)
@@ -323,7 +323,7 @@ def start(store: JobStore, settings: RunnerSettings, request: Request) -> Standb
         control, ready = os.pipe(), os.pipe()
         fds = (control[0], ready[1], *confinement.fds)
         warm_up = (str(control[0]), str(ready[1]), "1" if torch_too else "0", *modules)
-        argv = _argv(spec, bin_dir, where.jobdir, settings.cancel_grace, warm_up)
+        argv = _argv(step, spec.nproc_per_node, warm_up)
         relay = Relay()
         try:
             proc = Process(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 _IOPRIO = {"x86_64": (251, 252), "aarch64": (30, 31), "ppc64le": (273, 274), "s390x": (282, 283)}
@@ -49,17 +49,24 @@ def restore(pids: Iterable[int]) -> None:
     own = libc.syscall(numbers[1], _WHO_PROCESS, 0)
     if own < 0:
         return
-    for pid in pids:
-        with contextlib.suppress(OSError):  # a process that just ended
-            for task in Path(f"/proc/{pid}/task").iterdir():
-                libc.syscall(numbers[0], _WHO_PROCESS, int(task.name), own)
+    for task in _tasks(pids):
+        libc.syscall(numbers[0], _WHO_PROCESS, task, own)  # one that just ended: an error
 
 
 def pin(pids: Iterable[int], cpus: Iterable[int]) -> None:
     """Put every thread of these processes on these CPU cores (what `taskset` gives a cold
     job's first process, and each thread it starts inherits)."""
     cores = set(cpus)
+    for task in _tasks(pids):
+        with contextlib.suppress(OSError):  # a thread that just ended
+            os.sched_setaffinity(task, cores)
+
+
+def _tasks(pids: Iterable[int]) -> Iterator[int]:
+    """Every thread of these processes, by thread id (none of a process that just ended)."""
     for pid in pids:
-        with contextlib.suppress(OSError):  # a process that just ended
-            for task in Path(f"/proc/{pid}/task").iterdir():
-                os.sched_setaffinity(int(task.name), cores)
+        try:
+            tasks = [int(task.name) for task in Path(f"/proc/{pid}/task").iterdir()]
+        except OSError:
+            continue
+        yield from tasks

@@ -3,6 +3,7 @@ command itself, as a user types it, served and in-process, side by side."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -19,7 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from runner import client
 from runner.client import SOCKET_NAME
 from tests.runner.conftest import JOBS, in_the_foreground
 from tests.runner.test_process import wait_for
@@ -158,10 +162,7 @@ def test_it_retires_when_idle_or_when_the_code_changed(
 ) -> None:
     """ "Other code" is a copy of the runner's, changed: the tree the other tests run from
     stays as it is (a changed file there would retire their servers mid-command)."""
-    code = tmp_path / "code"
-    root = Path(__file__).parents[2]
-    for package in ("runner", "envs"):
-        shutil.copytree(root / package, code / package, ignore=shutil.ignore_patterns("*.pyc"))
+    code = _copy_of_the_code(tmp_path)
     environ = {**environ, "PYTHONPATH": str(code)}
     run = runner(environ, tmp_path)
     run("jobs", RUNNER_SERVER_IDLE="2")
@@ -180,6 +181,72 @@ def test_it_retires_when_idle_or_when_the_code_changed(
     stopped = run("server", "stop")
     assert stopped.stdout.strip() == "stopped the resident runner"
     assert server_pid(environ) is None
+
+
+def _copy_of_the_code(tmp_path: Path) -> Path:
+    code = tmp_path / "code"
+    root = Path(__file__).parents[2]
+    for package in ("runner", "envs"):
+        shutil.copytree(
+            root / package, code / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    return code
+
+
+def test_a_command_starts_with_no_module_that_loads_re_and_compiles_nothing(
+    environ: dict[str, str], tmp_path: Path
+) -> None:
+    """The thin client's start: Python's modules that load `re` or `enum` (json, socket,
+    signal, ...) cost more than the rest of a served command; and its bytecode is written by
+    the server even where Python writes none (`PYTHONDONTWRITEBYTECODE`, set in many
+    images), so no command compiles it. A copy of the code: its bytecode starts absent."""
+    code = _copy_of_the_code(tmp_path)
+    environ = {**environ, "PYTHONPATH": str(code), "PYTHONDONTWRITEBYTECODE": "1"}
+    assert runner(environ, tmp_path)("jobs").returncode == 0  # the server starts
+    for module in ("__init__", "client"):
+        compiled = importlib.util.cache_from_source(str(code / "runner" / f"{module}.py"))
+        assert Path(compiled).is_file(), module
+    said = subprocess.run(
+        [sys.executable, "-X", "importtime", RUNNER, "jobs"],  # `python`, not `python3`: same
+        env=environ,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert said.returncode == 0, said.stderr
+    loaded = {
+        line.rsplit("|", 1)[1].strip()
+        for line in said.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "runner.client" in loaded
+    slow = {"re", "enum", "json", "socket", "signal", "struct", "contextlib", "hashlib"}
+    assert not loaded & {*slow, "subprocess"}, loaded  # nor a new server (same interpreter)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+        lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+        max_leaves=20,
+    )
+)
+def test_the_clients_json_is_jsons(value: object) -> None:
+    assert client.dumps(value) == json.dumps(value, separators=(",", ":"))
+    assert client.loads(json.dumps(value)) == value
+    assert client.loads(json.dumps(value, indent=2)) == value
+
+
+def test_the_clients_json_refuses_what_json_refuses() -> None:
+    for text in ("", "{", '{"a": 1} x', "[1,]", "{'a': 1}", "nul", '"\\x"', "01"):
+        with pytest.raises(ValueError):
+            json.loads(text)
+        with pytest.raises(ValueError):
+            client.loads(text)
+    with pytest.raises(TypeError):
+        client.dumps({"a": object()})
 
 
 def test_without_a_server_every_command_runs_in_process_the_same(

@@ -22,9 +22,11 @@ def test_pixi_manifest_validates_against_the_official_schema() -> None:
 def test_every_pixi_task_command_exists() -> None:
     """Each task runs `python`, the project's own script, or a tool its pixi env installs."""
     manifest = tomllib.loads((ROOT / "pixi.toml").read_text())
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    project = pyproject["project"]
     extras = manifest["pypi-dependencies"]["sandbox-runner"]["extras"]
-    provided = {"python", *project["scripts"]}
+    scripts = [Path(script).name for script in pyproject["tool"]["setuptools"]["script-files"]]
+    provided = {"python", *project.get("scripts", {}), *scripts}
     for extra in extras:
         provided |= {Requirement(r).name for r in project["optional-dependencies"][extra]}
     for name, task in manifest["tasks"].items():

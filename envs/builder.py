@@ -106,6 +106,7 @@ class Uv:
         log: Logger | None = None,
         index: IndexConfig | None = None,
         on_line: Callable[[str], None] | None = None,
+        on_received: Callable[[int], None] | None = None,
     ) -> None:
         """Run uv (reaching the sources as `index` says), each line it writes to stderr given
         to `on_line` as it comes; on failure raise BuildError with uv's own words."""
@@ -113,7 +114,7 @@ class Uv:
         (log or _log).debug("uv.run", argv=[mask(a) for a in argv])
         env = {**self.environ(), **(connection_environ(index) if index else {})}
         try:
-            proc = stream(argv, on_line or (lambda _line: None), cwd=cwd, env=env)
+            proc = stream(argv, on_line or (lambda _line: None), on_received, cwd=cwd, env=env)
         except OSError as exc:
             raise BuildError(f"cannot run uv at {self.binary!r}: {exc}") from None
         if proc.returncode != 0:
@@ -246,6 +247,7 @@ def materialize(
     # a conda prefix holds packages uv did not install (conda's): add, never sync them away
     verb = ["install", "--no-deps"] if lock.unit.conda else ["sync"]
     if install.read_text():
+        progress = UvProgress(log or _log, len(lock.packages))
         uv.run(
             [
                 "pip",
@@ -261,7 +263,8 @@ def materialize(
             cwd=target,
             log=log,
             index=spec.index,
-            on_line=UvProgress(log or _log, len(lock.packages)),
+            on_line=progress,
+            on_received=progress.received,
         )
     install.unlink()
     if lock.unit.conda:

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import signal
 import subprocess
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import threading
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -36,11 +40,21 @@ def run(argv: list[str], *, check: bool = False, **kwargs: Any) -> subprocess.Co
     return subprocess.run(argv, check=check, preexec_fn=lambda: _die_with(parent), **kwargs)
 
 
+LOOK_EVERY = 0.5
+"""Seconds between two looks at what a streamed child has received."""
+
+
 def stream(
-    argv: list[str], on_line: Callable[[str], None], **kwargs: Any
+    argv: list[str],
+    on_line: Callable[[str], None],
+    on_received: Callable[[int], None] | None = None,
+    **kwargs: Any,
 ) -> subprocess.CompletedProcess[str]:
     """`run`, with each line of the child's stderr given to `on_line` as it comes (uv says
-    what it downloads there); stdout and stderr are kept whole all the same."""
+    what it downloads there), and every `LOOK_EVERY` s the bytes it has received over the
+    network so far given to `on_received` (`envs.received`: uv says nothing of a download
+    until it is in, when its stderr is not a terminal). stdout and stderr are kept whole
+    all the same."""
     import threading
 
     parent = os.getpid()
@@ -57,10 +71,35 @@ def stream(
         out: list[str] = []
         reader = threading.Thread(target=lambda: out.append(stdout.read()), daemon=True)
         reader.start()
+        ended = threading.Event()
+        watcher = None
+        if on_received is not None:
+            watch = functools.partial(_watch, proc.pid, on_received, ended)
+            watcher = threading.Thread(target=watch, name="child-received", daemon=True)
+            watcher.start()
         err = []
-        for text in stderr:
-            err.append(text)
-            on_line(text.rstrip("\n"))
+        try:
+            for text in stderr:
+                err.append(text)
+                on_line(text.rstrip("\n"))
+        finally:
+            ended.set()
+            if watcher is not None:
+                watcher.join()
         reader.join()
         code = proc.wait()
     return subprocess.CompletedProcess(argv, code, "".join(out), "".join(err))
+
+
+def _watch(pid: int, on_received: Callable[[int], None], ended: threading.Event) -> None:
+    from envs.received import Received
+
+    received = Received(pid)
+    try:
+        while not ended.wait(LOOK_EVERY):
+            total = received.total()
+            if total is None:
+                return  # not to be seen here: downloads count as each one ends
+            on_received(total)
+    finally:
+        received.close()

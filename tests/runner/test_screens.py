@@ -263,9 +263,11 @@ def test_a_cold_build_shows_its_progress_moving_and_a_line_now_and_then_when_pip
         line
         for screen in screens
         for line in screen.splitlines()
-        if "Installing 1 package: 0/1 downloaded, 0 B/" in line
+        if "Installing 1 package: 0/1 downloaded, " in line
     }
     assert len(moving) >= 3, screens[-1]  # its time goes on while uv downloads
+    got = {re.search(r"downloaded, ([\d.]+ \w+)/", line)[1] for line in moving}  # type: ignore[index]
+    assert len(got - {"0 B"}) >= 3, moving  # and so do its bytes, as they come
     final = shown(screens[-1])
     assert not any("Installing 1 package" in line for line in final), final  # then cleared
     assert final[1].startswith("Installed 1 package in "), final
@@ -278,6 +280,7 @@ def test_a_cold_build_shows_its_progress_moving_and_a_line_now_and_then_when_pip
     lines = out.stdout.splitlines()
     beats = [line for line in lines if line.startswith("Installing 1 package")]
     assert beats and all(re.search(r"\(\d+(\.\d)?s\)$", beat) for beat in beats), lines
+    assert any(re.search(r"downloaded, [1-9][\d.]* \w+/", beat) for beat in beats), beats
     assert not ESCAPE.search(out.stdout)
     assert lines.index(beats[0]) < lines.index(next(x for x in lines if x.startswith("Installed")))
 

@@ -365,4 +365,9 @@ def main() -> None:
     if code is None:
         in_process()
         return
-    sys.exit(code)
+    for stream in (sys.stdout, sys.stderr):  # what the client itself said (an error line)
+        try:  # noqa: SIM105 (contextlib is one more module to load)
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)  # the command has ended; Python's own teardown is ~3 ms more (measured)

@@ -121,6 +121,9 @@ class Server:
         self.key = code_key()
         self.children: set[int] = set()
         self.spares: dict[str, Spare] = {}
+        self.blank: Spare | None = None
+        """A fork made ahead, waiting for the next command of any kind: a command handed to
+        it does not wait for the fork of the server (~3 ms of a served command, measured)."""
         self.pending: dict[int, dict[str, Any]] = {}
         """Spares asked for by commands still running (by pid): made when each has ended."""
         self.served = 0
@@ -138,6 +141,7 @@ class Server:
     def run(self) -> None:
         last = time.monotonic()
         try:
+            self._fork_blank()
             while True:
                 self._reap()
                 if not self.children and time.monotonic() - last > self.idle:
@@ -153,6 +157,9 @@ class Server:
                 with conn:
                     if self._handle(conn) == "exit":
                         return
+                # the next command's, while this one runs: forked once the client's streams
+                # and connection are closed here, or the blank would hold them open
+                self._fork_blank()
         finally:
             self.close()
 
@@ -170,13 +177,16 @@ class Server:
         self.listener.close()
         for spare in list(self.spares.values()):
             self._drop(spare, wait=0)  # each reads the end and ends its standby
+        if self.blank is not None:
+            self._drop(self.blank, wait=0)
+            self.blank = None
 
     def _forget(self) -> None:
         """In a fork: the server's own sockets and lock are not the child's."""
         self.listener.close()
         if self.lock >= 0:
             os.close(self.lock)
-        for spare in self.spares.values():
+        for spare in [*self.spares.values(), *([self.blank] if self.blank else [])]:
             spare.sock.close()
 
     def _reap(self) -> None:
@@ -196,6 +206,12 @@ class Server:
                     continue
             self.spares.pop(spare.key, None)
             spare.sock.close()
+        if self.blank is not None:
+            with contextlib.suppress(ChildProcessError):
+                if not os.waitpid(self.blank.pid, os.WNOHANG)[0]:
+                    return
+            self.blank.sock.close()
+            self.blank = None
 
     def _drop(self, spare: Spare, wait: float) -> None:
         """End a spare (it reads the end of its socket) and wait up to `wait` s for it."""
@@ -246,9 +262,27 @@ class Server:
         env = Path(str(message["job"].get("env_dir", ""))).name
         self.spares[key] = Spare(pid, ours, key, env)
 
+    def _fork_blank(self) -> None:
+        """Fork the blank for the next command, if there is none."""
+        if self.blank is not None:
+            return
+        ours, theirs = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover (the blank ends in os._exit, whatever happens)
+            try:
+                self._forget()
+                ours.close()
+                _blank(theirs, str(self.where / SOCKET_NAME))
+            finally:
+                os._exit(1)
+        theirs.close()
+        self.blank = Spare(pid, ours, key="", env="")
+
     def _hand(self, message: dict[str, Any], conn: socket.socket, fds: list[int]) -> bool:
         """Hand the request to the spare made for it, if there is one and it takes it."""
         spare = self.spares.pop(served.request_key(message), None)
+        if spare is None:
+            spare, self.blank = self.blank, None
         if spare is None:
             return False
         try:
@@ -512,6 +546,38 @@ def _child(
         os._exit(code)
 
 
+def _blank(sock: socket.socket, where: str) -> None:
+    """Be the blank: wait for the server to hand over a command (any), and become it; exit
+    when the server closes its end."""
+    os.setsid()  # the server's group's signals are not its own
+    for signum in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    with contextlib.suppress(Exception):
+        _become(sock, where, None)
+    os._exit(0)
+
+
+def _become(sock: socket.socket, where: str, pool: Any) -> None:
+    """Become the command the server hands over on `sock` (`take`, then `go`), with `pool`'s
+    standby; return if the server closes its end or gives up."""
+    asked, fds = receive(sock, fds=4)
+    take = asked.get("take") if asked is not None else None
+    if not isinstance(take, dict) or len(fds) != 4:
+        return
+    send(sock, {"taken": True})
+    # A server that gave up waiting (TAKE_WAIT) serves the command itself and closes this
+    # socket: the blank or spare serves only on its word, never both.
+    go, _ = receive(sock)
+    if go is None or go.get("go") is not True:
+        return
+    sock.close()
+    for signum in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+    conn = socket.socket(fileno=fds[0])
+    _child(conn, take, fds[1:], where, pool)  # never returns
+
+
 def _spare(sock: socket.socket, message: dict[str, Any], where: str) -> None:
     """Be a spare: start one standby for the next command like `message`'s, say when it is
     ready, and become that command when the server hands it over. Exit (the standby
@@ -546,21 +612,8 @@ def _spare(sock: socket.socket, message: dict[str, Any], where: str) -> None:
         said = False
         while not pool.empty():
             if select.select([sock], [], [], 1.0)[0]:
-                asked, fds = receive(sock, fds=4)
-                take = asked.get("take") if asked is not None else None
-                if not isinstance(take, dict) or len(fds) != 4:
-                    return
-                send(sock, {"taken": True})
-                # A server that gave up waiting (TAKE_WAIT) serves the command itself and
-                # closes this socket: the spare serves only on its word, never both.
-                go, _ = receive(sock)
-                if go is None or go.get("go") is not True:
-                    return
-                sock.close()
-                for signum in (signal.SIGINT, signal.SIGHUP):
-                    signal.signal(signum, signal.SIG_DFL)
-                conn = socket.socket(fileno=fds[0])
-                _child(conn, take, fds[1:], where, pool)  # never returns
+                _become(sock, where, pool)
+                return
             if not said and (listed := pool.listing()) and listed[0]["ready"]:
                 send(sock, {"ready": listed[0]})
                 said = True

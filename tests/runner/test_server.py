@@ -35,8 +35,14 @@ Run = Callable[..., subprocess.CompletedProcess[str]]
 def runner(environ: dict[str, str], cwd: Path) -> Run:
     def run(*args: str, served: bool = True, **overrides: str) -> subprocess.CompletedProcess[str]:
         env = {**environ, **overrides, **({} if served else {"RUNNER_SERVER": "0"})}
-        return subprocess.run(
-            [RUNNER, *args], env=env, cwd=cwd, capture_output=True, text=True, check=False
+        return subprocess.run(  # a stream held open by another process: a failure, not a hang
+            [RUNNER, *args],
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
         )
 
     return run
@@ -247,6 +253,34 @@ def test_the_clients_json_refuses_what_json_refuses() -> None:
             client.loads(text)
     with pytest.raises(TypeError):
         client.dumps({"a": object()})
+
+
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found |= {int(child) for child in (task / "children").read_text().split()}
+    return {child for child in found if alive(child)}
+
+
+def test_a_command_runs_in_the_fork_made_ahead_for_it_or_in_a_new_one(
+    environ: dict[str, str], tmp_path: Path
+) -> None:
+    """The server forks the next command's process before it comes (its blank): a command
+    does not wait for that fork. A blank that is gone is only a fork later."""
+    run = runner(environ, tmp_path)
+    listed = run("jobs")
+    pid = server_pid(environ)
+    assert pid is not None
+    wait_for(lambda: len(_children(pid)) == 1, timeout=30)  # the blank, waiting
+    (blank,) = _children(pid)
+    assert run("jobs").stdout == listed.stdout
+    wait_for(lambda: blank not in _children(pid) and len(_children(pid)) == 1, timeout=30)
+    (blank,) = _children(pid)  # it became that command and ended; a new one waits
+    os.kill(blank, signal.SIGKILL)
+    again = run("jobs")
+    assert (again.returncode, again.stdout, again.stderr) == (0, listed.stdout, listed.stderr)
+    wait_for(lambda: blank not in _children(pid) and len(_children(pid)) == 1, timeout=30)
+    assert server_pid(environ) == pid
 
 
 def test_without_a_server_every_command_runs_in_process_the_same(

@@ -96,10 +96,16 @@ def _received(pidfd: int, fd: int) -> int | None:
     if ours < 0:
         return None if ctypes.get_errno() in (1, 38) else 0  # EPERM, ENOSYS; EBADF: gone
     try:
-        with socket.socket(fileno=ours) as sock:
-            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
+        sock = socket.socket(fileno=ours)
+    except OSError:  # its number was closed and taken by a file meanwhile
+        os.close(ours)
+        return 0
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
     except OSError:
         return 0  # a Unix socket, a UDP one: nothing of a download
+    finally:
+        sock.close()  # our copy only: the child's socket is as it was
     if len(info) < _TCP_INFO_SIZE:
         return 0  # a kernel before 4.1: no such count
     count: int = _BYTES_RECEIVED.unpack_from(info, _BYTES_RECEIVED_AT)[0]

@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -249,34 +250,30 @@ class Server:
             self._drop(old, wait=0)
         while len(self.spares) >= MAX_SPARES:
             self._drop(min(self.spares.values(), key=lambda s: s.born), wait=0)
-        ours, theirs = socket.socketpair()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover (the spare ends in os._exit, whatever happens)
-            try:
-                self._forget()
-                ours.close()
-                _spare(theirs, message, str(self.where / SOCKET_NAME))
-            finally:
-                os._exit(1)
-        theirs.close()
+        pid, ours = self._fork(lambda sock, where: _spare(sock, message, where))
         env = Path(str(message["job"].get("env_dir", ""))).name
         self.spares[key] = Spare(pid, ours, key, env)
 
     def _fork_blank(self) -> None:
         """Fork the blank for the next command, if there is none."""
-        if self.blank is not None:
-            return
+        if self.blank is None:
+            pid, ours = self._fork(_blank)
+            self.blank = Spare(pid, ours, key="", env="")
+
+    def _fork(self, then: Callable[[socket.socket, str], None]) -> tuple[int, socket.socket]:
+        """Fork a process that waits to be handed a command (`then`: a spare's, the blank's
+        wait), and the server's end of its socket."""
         ours, theirs = socket.socketpair()
         pid = os.fork()
-        if pid == 0:  # pragma: no cover (the blank ends in os._exit, whatever happens)
+        if pid == 0:  # pragma: no cover (it ends in os._exit, whatever happens)
             try:
                 self._forget()
                 ours.close()
-                _blank(theirs, str(self.where / SOCKET_NAME))
+                then(theirs, str(self.where / SOCKET_NAME))
             finally:
                 os._exit(1)
         theirs.close()
-        self.blank = Spare(pid, ours, key="", env="")
+        return pid, ours
 
     def _hand(self, message: dict[str, Any], conn: socket.socket, fds: list[int]) -> bool:
         """Hand the request to the spare made for it, if there is one and it takes it."""
